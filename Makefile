@@ -1,0 +1,62 @@
+# loopgate — build, test and run. Every target works on a fresh Debian
+# machine with only Go installed; targets that need Debian packages install
+# them (as root) or say exactly what is missing.
+
+GO       ?= go
+BIN      := bin/loopgate
+EXAMPLE  := examples/hello
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+LISTEN   ?= 127.0.0.1:8080
+ADMIN    ?= 127.0.0.1:9180
+FUZZTIME ?= 5s
+
+.PHONY: build example test run bench generate lint docker bpf-deps clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/loopgate
+
+# The example backend is built next to its web.config, where processPath finds it.
+example:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(EXAMPLE)/hello ./$(EXAMPLE)
+
+test: bpf-deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./configload
+
+run: build example
+	$(BIN) serve --listen $(LISTEN) --admin $(ADMIN) $(EXAMPLE)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./fastpath/... ./supervisor/... ./bench/...
+
+# bpf2go needs clang, llvm (llvm-strip) and libbpf-dev (bpf_helpers.h).
+generate: bpf-deps
+	$(GO) generate ./bpf/...
+
+# Installs the eBPF toolchain when it is missing and we may (root with
+# apt-get); otherwise says what is missing. Tests that need clang skip
+# with that reason.
+bpf-deps:
+	@if command -v clang >/dev/null 2>&1 && command -v llvm-strip >/dev/null 2>&1 && [ -f /usr/include/bpf/bpf_helpers.h ]; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing clang llvm libbpf-dev for the eBPF objects"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev >/dev/null || \
+		{ DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev >/dev/null; }; \
+	else \
+		echo "note: clang, llvm and libbpf-dev are missing (apt-get install clang llvm libbpf-dev); eBPF regeneration checks will skip"; \
+	fi
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+docker:
+	@if docker info >/dev/null 2>&1; then docker build -t loopgate:$(VERSION) .; \
+	else echo "docker: no Docker engine reachable (docker info failed); build the image on a machine with one"; exit 1; fi
+
+clean:
+	rm -rf bin $(EXAMPLE)/hello

@@ -1,0 +1,144 @@
+package configload
+
+import "time"
+
+// AppSpec is one app's configuration, read from its web.config.
+//
+// An AppSpec is immutable once returned by Load or Parse: callers must not
+// modify it or the slices it holds, and may share it between goroutines
+// freely. Two specs from the same inputs are Equal; the supervisor recycles
+// an app only when its spec changed.
+type AppSpec struct {
+	// Dir is the app's physical path: absolute, cleaned, no trailing slash.
+	Dir string
+	// ConfigFile is the web.config the spec was read from (Dir/web.config).
+	ConfigFile string
+	// VirtualPath is where the app is mounted: "/" or a cleaned prefix such as
+	// "/api" (no trailing slash). The backend sees it as ASPNETCORE_APPL_PATH.
+	VirtualPath string
+
+	// ProcessPath is aspNetCore@processPath after %VAR% expansion, the
+	// ANCM_LAUNCHER_PATH override and Windows path translation (DESIGN.md §4).
+	// A relative path is not resolved here: the supervisor tries Dir first and
+	// then $PATH, as the reference does. Required.
+	ProcessPath string
+	// Arguments is aspNetCore@arguments (or ANCM_LAUNCHER_ARGS) after
+	// expansion and translation, split like a Windows command line. The
+	// literal token %ASPNETCORE_PORT% is kept for the supervisor to replace
+	// with the port chosen for each start.
+	Arguments []string
+
+	// Environment holds the <environmentVariables> entries in document order,
+	// names deduplicated case-insensitively (a later entry overwrites an
+	// earlier one in place), values %VAR%-expanded against Options.Environ.
+	// With ANCM_PREFER_ENVIRONMENT_VARIABLES=1|true in Options.Environ, an
+	// entry whose name exists there takes that value instead.
+	Environment []EnvVar
+
+	// StartupTimeLimit is aspNetCore@startupTimeLimit: how long one start
+	// attempt may take to listen. Default 120 s, range 0-3600 s; 0 is not
+	// infinite (one quick check, then failure).
+	StartupTimeLimit time.Duration
+	// ShutdownTimeLimit is aspNetCore@shutdownTimeLimit: how long a graceful
+	// stop may take before the process group is killed. Default 10 s, range
+	// 0-600 s; 0 kills at once.
+	ShutdownTimeLimit time.Duration
+	// RapidFailsPerMinute is aspNetCore@rapidFailsPerMinute: crashes and
+	// failed starts allowed in a sliding 60 s window. Default 10, range 0-100.
+	RapidFailsPerMinute int
+	// RequestTimeout is aspNetCore@requestTimeout: the inactivity timeout on
+	// the backend hop. Default 2 min, range 0-360 h, 1 s granularity; 0 means
+	// no timeout.
+	RequestTimeout time.Duration
+	// StdoutLogEnabled is aspNetCore@stdoutLogEnabled. Default false.
+	StdoutLogEnabled bool
+	// StdoutLogFile is aspNetCore@stdoutLogFile as an absolute base path
+	// (relative values are resolved against Dir). Default Dir/aspnetcore-stdout.
+	StdoutLogFile string
+	// ProcessesPerApplication is aspNetCore@processesPerApplication. Default 1,
+	// range 1-100.
+	ProcessesPerApplication int
+	// DisableStartUpErrorPage is aspNetCore@disableStartUpErrorPage: answer a
+	// failed start with a bare 502 instead of the 502.5 page. Default false.
+	DisableStartUpErrorPage bool
+	// HostingModel is aspNetCore@hostingModel. InProcess still runs out of
+	// process; Warnings then carries a note saying so.
+	HostingModel HostingModel
+
+	// MaxAllowedContentLength is
+	// system.webServer/security/requestFiltering/requestLimits@maxAllowedContentLength,
+	// in bytes. Default 30000000. Larger request bodies get 413.
+	MaxAllowedContentLength int64
+
+	// HandlerSettings holds <handlerSettings> in document order. Use
+	// HandlerSetting to look one up (case-insensitive, first match wins).
+	HandlerSettings []Setting
+	// ForwardResponseConnectionHeader is handler setting
+	// forwardResponseConnectionHeader=true: the backend's Connection response
+	// header reaches the client. Default false.
+	ForwardResponseConnectionHeader bool
+	// ConsoleRedirection is false only when handler setting
+	// enableOutOfProcessConsoleRedirection is "false": the backend's stdout
+	// and stderr are then discarded. Default true.
+	ConsoleRedirection bool
+	// DisallowRotationOnConfigChange is handler setting
+	// disallowRotationOnConfigChange=true: a web.config change is recorded but
+	// does not recycle the app. Default false.
+	DisallowRotationOnConfigChange bool
+	// DebugFile is the app's diagnostic log file, absolute: handler setting
+	// debugFile, else ASPNETCORE_MODULE_DEBUG_FILE; empty means none unless
+	// DebugLevel names the "file" location (then Dir/aspnetcore-debug.log).
+	DebugFile string
+	// DebugLevel is handler setting debugLevel, else ASPNETCORE_MODULE_DEBUG:
+	// a comma list of levels (error, warning, info, trace) and locations
+	// (console, file, eventlog). Empty means no diagnostic log.
+	DebugLevel string
+	// AdditionalErrorPageLink is ANCM_ADDITIONAL_ERROR_PAGE_LINK from
+	// Options.Environ: a URL the 502.5 page links to. Empty means none.
+	AdditionalErrorPageLink string
+
+	// Warnings are problems that do not stop the app (such as
+	// hostingModel="inprocess"), each with its location.
+	Warnings []Problem
+}
+
+// EnvVar is one backend environment variable from <environmentVariables>.
+type EnvVar struct {
+	Name  string
+	Value string
+}
+
+// Setting is one <handlerSetting name value>.
+type Setting struct {
+	Name  string
+	Value string
+}
+
+// HostingModel is aspNetCore@hostingModel.
+type HostingModel uint8
+
+const (
+	// OutOfProcess is the model loopgate implements (also the empty value).
+	OutOfProcess HostingModel = iota
+	// InProcess is what the .NET SDK writes by default; loopgate runs such an
+	// app out of process and warns.
+	InProcess
+)
+
+func (m HostingModel) String() string {
+	if m == InProcess {
+		return "inprocess"
+	}
+	return "outofprocess"
+}
+
+// Problem is one thing wrong (or worth a warning) in a web.config, with its
+// location. Its Error text is `file:line: attr="value": rule`, e.g.
+// `/srv/app/web.config:7: startupTimeLimit="4000": out of range 0-3600`.
+type Problem struct {
+	File  string // the web.config path
+	Line  int    // 1-based; 0 when the problem concerns the file as a whole
+	Attr  string // attribute or element name; empty when not about one
+	Value string // the offending value as written
+	Rule  string // what is wrong, lowercase, no trailing period
+}
