@@ -1,0 +1,129 @@
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Snapshot is the /status document. A Snapshot is a value: once built it is
+// not modified, so it may be shared between goroutines.
+type Snapshot struct {
+	Version       string     `json:"version"`
+	Started       time.Time  `json:"started"`
+	UptimeSeconds float64    `json:"uptime_seconds"`
+	Draining      bool       `json:"draining"` // a SIGTERM/SIGINT drain has begun
+	Listeners     []Listener `json:"listeners"`
+	Acceleration  Accel      `json:"acceleration"`
+	Apps          []App      `json:"apps"`
+}
+
+// Listener is one front listener.
+type Listener struct {
+	Addr string `json:"addr"` // the bound address, e.g. "127.0.0.1:8080"
+	TLS  bool   `json:"tls"`
+}
+
+// Accel is the state of the eBPF sockmap acceleration.
+type Accel struct {
+	Mode   string `json:"mode"`             // the --accel flag: auto, on or off
+	Active bool   `json:"active"`           // the programs are attached
+	Reason string `json:"reason,omitempty"` // why it is not active, when it is not
+	// Messages redirected socket to socket in the kernel, and passed on to
+	// the normal TCP path, since start.
+	Redirected uint64 `json:"redirected"`
+	Passed     uint64 `json:"passed"`
+}
+
+// App is one mounted app.
+type App struct {
+	Name        string `json:"name"` // the metrics label: the virtual path
+	VirtualPath string `json:"virtual_path"`
+	Dir         string `json:"dir"`
+	// State is idle (nothing started yet), starting, ready, crashloop,
+	// offline or stopping.
+	State string `json:"state"`
+	// ConfigError is the last web.config error, kept while the previous
+	// configuration keeps running; "" when the file in force is fine.
+	ConfigError         string    `json:"config_error,omitempty"`
+	Offline             bool      `json:"offline"` // app_offline.htm is present
+	Starts              uint64    `json:"starts"`
+	Crashes             uint64    `json:"crashes"`
+	Restarts            uint64    `json:"restarts"`
+	RapidFailBlocks     uint64    `json:"rapid_fail_blocks"`
+	Recycles            uint64    `json:"recycles"`
+	ConfigReloadsOK     uint64    `json:"config_reloads_ok"`
+	ConfigReloadsFailed uint64    `json:"config_reloads_failed"`
+	Processes           []Process `json:"processes"`
+}
+
+// Process is one backend process slot.
+type Process struct {
+	Slot          int       `json:"slot"`
+	PID           int       `json:"pid"`
+	Port          int       `json:"port"`
+	State         string    `json:"state"`
+	Started       time.Time `json:"started,omitzero"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+	Restarts      uint64    `json:"restarts"` // restarts of this slot
+	Requests      uint64    `json:"requests"` // requests served by this process
+	// LastExit is how the slot's previous process ended, e.g. "exit status 3"
+	// or "signal: killed"; "" if none has.
+	LastExit string `json:"last_exit,omitempty"`
+}
+
+// ErrUnreachable is returned by Fetch when nothing answers at the address.
+var ErrUnreachable = errors.New("no loopgate admin endpoint answering")
+
+// URL turns an --admin address ("127.0.0.1:9180", ":9180", "[::1]:9180" or
+// a full http:// URL) into the URL of its /status document. An empty host
+// means this machine.
+func URL(admin string) (string, error) {
+	if strings.HasPrefix(admin, "http://") || strings.HasPrefix(admin, "https://") {
+		return strings.TrimSuffix(admin, "/") + "/status", nil
+	}
+	host, port, err := net.SplitHostPort(admin)
+	if err != nil {
+		return "", fmt.Errorf("admin address %q: want HOST:PORT: %w", admin, err)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/status", nil
+}
+
+// Fetch gets and decodes the /status document from a running loopgate. It
+// returns the raw JSON too, for `loopgate status --json`.
+func Fetch(ctx context.Context, admin string) (Snapshot, []byte, error) {
+	url, err := URL(admin)
+	if err != nil {
+		return Snapshot{}, nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return Snapshot{}, nil, fmt.Errorf("fetching status: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return Snapshot{}, nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return Snapshot{}, nil, fmt.Errorf("reading %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return Snapshot{}, nil, fmt.Errorf("%s answered %s", url, resp.Status)
+	}
+	var s Snapshot
+	if err := json.Unmarshal(body, &s); err != nil {
+		return Snapshot{}, nil, fmt.Errorf("decoding %s: %w", url, err)
+	}
+	return s, body, nil
+}

@@ -1,0 +1,120 @@
+package status
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// WriteTable renders s for people: a header with version, uptime, listeners
+// and acceleration, then one table of apps and one of processes.
+func WriteTable(w io.Writer, s Snapshot) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	state := "serving"
+	if s.Draining {
+		state = "draining"
+	}
+	fmt.Fprintf(tw, "loopgate %s, up %s, %s\n", s.Version, Duration(s.UptimeSeconds), state)
+	var ls []string
+	for _, l := range s.Listeners {
+		scheme := "http"
+		if l.TLS {
+			scheme = "https"
+		}
+		ls = append(ls, scheme+"://"+l.Addr)
+	}
+	if len(ls) == 0 {
+		ls = []string{"none"}
+	}
+	fmt.Fprintf(tw, "listening: %s\n", strings.Join(ls, ", "))
+	a := s.Acceleration
+	switch {
+	case a.Active:
+		fmt.Fprintf(tw, "acceleration: eBPF sockmap (%s), %d messages redirected, %d passed\n", a.Mode, a.Redirected, a.Passed)
+	case a.Reason != "":
+		fmt.Fprintf(tw, "acceleration: off (%s): %s\n", a.Mode, a.Reason)
+	default:
+		fmt.Fprintf(tw, "acceleration: off (%s)\n", a.Mode)
+	}
+
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "APP\tSTATE\tDIR\tSTARTS\tCRASHES\tRESTARTS\tRECYCLES\tRAPID-FAIL BLOCKS")
+	for _, app := range s.Apps {
+		st := app.State
+		if app.Offline && st != "offline" {
+			st += " (offline)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", app.VirtualPath, st, app.Dir,
+			app.Starts, app.Crashes, app.Restarts, app.Recycles, app.RapidFailBlocks)
+	}
+	if len(s.Apps) == 0 {
+		fmt.Fprintln(tw, "(no apps)")
+	}
+
+	var procs int
+	for _, app := range s.Apps {
+		procs += len(app.Processes)
+	}
+	if procs > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "APP\tSLOT\tPID\tPORT\tSTATE\tUPTIME\tRESTARTS\tREQUESTS\tLAST EXIT")
+		for _, app := range s.Apps {
+			for _, p := range app.Processes {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", app.VirtualPath, p.Slot,
+					dash(p.PID), dash(p.Port), p.State, durationOrDash(p), p.Restarts, p.Requests, orDash(p.LastExit))
+			}
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// Config errors are long (file:line: attr: rule); keep them out of the
+	// table so its columns stay readable.
+	for _, app := range s.Apps {
+		if app.ConfigError != "" {
+			if _, err := fmt.Fprintf(w, "\n%s: configuration error (previous configuration still running):\n  %s\n", app.VirtualPath, app.ConfigError); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Duration renders seconds the way uptime reads: "45s", "12m5s", "3h4m",
+// "2d5h".
+func Duration(seconds float64) string {
+	d := time.Duration(seconds * float64(time.Second)).Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return strconv.Itoa(int(d/time.Second)) + "s"
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%ds", d/time.Minute, d%time.Minute/time.Second)
+	case d < 24*time.Hour:
+		return fmt.Sprintf("%dh%dm", d/time.Hour, d%time.Hour/time.Minute)
+	}
+	return fmt.Sprintf("%dd%dh", d/(24*time.Hour), d%(24*time.Hour)/time.Hour)
+}
+
+func durationOrDash(p Process) string {
+	if p.Started.IsZero() {
+		return "-"
+	}
+	return Duration(p.UptimeSeconds)
+}
+
+func dash(n int) string {
+	if n == 0 {
+		return "-"
+	}
+	return strconv.Itoa(n)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
