@@ -1,0 +1,114 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The supervisor's own counters and the acceleration state, read from a
+// status snapshot at scrape time.
+var (
+	descStarts = prometheus.NewDesc("loopgate_backend_starts_total",
+		"Backend processes started, by app.", []string{"app"}, nil)
+	descCrashes = prometheus.NewDesc("loopgate_backend_crashes_total",
+		"Backend processes that exited without being asked to, by app.", []string{"app"}, nil)
+	descRestarts = prometheus.NewDesc("loopgate_backend_restarts_total",
+		"Backend processes started again after a crash, by app.", []string{"app"}, nil)
+	descRapidFail = prometheus.NewDesc("loopgate_rapid_fail_blocks_total",
+		"Times an app hit its rapidFailsPerMinute limit and answered 502.5 instead of starting a backend.", []string{"app"}, nil)
+	descRecycles = prometheus.NewDesc("loopgate_app_recycles_total",
+		"Times an app's backends were replaced after its web.config changed.", []string{"app"}, nil)
+	descReloads = prometheus.NewDesc("loopgate_config_reloads_total",
+		"web.config reads after start-up (SIGHUP or file change), by app and result (ok or failed).", []string{"app", "result"}, nil)
+	descConfigError = prometheus.NewDesc("loopgate_app_config_error",
+		"1 while an app's web.config is broken and its previous configuration keeps running.", []string{"app"}, nil)
+	descOffline = prometheus.NewDesc("loopgate_app_offline",
+		"1 while the app's app_offline.htm is present.", []string{"app"}, nil)
+	descProcesses = prometheus.NewDesc("loopgate_backend_processes",
+		"Backend process slots, by app and state.", []string{"app", "state"}, nil)
+	descPoolOpen = prometheus.NewDesc("loopgate_upstream_connections",
+		"Keep-alive connections open to backends, by app.", []string{"app"}, nil)
+	descPoolBusy = prometheus.NewDesc("loopgate_upstream_connections_busy",
+		"Connections to backends carrying a request now, by app.", []string{"app"}, nil)
+	descSockmap = prometheus.NewDesc("loopgate_sockmap_messages_total",
+		"Loopback messages seen by the eBPF sk_msg program, by verdict (redirected socket to socket, or passed to TCP).", []string{"verdict"}, nil)
+	descAccel = prometheus.NewDesc("loopgate_acceleration_active",
+		"1 when the eBPF sockmap acceleration is attached.", nil, nil)
+	descDraining = prometheus.NewDesc("loopgate_draining",
+		"1 once a graceful drain (SIGTERM/SIGINT) has begun.", nil, nil)
+	descBuild = prometheus.NewDesc("loopgate_build_info",
+		"Always 1; the version label says which loopgate runs.", []string{"version"}, nil)
+)
+
+// processStates are the states reported by loopgate_backend_processes; each
+// is exported for every app (0 when no slot is in it) so dashboards see
+// stable series.
+var processStates = [...]string{"idle", "starting", "ready", "crashloop", "offline", "stopping"}
+
+// snapshotCollector turns a status snapshot into constant metrics at scrape
+// time, so the supervisor's counters have a single source of truth.
+type snapshotCollector struct{ o Options }
+
+var _ prometheus.Collector = (*snapshotCollector)(nil)
+
+func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descStarts, descCrashes, descRestarts, descRapidFail, descRecycles,
+		descReloads, descConfigError, descOffline, descProcesses, descPoolOpen, descPoolBusy, descSockmap,
+		descAccel, descDraining, descBuild} {
+		ch <- d
+	}
+}
+
+func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, c.o.Version)
+	if c.o.Pools != nil {
+		c.o.Pools(func(app, open, busy int) {
+			if app < 0 || app >= len(c.o.Apps) {
+				return
+			}
+			ch <- prometheus.MustNewConstMetric(descPoolOpen, prometheus.GaugeValue, float64(open), c.o.Apps[app])
+			ch <- prometheus.MustNewConstMetric(descPoolBusy, prometheus.GaugeValue, float64(busy), c.o.Apps[app])
+		})
+	}
+	if c.o.Snapshot == nil {
+		return
+	}
+	s := c.o.Snapshot()
+	ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, b2f(s.Draining))
+	ch <- prometheus.MustNewConstMetric(descAccel, prometheus.GaugeValue, b2f(s.Acceleration.Active))
+	if s.Acceleration.Active {
+		ch <- prometheus.MustNewConstMetric(descSockmap, prometheus.CounterValue, float64(s.Acceleration.Redirected), "redirected")
+		ch <- prometheus.MustNewConstMetric(descSockmap, prometheus.CounterValue, float64(s.Acceleration.Passed), "passed")
+	}
+	for _, a := range s.Apps {
+		counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{a.Name}, labels...)...)
+		}
+		counter(descStarts, a.Starts)
+		counter(descCrashes, a.Crashes)
+		counter(descRestarts, a.Restarts)
+		counter(descRapidFail, a.RapidFailBlocks)
+		counter(descRecycles, a.Recycles)
+		counter(descReloads, a.ConfigReloadsOK, "ok")
+		counter(descReloads, a.ConfigReloadsFailed, "failed")
+		ch <- prometheus.MustNewConstMetric(descConfigError, prometheus.GaugeValue, b2f(a.ConfigError != ""), a.Name)
+		ch <- prometheus.MustNewConstMetric(descOffline, prometheus.GaugeValue, b2f(a.Offline), a.Name)
+		var byState [len(processStates)]int
+		for _, p := range a.Processes {
+			for i, st := range processStates {
+				if p.State == st {
+					byState[i]++
+				}
+			}
+		}
+		for i, st := range processStates {
+			ch <- prometheus.MustNewConstMetric(descProcesses, prometheus.GaugeValue, float64(byState[i]), a.Name, st)
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
