@@ -17,22 +17,36 @@ type AppSpec struct {
 	// "/api" (no trailing slash). The backend sees it as ASPNETCORE_APPL_PATH.
 	VirtualPath string
 
-	// ProcessPath is aspNetCore@processPath after %VAR% expansion, the
-	// ANCM_LAUNCHER_PATH override and Windows path translation (DESIGN.md §4).
-	// A relative path is not resolved here: the supervisor tries Dir first and
-	// then $PATH, as the reference does. Required.
+	// ProcessPath is aspNetCore@processPath after Windows path translation
+	// (DESIGN.md §4: a leading \\?\ is dropped and every \ becomes /) and
+	// %VAR% expansion, or ANCM_LAUNCHER_PATH from Options.Environ taken as
+	// given. A relative path is not resolved here: the supervisor tries Dir
+	// first and then $PATH, as the reference does. Required, never empty.
 	ProcessPath string
-	// Arguments is aspNetCore@arguments (or ANCM_LAUNCHER_ARGS) after
-	// expansion and translation, split like a Windows command line. The
-	// literal token %ASPNETCORE_PORT% is kept for the supervisor to replace
-	// with the port chosen for each start.
+	// ProcessPathFallback is ProcessPath without its ".exe" suffix (any case)
+	// when ProcessPath is relative and ends in ".exe", else empty: a web.config
+	// published for Windows names "MyApp.exe" where the Linux build is
+	// "MyApp". The supervisor tries it when ProcessPath does not exist
+	// (DESIGN.md §4).
+	ProcessPathFallback string
+	// Arguments is aspNetCore@arguments (or ANCM_LAUNCHER_ARGS, taken as
+	// given) %VAR%-expanded, then split like a Windows command line
+	// (CommandLineToArgvW rules), then translated: in a token that starts with
+	// .\ or ..\ every \ becomes /. The text %ASPNETCORE_PORT% (matched in any
+	// case, written back in upper case, anywhere inside a token) is never
+	// expanded here: the supervisor replaces it with the port chosen for each
+	// start. Empty when there are no arguments.
 	Arguments []string
 
 	// Environment holds the <environmentVariables> entries in document order,
 	// names deduplicated case-insensitively (a later entry overwrites an
 	// earlier one in place), values %VAR%-expanded against Options.Environ.
 	// With ANCM_PREFER_ENVIRONMENT_VARIABLES=1|true in Options.Environ, an
-	// entry whose name exists there takes that value instead.
+	// entry whose name exists there takes that value instead. An entry
+	// ASPNETCORE_PORT that ends up empty is dropped (the reference then
+	// chooses a port per start); a non-empty one is an integer 1025-48000.
+	// The variables the supervisor always sets itself (ASPNETCORE_APPL_PATH,
+	// ASPNETCORE_IIS_*) are kept here and carry a warning.
 	Environment []EnvVar
 
 	// StartupTimeLimit is aspNetCore@startupTimeLimit: how long one start
@@ -52,8 +66,9 @@ type AppSpec struct {
 	RequestTimeout time.Duration
 	// StdoutLogEnabled is aspNetCore@stdoutLogEnabled. Default false.
 	StdoutLogEnabled bool
-	// StdoutLogFile is aspNetCore@stdoutLogFile as an absolute base path
-	// (relative values are resolved against Dir). Default Dir/aspnetcore-stdout.
+	// StdoutLogFile is aspNetCore@stdoutLogFile, translated and expanded like
+	// ProcessPath, as an absolute cleaned base path (relative values are
+	// resolved against Dir). Default Dir/aspnetcore-stdout.
 	StdoutLogFile string
 	// ProcessesPerApplication is aspNetCore@processesPerApplication. Default 1,
 	// range 1-100.
@@ -86,8 +101,10 @@ type AppSpec struct {
 	// does not recycle the app. Default false.
 	DisallowRotationOnConfigChange bool
 	// DebugFile is the app's diagnostic log file, absolute: handler setting
-	// debugFile, else ASPNETCORE_MODULE_DEBUG_FILE; empty means none unless
-	// DebugLevel names the "file" location (then Dir/aspnetcore-debug.log).
+	// debugFile, else ASPNETCORE_MODULE_DEBUG_FILE from Options.Environ
+	// (Windows-translated; relative values resolved against Dir). When
+	// neither is set and DebugLevel names the "file" location, it is
+	// Dir/aspnetcore-debug.log; otherwise empty, meaning no file.
 	DebugFile string
 	// DebugLevel is handler setting debugLevel, else ASPNETCORE_MODULE_DEBUG:
 	// a comma list of levels (error, warning, info, trace) and locations
@@ -98,7 +115,8 @@ type AppSpec struct {
 	AdditionalErrorPageLink string
 
 	// Warnings are problems that do not stop the app (such as
-	// hostingModel="inprocess"), each with its location.
+	// hostingModel="inprocess" or an unknown attribute), each with its
+	// location and Warning set, in file order. Equal ignores them.
 	Warnings []Problem
 }
 
@@ -133,12 +151,15 @@ func (m HostingModel) String() string {
 }
 
 // Problem is one thing wrong (or worth a warning) in a web.config, with its
-// location. Its Error text is `file:line: attr="value": rule`, e.g.
-// `/srv/app/web.config:7: startupTimeLimit="4000": out of range 0-3600`.
+// location. Its String is `file:line: attr="value": rule`, e.g.
+// `/srv/app/web.config:7: startupTimeLimit="4000": out of range 0-3600`;
+// see String for the variants.
 type Problem struct {
-	File  string // the web.config path
+	File  string // the web.config path; empty when not about a file (the virtual path)
 	Line  int    // 1-based; 0 when the problem concerns the file as a whole
-	Attr  string // attribute or element name; empty when not about one
-	Value string // the offending value as written
+	Attr  string // attribute name, or element name in angle brackets such as "<add>"; empty when not about one
+	Value string // the offending value as written (attributes only)
 	Rule  string // what is wrong, lowercase, no trailing period
+	// Warning marks a problem that does not stop the app.
+	Warning bool
 }
