@@ -1,0 +1,2 @@
+/* Architecture-neutral stand-in for <asm/bitsperlong.h>; see types.h. */
+#include <asm-generic/bitsperlong.h>

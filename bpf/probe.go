@@ -1,0 +1,177 @@
+package bpf
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
+)
+
+// ErrNotSupported means this host or process cannot run the sockmap fast
+// path; the caller should fall back to plain loopback TCP. Errors wrapping
+// it say why (privileges, cgroup v2, kernel features).
+var ErrNotSupported = errors.New("sockmap acceleration not supported")
+
+// ErrClosed is returned by the methods of an Accel after Close.
+var ErrClosed = errors.New("sockmap accelerator closed")
+
+// Capability bits (linux/capability.h) that loading and attaching need:
+// CAP_BPF (or, on older kernels, CAP_SYS_ADMIN) to load programs and
+// create maps, CAP_NET_ADMIN for sockops/sk_msg and cgroup attachment.
+const (
+	capNetAdmin = 12
+	capSysAdmin = 21
+	capBPF      = 39
+)
+
+// Probe reports whether Load can work here: it returns nil, an error
+// wrapping ErrNotSupported that names the missing piece, or another error
+// when the check itself failed (which says nothing about support). It
+// loads nothing and leaves nothing behind; it is safe for concurrent use.
+func Probe() error {
+	if err := probeCaps("/proc/self/status"); err != nil {
+		return err
+	}
+	if _, err := CgroupV2Mount(); err != nil {
+		return err
+	}
+	for _, mt := range []ebpf.MapType{ebpf.SockHash, ebpf.Hash, ebpf.PerCPUArray, ebpf.SkStorage} {
+		if err := features.HaveMapType(mt); err != nil {
+			return notSupported(fmt.Sprintf("map type %s", mt), err)
+		}
+	}
+	helpers := []struct {
+		pt ebpf.ProgramType
+		fn asm.BuiltinFunc
+	}{
+		{ebpf.SockOps, asm.FnSockHashUpdate},
+		{ebpf.SockOps, asm.FnGetNetnsCookie},
+		{ebpf.SkMsg, asm.FnMsgRedirectHash},
+		{ebpf.SkMsg, asm.FnSkStorageGet},
+	}
+	for _, h := range helpers {
+		if err := features.HaveProgramType(h.pt); err != nil {
+			return notSupported(fmt.Sprintf("program type %s", h.pt), err)
+		}
+		if err := features.HaveProgramHelper(h.pt, h.fn); err != nil {
+			return notSupported(fmt.Sprintf("helper %s in %s programs", h.fn, h.pt), err)
+		}
+	}
+	return nil
+}
+
+// notSupported turns a conclusive "no" from the features package into our
+// sentinel and passes any other failure through unchanged.
+func notSupported(what string, err error) error {
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return fmt.Errorf("%w: %s: %v", ErrNotSupported, what, err)
+	}
+	return fmt.Errorf("probing %s: %w", what, err)
+}
+
+// probeCaps checks the effective capability set in a /proc/<pid>/status
+// file.
+func probeCaps(statusPath string) error {
+	f, err := os.Open(statusPath)
+	if err != nil {
+		return fmt.Errorf("reading capabilities: %w", err)
+	}
+	defer f.Close()
+	capEff, err := parseCapEff(f)
+	if err != nil {
+		return fmt.Errorf("reading capabilities from %s: %w", statusPath, err)
+	}
+	has := func(c uint) bool { return capEff&(1<<c) != 0 }
+	if !has(capBPF) && !has(capSysAdmin) {
+		return fmt.Errorf("%w: process lacks CAP_BPF and CAP_SYS_ADMIN (run as root or grant CAP_BPF)", ErrNotSupported)
+	}
+	if !has(capNetAdmin) {
+		return fmt.Errorf("%w: process lacks CAP_NET_ADMIN", ErrNotSupported)
+	}
+	return nil
+}
+
+func parseCapEff(r io.Reader) (uint64, error) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		v, ok := strings.CutPrefix(sc.Text(), "CapEff:")
+		if !ok {
+			continue
+		}
+		capEff, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		if err != nil {
+			return 0, fmt.Errorf("bad CapEff line %q: %w", sc.Text(), err)
+		}
+		return capEff, nil
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, errors.New("no CapEff line")
+}
+
+// CgroupV2Mount returns the mount point of the cgroup v2 hierarchy, read
+// from /proc/self/mountinfo (it is not always /sys/fs/cgroup: hybrid hosts
+// mount it at /sys/fs/cgroup/unified). Without a cgroup v2 mount the
+// error wraps ErrNotSupported.
+func CgroupV2Mount() (string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", fmt.Errorf("finding cgroup v2 mount: %w", err)
+	}
+	defer f.Close()
+	return parseCgroupV2Mount(f)
+}
+
+// parseCgroupV2Mount scans mountinfo lines (proc(5)): the mount point is
+// field 5 and the filesystem type follows the " - " separator.
+func parseCgroupV2Mount(r io.Reader) (string, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		if fstype, _, _ := strings.Cut(post, " "); fstype != "cgroup2" {
+			continue
+		}
+		fields := strings.Fields(pre)
+		if len(fields) < 5 {
+			return "", fmt.Errorf("finding cgroup v2 mount: malformed mountinfo line %q", line)
+		}
+		return unescapeMountinfo(fields[4]), nil
+	}
+	if err := sc.Err(); err != nil {
+		return "", fmt.Errorf("finding cgroup v2 mount: %w", err)
+	}
+	return "", fmt.Errorf("%w: no cgroup2 filesystem in /proc/self/mountinfo", ErrNotSupported)
+}
+
+// unescapeMountinfo undoes the kernel's octal escaping of space, tab,
+// newline and backslash (\040, \011, \012, \134) in mountinfo paths.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
