@@ -1,8 +1,8 @@
 package bpf
 
 import (
-	"errors"
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
