@@ -61,8 +61,15 @@ func Parse(configFile string, data []byte, opts Options) (*AppSpec, error) {
 	}
 	p := &parser{file: file, dir: filepath.Dir(file), env: newEnviron(opts.Environ), log: opts.Logger}
 	spec := p.run(data, opts.VirtualPath)
-	// Problems are found section by section; report them in file order.
-	sort.SliceStable(p.problems, func(i, j int) bool { return p.problems[i].Line < p.problems[j].Line })
+	// Problems are found section by section; report them in file order,
+	// errors before warnings on the same line.
+	sort.SliceStable(p.problems, func(i, j int) bool {
+		a, b := p.problems[i], p.problems[j]
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return !a.Warning && b.Warning
+	})
 	var warnings []Problem
 	failed := false
 	for _, pr := range p.problems {
