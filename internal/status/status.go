@@ -51,7 +51,10 @@ type App struct {
 	State string `json:"state"`
 	// ConfigError is the last web.config error, kept while the previous
 	// configuration keeps running; "" when the file in force is fine.
-	ConfigError         string    `json:"config_error,omitempty"`
+	ConfigError string `json:"config_error,omitempty"`
+	// LastStartError says why the last failed start failed; kept after later
+	// successes so an operator can see what went wrong.
+	LastStartError      string    `json:"last_start_error,omitempty"`
 	Offline             bool      `json:"offline"` // app_offline.htm is present
 	Starts              uint64    `json:"starts"`
 	Crashes             uint64    `json:"crashes"`

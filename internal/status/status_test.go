@@ -22,8 +22,9 @@ func sample() Snapshot {
 			{Name: "/", VirtualPath: "/", Dir: "/srv/hello", State: "ready", Starts: 2, Crashes: 1, Restarts: 1,
 				Processes: []Process{{Slot: 0, PID: 4242, Port: 40001, State: "ready", Started: started, UptimeSeconds: 75, Restarts: 1, Requests: 17, LastExit: "signal: killed"}}},
 			{Name: "/api", VirtualPath: "/api", Dir: "/srv/api", State: "idle",
-				ConfigError: `/srv/api/web.config:7: startupTimeLimit="4000": out of range 0-3600`,
-				Processes:   []Process{{Slot: 0, State: "idle"}}},
+				ConfigError:    `/srv/api/web.config:7: startupTimeLimit="4000": out of range 0-3600`,
+				LastStartError: "process exited with exit status 1 before listening\nsecond line",
+				Processes:      []Process{{Slot: 0, State: "idle"}}},
 		},
 	}
 }
@@ -47,6 +48,10 @@ APP   SLOT  PID   PORT   STATE  UPTIME  RESTARTS  REQUESTS  LAST EXIT
 
 /api: configuration error (previous configuration still running):
   /srv/api/web.config:7: startupTimeLimit="4000": out of range 0-3600
+
+/api: last start failure:
+  process exited with exit status 1 before listening
+  second line
 `
 	if got := b.String(); got != want {
 		t.Errorf("table:\n%s\nwant:\n%s", got, want)
@@ -83,7 +88,7 @@ func TestJSONFieldNames(t *testing.T) {
 	for _, want := range []string{`"version":"v1.2.3"`, `"uptime_seconds":11045`, `"listeners":[{"addr":"127.0.0.1:8080","tls":false}`,
 		`"acceleration":{"mode":"auto","active":false,"reason":"kernel lacks BPF_PROG_TYPE_SOCK_OPS","redirected":0,"passed":0}`,
 		`"virtual_path":"/api"`, `"config_error":"/srv/api/web.config:7:`, `"pid":4242`, `"last_exit":"signal: killed"`,
-		`"requests":17`, `"rapid_fail_blocks":0`, `"config_reloads_failed":0`} {
+		`"requests":17`, `"last_start_error":"process exited`, `"rapid_fail_blocks":0`, `"config_reloads_failed":0`} {
 		if !strings.Contains(string(raw), want) {
 			t.Errorf("JSON lacks %s:\n%s", want, raw)
 		}

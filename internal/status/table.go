@@ -71,11 +71,17 @@ func WriteTable(w io.Writer, s Snapshot) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	// Config errors are long (file:line: attr: rule); keep them out of the
-	// table so its columns stay readable.
+	// Errors are long (file:line: attr: rule, or a start failure with the
+	// backend's output); keep them out of the table so its columns stay
+	// readable.
 	for _, app := range s.Apps {
 		if app.ConfigError != "" {
 			if _, err := fmt.Fprintf(w, "\n%s: configuration error (previous configuration still running):\n  %s\n", app.VirtualPath, app.ConfigError); err != nil {
+				return err
+			}
+		}
+		if app.LastStartError != "" {
+			if _, err := fmt.Fprintf(w, "\n%s: last start failure:\n  %s\n", app.VirtualPath, strings.ReplaceAll(app.LastStartError, "\n", "\n  ")); err != nil {
 				return err
 			}
 		}
