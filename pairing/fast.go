@@ -214,7 +214,7 @@ func (m *core) forwardFast(ctx *fasthttp.RequestCtx) {
 		var orig [64]byte
 		replaceHeader(h, hdrOriginalFor, peer.AppendTo(orig[:0]))
 		replaceHeader(h, hdrForwardedFor, forRemain)
-		ctx.SetRemoteAddr(net.TCPAddrFromAddrPort(client))
+		ctx.SetRemoteAddr(newClientAddr(client))
 	}
 	if applyProto {
 		u := ctx.URI()
@@ -222,6 +222,29 @@ func (m *core) forwardFast(ctx *fasthttp.RequestCtx) {
 		replaceHeader(h, hdrForwardedProt, protoRemain)
 		u.SetSchemeBytes(scheme) // lowercases
 	}
+}
+
+// clientAddr is a net.TCPAddr with room for its IP, so the forwarded
+// client address costs one allocation. It is not pooled: the app may keep
+// what ctx.RemoteAddr() returns, as it may keep a connection's address.
+type clientAddr struct {
+	tcp net.TCPAddr
+	ip  [16]byte
+}
+
+func newClientAddr(ap netip.AddrPort) *net.TCPAddr {
+	a := new(clientAddr)
+	ip := ap.Addr()
+	if ip.Is4() {
+		v4 := ip.As4()
+		a.tcp.IP = append(a.ip[:0], v4[:]...)
+	} else {
+		a.ip = ip.As16()
+		a.tcp.IP = a.ip[:]
+	}
+	a.tcp.Port = int(ap.Port())
+	a.tcp.Zone = ip.Zone()
+	return &a.tcp
 }
 
 // replaceHeader sets key to the single value v, or deletes it when v is

@@ -40,7 +40,8 @@ type pcase struct {
 	noToken bool   // do not send the right token first
 	headers [][2]string
 
-	status   int  // 0: the app answered (200)
+	logHas   []string // fragments the log must hold
+	status   int      // 0: the app answered (200)
 	wantStop bool // Options.Stop must run
 	// what the app sees, checked when it ran; "" remote/scheme/path use the defaults
 	remote, scheme, base, path string
@@ -73,12 +74,14 @@ func cases() []pcase {
 
 	cs := []pcase{
 		{name: "valid token reaches the app, token header removed", target: "/hello?x=1", path: "/hello"},
-		{name: "missing token", noToken: true, target: "/", status: 400},
-		{name: "wrong token", noToken: true, headers: [][2]string{{"MS-ASPNETCORE-TOKEN", "0f8fad5b-d9cb-469f-a165-70867728950f"}}, target: "/", status: 400},
+		{name: "missing token", noToken: true, target: "/", status: 400, logHas: []string{`"reason":"missing"`, `"path":"/"`}},
+		{name: "wrong token", noToken: true, headers: [][2]string{{"MS-ASPNETCORE-TOKEN", "0f8fad5b-d9cb-469f-a165-70867728950f"}}, target: "/x", status: 400,
+			logHas: []string{`"reason":"mismatch"`, `"received_len":36`, `"received_sha256_prefix":"`, `"path":"/x"`, `"remote":"127.0.0.1:40000"`}},
 		{name: "token compared ordinally", noToken: true, headers: [][2]string{{"MS-ASPNETCORE-TOKEN", strings.ToUpper(testToken)}}, target: "/", status: 400},
 		{name: "token prefix", noToken: true, headers: [][2]string{{"MS-ASPNETCORE-TOKEN", testToken[:35]}}, target: "/", status: 400},
 		{name: "empty token", noToken: true, headers: [][2]string{{"MS-ASPNETCORE-TOKEN", ""}}, target: "/", status: 400},
-		{name: "two token headers", headers: [][2]string{{"MS-ASPNETCORE-TOKEN", testToken}}, target: "/", status: 400},
+		{name: "two token headers", headers: [][2]string{{"MS-ASPNETCORE-TOKEN", testToken}}, target: "/", status: 400,
+			logHas: []string{`"reason":"sent more than once"`, `"values":2`}},
 		{name: "token list in one header", noToken: true, headers: [][2]string{{"MS-ASPNETCORE-TOKEN", testToken + "," + testToken}}, target: "/", status: 400},
 		{name: "token checked on the shutdown path too", noToken: true, method: "GET", target: "/iisintegration", status: 400},
 
@@ -106,6 +109,9 @@ func cases() []pcase {
 		{name: "path base on segment boundary only", cfg: appAt("/pathbase"), target: "/pathbasex/y", path: "/pathbasex/y"},
 		{name: "outside the path base", cfg: appAt("/pathbase"), target: "/other", path: "/other"},
 		{name: "path base with escaped remainder", cfg: appAt("/app"), target: "/app/a%20b", base: "/app", path: "/a b"},
+		{name: "path base with escaped percent", cfg: appAt("/app"), target: "/app/100%25", base: "/app", path: "/100%"},
+		{name: "path base with escaped slash", cfg: appAt("/app"), target: "/app/a%2Fb", base: "/app", path: "/a/b"},
+		{name: "escaped path base", cfg: appAt("/app"), target: "/%61pp/x", base: "/app", path: "/x"},
 
 		{name: "X-Forwarded-For from loopback", headers: [][2]string{xff("203.0.113.7:5555")}, target: "/",
 			remote: "203.0.113.7:5555", hdr: map[string]string{hdrOriginalFor: defaultPeer}},
@@ -234,6 +240,11 @@ func checkCase(t *testing.T, c pcase, run flavour) {
 	}
 	if c.status == 400 && !strings.Contains(logged, "request rejected") {
 		t.Errorf("rejection not logged; log:\n%s", logged)
+	}
+	for _, frag := range c.logHas {
+		if !strings.Contains(logged, frag) {
+			t.Errorf("log lacks %s:\n%s", frag, logged)
+		}
 	}
 	if c.status != 400 && strings.Contains(logged, "rejected") {
 		t.Errorf("unexpected rejection log:\n%s", logged)
@@ -383,4 +394,20 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// TestRawPathKept: net/http keeps the escaped form of what remains.
+func TestRawPathKept(t *testing.T) {
+	cfg := hostedRoot
+	cfg.ApplPath = "/app"
+	var path, escaped string
+	h := cfg.Middleware(Options{})(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		path, escaped = r.URL.Path, r.URL.EscapedPath()
+	}))
+	r := httptest.NewRequest("GET", "/App/a%2Fb/c", nil)
+	r.Header.Set("MS-ASPNETCORE-TOKEN", testToken)
+	h.ServeHTTP(httptest.NewRecorder(), r)
+	if path != "/a/b/c" || escaped != "/a%2Fb/c" {
+		t.Errorf("path %q escaped %q, want /a/b/c and /a%%2Fb/c", path, escaped)
+	}
 }
