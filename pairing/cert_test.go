@@ -1,4 +1,4 @@
-package pairing
+package pairing_test
 
 import (
 	"crypto/ecdsa"
@@ -17,6 +17,9 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
+
+	"github.com/loopgate/loopgate/pairing"
+	"github.com/loopgate/loopgate/pairing/fastpairing"
 )
 
 func testCertificate(t *testing.T) string {
@@ -44,28 +47,28 @@ func TestClientCertificate(t *testing.T) {
 	good := testCertificate(t)
 	for _, tc := range []struct {
 		name   string
-		cfg    Config
+		cfg    pairing.Config
 		header string // "" sends none
 		wantCN string // "" wants nil
 		warn   bool
 	}{
 		{"valid", hostedRoot, good, "client.example", false},
-		{"valid, mounted app", Config{Port: "1", ApplPath: "/app", Token: testToken}, good, "client.example", false},
+		{"valid, mounted app", pairing.Config{Port: "1", ApplPath: "/app", Token: testToken}, good, "client.example", false},
 		{"none", hostedRoot, "", "", false},
 		{"not base64", hostedRoot, "Enabled;0123abc", "", true},
 		{"base64 of garbage", hostedRoot, base64.StdEncoding.EncodeToString([]byte("not a certificate")), "", true},
-		{"not hosted: header not trusted", Config{}, good, "", false},
+		{"not hosted: header not trusted", pairing.Config{}, good, "", false},
 	} {
 		for _, fast := range []bool{false, true} {
 			t.Run(tc.name+map[bool]string{false: "/net-http", true: "/fasthttp"}[fast], func(t *testing.T) {
 				var logBuf syncBuffer
-				opts := Options{Log: zerolog.New(&logBuf)}
+				opts := pairing.Options{Log: zerolog.New(&logBuf)}
 				var cert *x509.Certificate
 				var calls int
 				if fast {
-					h := tc.cfg.FastMiddleware(opts)(func(ctx *fasthttp.RequestCtx) {
-						cert = FastClientCertificate(ctx)
-						if again := FastClientCertificate(ctx); again != cert {
+					h := fastpairing.Middleware(tc.cfg, opts)(func(ctx *fasthttp.RequestCtx) {
+						cert = fastpairing.ClientCertificate(ctx)
+						if again := fastpairing.ClientCertificate(ctx); again != cert {
 							t.Error("second call decoded again")
 						}
 						calls++
@@ -77,8 +80,8 @@ func TestClientCertificate(t *testing.T) {
 					serveFastOnce(t, h, netip.MustParseAddrPort(defaultPeer), raw+"\r\n", false)
 				} else {
 					h := tc.cfg.Middleware(opts)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-						cert = ClientCertificate(r)
-						if again := ClientCertificate(r); again != cert {
+						cert = pairing.ClientCertificate(r)
+						if again := pairing.ClientCertificate(r); again != cert {
 							t.Error("second call decoded again")
 						}
 						calls++
@@ -113,7 +116,7 @@ func TestClientCertificate(t *testing.T) {
 	// Outside the middleware the accessors have nothing to say.
 	r := httptest.NewRequest("GET", "/", nil)
 	r.Header.Set("MS-ASPNETCORE-CLIENTCERT", good)
-	if ClientCertificate(r) != nil || PathBase(r) != "" {
+	if pairing.ClientCertificate(r) != nil || pairing.PathBase(r) != "" {
 		t.Error("accessors report values for a request the middleware never saw")
 	}
 }

@@ -83,15 +83,3 @@ func (c Config) String() string {
 	return "port=" + strconv.Quote(c.Port) + " appl_path=" + strconv.Quote(c.ApplPath) +
 		" token=<" + strconv.Itoa(len(c.Token)) + " bytes>"
 }
-
-// pathBase is APPL_PATH in the form UsePathBase matches it: with a leading
-// slash and without trailing ones, so "/" (and "") become "", no base.
-// ASP.NET Core rejects a path without a leading slash at startup; loopgate
-// never sends one, and adding the slash is the only sensible reading.
-func (c Config) pathBase() string {
-	p := strings.TrimRight(c.ApplPath, "/")
-	if p != "" && p[0] != '/' {
-		p = "/" + p
-	}
-	return p
-}

@@ -7,6 +7,9 @@
 // MS-ASPNETCORE-TOKEN, honour the graceful shutdown request, strip the path
 // base and apply X-Forwarded-For/-Proto from the loopback forwarder.
 //
+// The fasthttp flavour is in the fastpairing subpackage, so that users of
+// NewToken (the supervisor) do not depend on fasthttp.
+//
 // A Go app becomes hostable by loopgate with three lines, and still runs on
 // its own when the variables are absent:
 //

@@ -1,4 +1,4 @@
-package pairing
+package pairing_test
 
 import (
 	"bufio"
@@ -16,11 +16,24 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
+
+	"github.com/loopgate/loopgate/pairing"
+	"github.com/loopgate/loopgate/pairing/fastpairing"
 )
 
 const testToken = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
-var hostedRoot = Config{Port: "5000", ApplPath: "/", Token: testToken}
+// Header names as net/http canonicalizes them.
+const (
+	hdrToken         = "Ms-Aspnetcore-Token"
+	hdrEvent         = "Ms-Aspnetcore-Event"
+	hdrForwardedFor  = "X-Forwarded-For"
+	hdrForwardedProt = "X-Forwarded-Proto"
+	hdrOriginalFor   = "X-Original-For"
+	hdrOriginalProto = "X-Original-Proto"
+)
+
+var hostedRoot = pairing.Config{Port: "5000", ApplPath: "/", Token: testToken}
 
 // seen is the request as the app saw it.
 type seen struct {
@@ -33,8 +46,8 @@ var watched = []string{hdrToken, hdrForwardedFor, hdrForwardedProt, hdrOriginalF
 
 type pcase struct {
 	name    string
-	cfg     *Config // nil: hostedRoot
-	method  string  // "": GET
+	cfg     *pairing.Config // nil: hostedRoot
+	method  string          // "": GET
 	target  string
 	peer    string // "": 127.0.0.1:40000
 	noToken bool   // do not send the right token first
@@ -42,7 +55,7 @@ type pcase struct {
 
 	logHas   []string // fragments the log must hold
 	status   int      // 0: the app answered (200)
-	wantStop bool // Options.Stop must run
+	wantStop bool     // Options.Stop must run
 	// what the app sees, checked when it ran; "" remote/scheme/path use the defaults
 	remote, scheme, base, path string
 	hdr                        map[string]string
@@ -50,7 +63,7 @@ type pcase struct {
 
 const defaultPeer = "127.0.0.1:40000"
 
-func (c pcase) config() Config {
+func (c pcase) config() pairing.Config {
 	if c.cfg == nil {
 		return hostedRoot
 	}
@@ -65,8 +78,8 @@ func (c pcase) requestHeaders() [][2]string {
 }
 
 func cases() []pcase {
-	appAt := func(p string) *Config { c := hostedRoot; c.ApplPath = p; return &c }
-	notHosted := &Config{Port: "5000", ApplPath: "/app"} // no token
+	appAt := func(p string) *pairing.Config { c := hostedRoot; c.ApplPath = p; return &c }
+	notHosted := &pairing.Config{Port: "5000", ApplPath: "/app"} // no token
 	xff := func(v string) [2]string { return [2]string{"X-Forwarded-For", v} }
 	xfp := func(v string) [2]string { return [2]string{"X-Forwarded-Proto", v} }
 	event := func(v string) [2]string { return [2]string{"MS-ASPNETCORE-EVENT", v} }
@@ -182,7 +195,7 @@ type result struct {
 }
 
 // flavour serves one case through one middleware flavour.
-type flavour func(t *testing.T, c pcase, opts Options) result
+type flavour func(t *testing.T, c pcase, opts pairing.Options) result
 
 func TestMiddleware(t *testing.T) {
 	for _, fl := range []struct {
@@ -200,7 +213,7 @@ func TestMiddleware(t *testing.T) {
 func checkCase(t *testing.T, c pcase, run flavour) {
 	var logBuf syncBuffer
 	stopped := make(chan struct{}, 4)
-	opts := Options{Stop: func() { stopped <- struct{}{} }, Log: zerolog.New(&logBuf)}
+	opts := pairing.Options{Stop: func() { stopped <- struct{}{} }, Log: zerolog.New(&logBuf)}
 	res := run(t, c, opts)
 
 	wantStatus := c.status
@@ -279,11 +292,11 @@ func checkSeen(t *testing.T, c pcase, got seen) {
 
 // runNetHTTP drives the net/http flavour with a recorder, which lets the
 // test choose the peer address.
-func runNetHTTP(t *testing.T, c pcase, opts Options) result {
+func runNetHTTP(t *testing.T, c pcase, opts pairing.Options) result {
 	var res result
 	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		res.ran = true
-		res.app = seen{remote: r.RemoteAddr, scheme: Scheme(r), base: PathBase(r), path: r.URL.Path, hdr: map[string]string{}}
+		res.app = seen{remote: r.RemoteAddr, scheme: pairing.Scheme(r), base: pairing.PathBase(r), path: r.URL.Path, hdr: map[string]string{}}
 		for _, k := range watched {
 			res.app.hdr[k] = strings.Join(r.Header.Values(k), ", ")
 		}
@@ -309,11 +322,11 @@ func runNetHTTP(t *testing.T, c pcase, opts Options) result {
 
 // runFast drives the fasthttp flavour through a real fasthttp.Server on an
 // in-memory listener; the dialer chooses the peer address the server sees.
-func runFast(t *testing.T, c pcase, opts Options) result {
+func runFast(t *testing.T, c pcase, opts pairing.Options) result {
 	var res result
 	app := func(ctx *fasthttp.RequestCtx) {
 		res.ran = true
-		res.app = seen{remote: ctx.RemoteAddr().String(), scheme: string(ctx.URI().Scheme()), base: FastPathBase(ctx),
+		res.app = seen{remote: ctx.RemoteAddr().String(), scheme: string(ctx.URI().Scheme()), base: fastpairing.PathBase(ctx),
 			path: string(ctx.Path()), hdr: map[string]string{}}
 		for _, k := range watched {
 			var vs []string
@@ -339,7 +352,7 @@ func runFast(t *testing.T, c pcase, opts Options) result {
 	if peer == "" {
 		peer = defaultPeer
 	}
-	resp := serveFastOnce(t, c.config().FastMiddleware(opts)(app), netip.MustParseAddrPort(peer), raw.String(), method == "HEAD")
+	resp := serveFastOnce(t, fastpairing.Middleware(c.config(), opts)(app), netip.MustParseAddrPort(peer), raw.String(), method == "HEAD")
 	res.status, res.body = resp.StatusCode(), string(resp.Body())
 	return res
 }
@@ -401,7 +414,7 @@ func TestRawPathKept(t *testing.T) {
 	cfg := hostedRoot
 	cfg.ApplPath = "/app"
 	var path, escaped string
-	h := cfg.Middleware(Options{})(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+	h := cfg.Middleware(pairing.Options{})(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		path, escaped = r.URL.Path, r.URL.EscapedPath()
 	}))
 	r := httptest.NewRequest("GET", "/App/a%2Fb/c", nil)

@@ -1,4 +1,4 @@
-package pairing
+package pairing_test
 
 import (
 	"net"
@@ -7,6 +7,9 @@ import (
 	"testing"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/loopgate/loopgate/pairing"
+	"github.com/loopgate/loopgate/pairing/fastpairing"
 )
 
 // A request as loopgate sends it: token, client address and scheme.
@@ -31,8 +34,8 @@ func serveFastCtx(ctx *fasthttp.RequestCtx, req *fasthttp.Request, h fasthttp.Re
 	ctx.Response.Reset()
 }
 
-func benchmarkFast(b *testing.B, cfg Config, path string) {
-	h := cfg.FastMiddleware(Options{})(func(ctx *fasthttp.RequestCtx) {})
+func benchmarkFast(b *testing.B, cfg pairing.Config, path string) {
+	h := fastpairing.Middleware(cfg, pairing.Options{})(func(ctx *fasthttp.RequestCtx) {})
 	req := loopgateFastRequest(path)
 	var ctx fasthttp.RequestCtx
 	b.ReportAllocs()
@@ -41,8 +44,8 @@ func benchmarkFast(b *testing.B, cfg Config, path string) {
 	}
 }
 
-func benchmarkNetHTTP(b *testing.B, cfg Config, path string) {
-	h := cfg.Middleware(Options{})(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+func benchmarkNetHTTP(b *testing.B, cfg pairing.Config, path string) {
+	h := cfg.Middleware(pairing.Options{})(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	w := httptest.NewRecorder()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -60,10 +63,10 @@ func BenchmarkMiddleware(b *testing.B) {
 	mounted.ApplPath = "/app"
 	b.Run("flavour=fasthttp/app=root", func(b *testing.B) { benchmarkFast(b, hostedRoot, "/x") })
 	b.Run("flavour=fasthttp/app=mounted", func(b *testing.B) { benchmarkFast(b, mounted, "/app/x") })
-	b.Run("flavour=fasthttp/app=none", func(b *testing.B) { benchmarkFast(b, Config{}, "/x") })
+	b.Run("flavour=fasthttp/app=none", func(b *testing.B) { benchmarkFast(b, pairing.Config{}, "/x") })
 	b.Run("flavour=net-http/app=root", func(b *testing.B) { benchmarkNetHTTP(b, hostedRoot, "/x") })
 	b.Run("flavour=net-http/app=mounted", func(b *testing.B) { benchmarkNetHTTP(b, mounted, "/app/x") })
-	b.Run("flavour=net-http/app=none", func(b *testing.B) { benchmarkNetHTTP(b, Config{}, "/x") })
+	b.Run("flavour=net-http/app=none", func(b *testing.B) { benchmarkNetHTTP(b, pairing.Config{}, "/x") })
 }
 
 // TestFastMiddlewareAllocs: the fasthttp flavour allocates only for a
@@ -78,16 +81,16 @@ func TestFastMiddlewareAllocs(t *testing.T) {
 		req.Header.Del("X-Forwarded-Proto")
 		return req
 	}
-	measure := func(cfg Config, req *fasthttp.Request) float64 {
-		h := cfg.FastMiddleware(Options{})(func(ctx *fasthttp.RequestCtx) {})
+	measure := func(cfg pairing.Config, req *fasthttp.Request) float64 {
+		h := fastpairing.Middleware(cfg, pairing.Options{})(func(ctx *fasthttp.RequestCtx) {})
 		var ctx fasthttp.RequestCtx
 		serveFastCtx(&ctx, req, h) // warm the pools
 		return testing.AllocsPerRun(200, func() { serveFastCtx(&ctx, req, h) })
 	}
-	base := measure(Config{}, plain("/x")) // RequestCtx.Init's own
+	base := measure(pairing.Config{}, plain("/x")) // RequestCtx.Init's own
 	for _, tc := range []struct {
 		name string
-		cfg  Config
+		cfg  pairing.Config
 		req  *fasthttp.Request
 		max  float64
 	}{

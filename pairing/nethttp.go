@@ -2,7 +2,6 @@ package pairing
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/x509"
 	"net/http"
 	"net/netip"
@@ -11,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/rs/zerolog"
+
+	"github.com/loopgate/loopgate/pairing/internal/hosting"
 )
 
 // Options tunes the middleware. The zero value is ready to use.
@@ -52,12 +53,12 @@ type Options struct {
 //     body and calls Options.Stop; the app does not see it.
 //
 // The request is rewritten in place. Scheme, PathBase and ClientCertificate
-// read the results. The returned middleware is safe for concurrent use.
+// read the results. fastpairing.Middleware is the same for fasthttp. The returned middleware is safe for concurrent use.
 func (c Config) Middleware(opts Options) func(http.Handler) http.Handler {
 	if !c.Hosted() {
 		return func(next http.Handler) http.Handler { return next }
 	}
-	m := newCore(c, opts)
+	m := &mw{hosting.New(c.Token, c.ApplPath, opts.Stop, opts.Log)}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			m.serveHTTP(next, w, r)
@@ -77,48 +78,38 @@ type reqInfo struct {
 
 type reqInfoKey struct{}
 
-func (m *core) serveHTTP(next http.Handler, w http.ResponseWriter, r *http.Request) {
-	base := m.stripPathBase(r)
-	m.forwardHTTP(r)
+// mw is the net/http flavour's view of the shared state.
+type mw struct{ *hosting.Core }
 
-	vals := r.Header[hdrToken]
-	verdict := tokenMismatch
-	var got string
-	switch len(vals) {
-	case 0:
-		verdict = tokenMissing
-	case 1:
-		got = vals[0]
-		if subtle.ConstantTimeCompare([]byte(got), m.token) == 1 {
-			verdict = tokenOK
-		}
-	default:
-		verdict = tokenMultiple
-	}
-	if verdict != tokenOK {
-		if e := m.log.Error(); e.Enabled() {
-			m.logRejected(e, verdict, []byte(got), len(vals), r.Method, r.URL.Path, r.RemoteAddr)
+func (m mw) serveHTTP(next http.Handler, w http.ResponseWriter, r *http.Request) {
+	base := m.stripPathBase(r)
+	m.forward(r)
+
+	vals := r.Header[hosting.HdrToken]
+	if verdict, got := hosting.CheckToken(m.Core, vals); verdict != hosting.TokenOK {
+		if e := m.Log.Error(); e.Enabled() {
+			hosting.LogRejected(e, verdict, got, len(vals), r.Method, r.URL.Path, r.RemoteAddr)
 		}
 		w.Header()["Content-Length"] = []string{"0"}
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
-	delete(r.Header, hdrToken)
+	delete(r.Header, hosting.HdrToken)
 
-	if r.Method == http.MethodPost && strings.EqualFold(r.URL.Path, shutdownPath) {
-		if ev := r.Header[hdrEvent]; len(ev) == 1 && strings.EqualFold(ev[0], "shutdown") {
-			m.log.Info().Str("remote", r.RemoteAddr).Msg("pairing: shutdown requested by the host; stopping gracefully")
+	if r.Method == http.MethodPost && strings.EqualFold(r.URL.Path, hosting.ShutdownPath) {
+		if ev := r.Header[hosting.HdrEvent]; len(ev) == 1 && strings.EqualFold(ev[0], hosting.ShutdownEvent) {
+			m.LogShutdown(r.RemoteAddr)
 			w.Header()["Content-Length"] = []string{"0"}
 			w.WriteHeader(http.StatusAccepted)
 			// Flush so the 202 is on the wire before Stop can end the process.
 			http.NewResponseController(w).Flush() //nolint:errcheck // the client may be gone; stop anyway
-			m.triggerStop()
+			m.TriggerStop()
 			return
 		}
 	}
 
-	if cert := r.Header.Get(hdrClientCert); base != "" || cert != "" {
-		info := &reqInfo{pathBase: base, cert: cert, log: &m.log}
+	if cert := r.Header.Get(hosting.HdrClientCert); base != "" || cert != "" {
+		info := &reqInfo{pathBase: base, cert: cert, log: &m.Log}
 		r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
 	}
 	next.ServeHTTP(w, r)
@@ -126,13 +117,13 @@ func (m *core) serveHTTP(next http.Handler, w http.ResponseWriter, r *http.Reque
 
 // stripPathBase applies step 1 and returns the matched base, as the client
 // spelled it.
-func (m *core) stripPathBase(r *http.Request) string {
-	if m.base == "" {
+func (m mw) stripPathBase(r *http.Request) string {
+	if m.Base == "" {
 		return ""
 	}
 	p := r.URL.Path
-	n := len(m.base)
-	if len(p) < n || !strings.EqualFold(p[:n], m.base) || len(p) > n && p[n] != '/' {
+	n := len(m.Base)
+	if len(p) < n || !strings.EqualFold(p[:n], m.Base) || len(p) > n && p[n] != '/' {
 		return ""
 	}
 	base := p[:n]
@@ -165,45 +156,34 @@ func stripRawBase(raw, base string) string {
 	return ""
 }
 
-// forwardHTTP applies step 2.
-func (m *core) forwardHTTP(r *http.Request) {
+// forward applies step 2.
+func (m mw) forward(r *http.Request) {
 	peer, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil || !trustedPeer(peer.Addr()) {
+	if err != nil || !hosting.TrustedPeer(peer.Addr()) {
 		return
 	}
-	forLines := r.Header[hdrForwardedFor]
-	forAt, forRest, forEntry := lastOfLines(forLines)
+	forLines := r.Header[hosting.HdrForwardedFor]
+	forAt, forRest, forEntry := hosting.LastOfLines(forLines)
 	var client netip.AddrPort
 	if forAt >= 0 {
 		var ok bool
-		if client, ok = parseEndpoint(forEntry); !ok {
+		if client, ok = hosting.ParseEndpoint(forEntry); !ok {
 			return // as ForwardedHeadersMiddleware: stop at an unparsable address
 		}
 	}
-	protoLines := r.Header[hdrForwardedProt]
-	protoAt, protoRest, protoEntry := lastOfLines(protoLines)
+	protoLines := r.Header[hosting.HdrForwardedProt]
+	protoAt, protoRest, protoEntry := hosting.LastOfLines(protoLines)
 
 	if forAt >= 0 {
-		r.Header[hdrOriginalFor] = []string{r.RemoteAddr}
-		truncateLines(r.Header, hdrForwardedFor, forLines, forAt, forRest)
+		r.Header[hosting.HdrOriginalFor] = []string{r.RemoteAddr}
+		truncateLines(r.Header, hosting.HdrForwardedFor, forLines, forAt, forRest)
 		r.RemoteAddr = client.String()
 	}
-	if protoAt >= 0 && validScheme(protoEntry) {
-		r.Header[hdrOriginalProto] = []string{Scheme(r)}
-		truncateLines(r.Header, hdrForwardedProt, protoLines, protoAt, protoRest)
+	if protoAt >= 0 && hosting.ValidScheme(protoEntry) {
+		r.Header[hosting.HdrOriginalProto] = []string{Scheme(r)}
+		truncateLines(r.Header, hosting.HdrForwardedProt, protoLines, protoAt, protoRest)
 		r.URL.Scheme = strings.ToLower(protoEntry)
 	}
-}
-
-// lastOfLines finds the right-most entry over all lines of a header: the
-// index of its line (-1 if none), that line without it, and the entry.
-func lastOfLines(lines []string) (at int, rest, entry string) {
-	for i := len(lines) - 1; i >= 0; i-- {
-		if rest, entry, ok := lastEntry(lines[i]); ok {
-			return i, rest, entry
-		}
-	}
-	return -1, "", ""
 }
 
 // truncateLines removes the consumed entry: line at becomes rest, the
@@ -253,6 +233,6 @@ func ClientCertificate(r *http.Request) *x509.Certificate {
 	if !ok || info.cert == "" {
 		return nil
 	}
-	info.once.Do(func() { info.parsed = parseClientCert(info.cert, info.log) })
+	info.once.Do(func() { info.parsed = hosting.ParseClientCert(info.cert, info.log) })
 	return info.parsed
 }

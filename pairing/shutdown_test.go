@@ -1,4 +1,4 @@
-package pairing
+package pairing_test
 
 import (
 	"bufio"
@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/loopgate/loopgate/pairing"
+	"github.com/loopgate/loopgate/pairing/fastpairing"
 )
 
 // trackingListener remembers accepted connections so a test's Stop can
@@ -44,7 +47,7 @@ func (l *trackingListener) cutAll() {
 
 // startServer serves the middleware-wrapped app of one flavour on
 // 127.0.0.1:0 and returns its address.
-func startServer(t *testing.T, fast bool, cfg Config, opts func(*trackingListener) Options) string {
+func startServer(t *testing.T, fast bool, cfg pairing.Config, opts func(*trackingListener) pairing.Options) string {
 	t.Helper()
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -55,7 +58,7 @@ func startServer(t *testing.T, fast bool, cfg Config, opts func(*trackingListene
 	done := make(chan struct{})
 	var stopServer func()
 	if fast {
-		s := &fasthttp.Server{Handler: cfg.FastMiddleware(o)(func(ctx *fasthttp.RequestCtx) { ctx.WriteString("app") })}
+		s := &fasthttp.Server{Handler: fastpairing.Middleware(cfg, o)(func(ctx *fasthttp.RequestCtx) { ctx.WriteString("app") })}
 		go func() { s.Serve(ln); close(done) }()
 		stopServer = func() { s.Shutdown() }
 	} else {
@@ -111,8 +114,8 @@ func TestShutdownAnsweredBeforeStop(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				var calls atomic.Int32
 				stopped := make(chan struct{}, 4)
-				addr := startServer(t, fast, hostedRoot, func(ln *trackingListener) Options {
-					return Options{Stop: func() { ln.cutAll(); calls.Add(1); stopped <- struct{}{} }}
+				addr := startServer(t, fast, hostedRoot, func(ln *trackingListener) pairing.Options {
+					return pairing.Options{Stop: func() { ln.cutAll(); calls.Add(1); stopped <- struct{}{} }}
 				})
 				for i := range 3 {
 					status, body, err := sendShutdown(t, addr, closeConn)
@@ -142,7 +145,7 @@ func TestShutdownNilStopSignalsSelf(t *testing.T) {
 	for _, fast := range []bool{false, true} {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGTERM)
-		addr := startServer(t, fast, hostedRoot, func(*trackingListener) Options { return Options{} })
+		addr := startServer(t, fast, hostedRoot, func(*trackingListener) pairing.Options { return pairing.Options{} })
 		status, _, err := sendShutdown(t, addr, false)
 		if err != nil || status != http.StatusAccepted {
 			t.Fatalf("fast=%v: status %d err %v, want 202", fast, status, err)
@@ -159,8 +162,8 @@ func TestShutdownNilStopSignalsSelf(t *testing.T) {
 // TestShutdownNotHosted: without the contract the request is the app's.
 func TestShutdownNotHosted(t *testing.T) {
 	for _, fast := range []bool{false, true} {
-		addr := startServer(t, fast, Config{}, func(*trackingListener) Options {
-			return Options{Stop: func() { t.Error("Stop called while not hosted") }}
+		addr := startServer(t, fast, pairing.Config{}, func(*trackingListener) pairing.Options {
+			return pairing.Options{Stop: func() { t.Error("Stop called while not hosted") }}
 		})
 		status, body, err := sendShutdown(t, addr, false)
 		if err != nil || status != 200 || body != "app" {
@@ -168,4 +171,3 @@ func TestShutdownNotHosted(t *testing.T) {
 		}
 	}
 }
-

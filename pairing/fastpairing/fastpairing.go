@@ -1,20 +1,31 @@
-package pairing
+// Package fastpairing is the fasthttp flavour of pairing's app-side
+// middleware: the same hosting contract, rules and order as
+// pairing.Config.Middleware, for Go backends built on fasthttp. It lives in
+// its own package so the supervisor, which uses pairing.NewToken, does not
+// depend on fasthttp. Its tests share one table with the net/http flavour,
+// in the pairing package.
+package fastpairing
 
 import (
 	"bytes"
-	"crypto/subtle"
 	"crypto/x509"
 	"net"
 	"net/netip"
 	"sync"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/loopgate/loopgate/pairing"
+	"github.com/loopgate/loopgate/pairing/internal/hosting"
 )
 
-// FastMiddleware is Middleware for fasthttp: the same contract, rules and
-// order. The results live in the RequestCtx: ctx.RemoteAddr() is the
-// client, ctx.URI().Scheme() the forwarded scheme, ctx.Path() the path
-// without the base; FastPathBase and FastClientCertificate read the rest.
+// Middleware is pairing.Config.Middleware for fasthttp: when c is Hosted,
+// the same steps in the same order (path base, forwarded headers from a
+// loopback peer, token check with 400, shutdown request with 202 and
+// Options.Stop); otherwise next unchanged. The results live in the
+// RequestCtx: ctx.RemoteAddr() is the client, ctx.URI().Scheme() the
+// forwarded scheme, ctx.Path() the path without the base; PathBase and
+// ClientCertificate read the rest.
 //
 // It expects the server's default header-name normalization
 // (DisableHeaderNamesNormalizing false). Options.Stop runs when fasthttp
@@ -22,22 +33,22 @@ import (
 // outside fasthttp.Server must call ctx.Request.Reset() for that to happen.
 // The returned middleware is safe for concurrent use; a request that needs
 // no path base and carries no client certificate allocates nothing in it.
-func (c Config) FastMiddleware(opts Options) func(fasthttp.RequestHandler) fasthttp.RequestHandler {
+func Middleware(c pairing.Config, opts pairing.Options) func(fasthttp.RequestHandler) fasthttp.RequestHandler {
 	if !c.Hosted() {
 		return func(next fasthttp.RequestHandler) fasthttp.RequestHandler { return next }
 	}
-	m := newCore(c, opts)
+	m := &mw{hosting.New(c.Token, c.ApplPath, opts.Stop, opts.Log)}
 	return func(next fasthttp.RequestHandler) fasthttp.RequestHandler {
-		return func(ctx *fasthttp.RequestCtx) { m.serveFast(next, ctx) }
+		return func(ctx *fasthttp.RequestCtx) { m.serve(next, ctx) }
 	}
 }
 
-// fastInfo is what the middleware records for one fasthttp request. It is
+// reqInfo is what the middleware records for one fasthttp request. It is
 // stored as a user value, so fasthttp calls Close once the response is
 // written, which recycles it (and starts Stop for a shutdown request).
 // Nothing outside this package sees it: the accessors return copies.
-type fastInfo struct {
-	m        *core
+type reqInfo struct {
+	m        *hosting.Core
 	base     []byte
 	cert     []byte
 	parsed   *x509.Certificate
@@ -45,60 +56,50 @@ type fastInfo struct {
 	shutdown bool
 }
 
-type fastInfoKey struct{}
+type infoKey struct{}
 
-var fastInfoPool = sync.Pool{New: func() any { return new(fastInfo) }}
+var infoPool = sync.Pool{New: func() any { return new(reqInfo) }}
 
-func (m *core) acquireFastInfo() *fastInfo {
-	info := fastInfoPool.Get().(*fastInfo)
-	info.m = m
+// mw is the fasthttp flavour's view of the shared state.
+type mw struct{ *hosting.Core }
+
+func (m mw) acquireInfo() *reqInfo {
+	info := infoPool.Get().(*reqInfo)
+	info.m = m.Core
 	return info
 }
 
 // Close implements io.Closer for fasthttp's user-value cleanup.
-func (info *fastInfo) Close() error {
+func (info *reqInfo) Close() error {
 	if info.shutdown {
-		info.m.triggerStop()
+		info.m.TriggerStop()
 	}
-	*info = fastInfo{base: info.base[:0], cert: info.cert[:0]}
-	fastInfoPool.Put(info)
+	*info = reqInfo{base: info.base[:0], cert: info.cert[:0]}
+	infoPool.Put(info)
 	return nil
 }
 
 var (
-	shutdownPathB = []byte(shutdownPath)
-	shutdownEvent = []byte("shutdown")
+	shutdownPath  = []byte(hosting.ShutdownPath)
+	shutdownEvent = []byte(hosting.ShutdownEvent)
 )
 
-func (m *core) serveFast(next fasthttp.RequestHandler, ctx *fasthttp.RequestCtx) {
-	var info *fastInfo
-	if m.base != "" {
-		if p := ctx.Path(); hasPathBase(p, m.baseB) {
-			info = m.acquireFastInfo()
-			info.base = append(info.base, p[:len(m.baseB)]...)
-			setFastPath(ctx.URI(), p[len(m.baseB):])
+func (m mw) serve(next fasthttp.RequestHandler, ctx *fasthttp.RequestCtx) {
+	var info *reqInfo
+	if m.Base != "" {
+		if p := ctx.Path(); hasPathBase(p, m.BaseBytes) {
+			info = m.acquireInfo()
+			info.base = append(info.base, p[:len(m.BaseBytes)]...)
+			setPath(ctx.URI(), p[len(m.BaseBytes):])
 		}
 	}
-	m.forwardFast(ctx)
+	m.forward(ctx)
 
 	h := &ctx.Request.Header
-	vals := h.PeekAll(hdrToken)
-	verdict := tokenMismatch
-	var got []byte
-	switch len(vals) {
-	case 0:
-		verdict = tokenMissing
-	case 1:
-		got = vals[0]
-		if subtle.ConstantTimeCompare(got, m.token) == 1 {
-			verdict = tokenOK
-		}
-	default:
-		verdict = tokenMultiple
-	}
-	if verdict != tokenOK {
-		if e := m.log.Error(); e.Enabled() {
-			m.logRejected(e, verdict, got, len(vals), string(ctx.Method()), string(ctx.Path()), ctx.RemoteAddr().String())
+	vals := h.PeekAll(hosting.HdrToken)
+	if verdict, got := hosting.CheckToken(m.Core, vals); verdict != hosting.TokenOK {
+		if e := m.Log.Error(); e.Enabled() {
+			hosting.LogRejected(e, verdict, string(got), len(vals), string(ctx.Method()), string(ctx.Path()), ctx.RemoteAddr().String())
 		}
 		if info != nil {
 			info.Close()
@@ -106,29 +107,29 @@ func (m *core) serveFast(next fasthttp.RequestHandler, ctx *fasthttp.RequestCtx)
 		emptyAnswer(ctx, fasthttp.StatusBadRequest)
 		return
 	}
-	h.Del(hdrToken)
+	h.Del(hosting.HdrToken)
 
-	if ctx.IsPost() && bytes.EqualFold(ctx.Path(), shutdownPathB) {
-		if ev := h.PeekAll(hdrEvent); len(ev) == 1 && bytes.EqualFold(ev[0], shutdownEvent) {
-			m.log.Info().Str("remote", ctx.RemoteAddr().String()).Msg("pairing: shutdown requested by the host; stopping gracefully")
+	if ctx.IsPost() && bytes.EqualFold(ctx.Path(), shutdownPath) {
+		if ev := h.PeekAll(hosting.HdrEvent); len(ev) == 1 && bytes.EqualFold(ev[0], shutdownEvent) {
+			m.LogShutdown(ctx.RemoteAddr().String())
 			emptyAnswer(ctx, fasthttp.StatusAccepted)
 			if info == nil {
-				info = m.acquireFastInfo()
+				info = m.acquireInfo()
 			}
 			info.shutdown = true
-			ctx.SetUserValue(fastInfoKey{}, info)
+			ctx.SetUserValue(infoKey{}, info)
 			return
 		}
 	}
 
-	if cert := h.Peek(hdrClientCert); len(cert) > 0 {
+	if cert := h.Peek(hosting.HdrClientCert); len(cert) > 0 {
 		if info == nil {
-			info = m.acquireFastInfo()
+			info = m.acquireInfo()
 		}
 		info.cert = append(info.cert, cert...)
 	}
 	if info != nil {
-		ctx.SetUserValue(fastInfoKey{}, info)
+		ctx.SetUserValue(infoKey{}, info)
 	}
 	next(ctx)
 }
@@ -148,10 +149,10 @@ func hasPathBase(path, base []byte) bool {
 	return len(path) >= n && bytes.EqualFold(path[:n], base) && (len(path) == n || path[n] == '/')
 }
 
-// setFastPath makes rest, a piece of the decoded, normalized path, the new
+// setPath makes rest, a piece of the decoded, normalized path, the new
 // path. SetPathBytes decodes its argument again, so '%' is re-encoded; the
 // path is already normalized, so normalizing again changes nothing else.
-func setFastPath(u *fasthttp.URI, rest []byte) {
+func setPath(u *fasthttp.URI, rest []byte) {
 	if len(rest) == 0 {
 		u.SetPath("/")
 		return
@@ -172,17 +173,17 @@ func setFastPath(u *fasthttp.URI, rest []byte) {
 	u.SetPathBytes(esc)
 }
 
-// forwardFast is forwardHTTP for fasthttp. Header values are copied out
+// forward is step 2, as in the net/http flavour. Header values are copied out
 // before the first header is modified, because fasthttp reuses the storage
 // of deleted headers.
-func (m *core) forwardFast(ctx *fasthttp.RequestCtx) {
+func (m mw) forward(ctx *fasthttp.RequestCtx) {
 	tcp, ok := ctx.RemoteAddr().(*net.TCPAddr)
 	if !ok {
 		return
 	}
 	peer := tcp.AddrPort()
 	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
-	if !trustedPeer(peer.Addr()) {
+	if !hosting.TrustedPeer(peer.Addr()) {
 		return
 	}
 	h := &ctx.Request.Header
@@ -190,10 +191,10 @@ func (m *core) forwardFast(ctx *fasthttp.RequestCtx) {
 	var forBuf [128]byte
 	var forRemain []byte
 	var client netip.AddrPort
-	forLines := h.PeekAll(hdrForwardedFor)
-	forAt, forRest, forEntry := lastOfLinesB(forLines)
+	forLines := h.PeekAll(hosting.HdrForwardedFor)
+	forAt, forRest, forEntry := hosting.LastOfLines(forLines)
 	if forAt >= 0 {
-		if client, ok = parseEndpoint(string(forEntry)); !ok {
+		if client, ok = hosting.ParseEndpoint(string(forEntry)); !ok {
 			return // as ForwardedHeadersMiddleware: stop at an unparsable address
 		}
 		forRemain = joinRemaining(forBuf[:0], forLines[:forAt], forRest)
@@ -202,9 +203,9 @@ func (m *core) forwardFast(ctx *fasthttp.RequestCtx) {
 	var protoBuf [64]byte
 	var schemeBuf [16]byte
 	var protoRemain, scheme []byte
-	protoLines := h.PeekAll(hdrForwardedProt) // reuses the slice PeekAll returned above
-	protoAt, protoRest, protoEntry := lastOfLinesB(protoLines)
-	applyProto := protoAt >= 0 && validScheme(protoEntry)
+	protoLines := h.PeekAll(hosting.HdrForwardedProt) // reuses the slice PeekAll returned above
+	protoAt, protoRest, protoEntry := hosting.LastOfLines(protoLines)
+	applyProto := protoAt >= 0 && hosting.ValidScheme(protoEntry)
 	if applyProto {
 		protoRemain = joinRemaining(protoBuf[:0], protoLines[:protoAt], protoRest)
 		scheme = append(schemeBuf[:0], protoEntry...)
@@ -212,14 +213,14 @@ func (m *core) forwardFast(ctx *fasthttp.RequestCtx) {
 
 	if forAt >= 0 {
 		var orig [64]byte
-		replaceHeader(h, hdrOriginalFor, peer.AppendTo(orig[:0]))
-		replaceHeader(h, hdrForwardedFor, forRemain)
+		replaceHeader(h, hosting.HdrOriginalFor, peer.AppendTo(orig[:0]))
+		replaceHeader(h, hosting.HdrForwardedFor, forRemain)
 		ctx.SetRemoteAddr(newClientAddr(client))
 	}
 	if applyProto {
 		u := ctx.URI()
-		replaceHeader(h, hdrOriginalProto, u.Scheme())
-		replaceHeader(h, hdrForwardedProt, protoRemain)
+		replaceHeader(h, hosting.HdrOriginalProto, u.Scheme())
+		replaceHeader(h, hosting.HdrForwardedProt, protoRemain)
 		u.SetSchemeBytes(scheme) // lowercases
 	}
 }
@@ -256,21 +257,11 @@ func replaceHeader(h *fasthttp.RequestHeader, key string, v []byte) {
 	}
 }
 
-// lastOfLinesB is lastOfLines for fasthttp's header values.
-func lastOfLinesB(lines [][]byte) (at int, rest, entry []byte) {
-	for i := len(lines) - 1; i >= 0; i-- {
-		if rest, entry, ok := lastEntry(lines[i]); ok {
-			return i, rest, entry
-		}
-	}
-	return -1, nil, nil
-}
-
 // joinRemaining appends the entries left after consuming the right-most
 // one, as a single comma-separated line, to dst.
 func joinRemaining(dst []byte, before [][]byte, rest []byte) []byte {
 	for _, l := range before {
-		if _, _, ok := lastEntry(l); !ok {
+		if _, _, ok := hosting.LastEntry(l); !ok {
 			continue
 		}
 		if len(dst) > 0 {
@@ -287,24 +278,26 @@ func joinRemaining(dst []byte, before [][]byte, rest []byte) []byte {
 	return dst
 }
 
-// FastPathBase is PathBase for fasthttp: the stripped prefix as the client
-// spelled it, or "".
-func FastPathBase(ctx *fasthttp.RequestCtx) string {
-	if info, ok := ctx.UserValue(fastInfoKey{}).(*fastInfo); ok {
+// PathBase is pairing.PathBase for fasthttp: the prefix the middleware
+// stripped, spelled as the client sent it, or "".
+func PathBase(ctx *fasthttp.RequestCtx) string {
+	if info, ok := ctx.UserValue(infoKey{}).(*reqInfo); ok {
 		return string(info.base)
 	}
 	return ""
 }
 
-// FastClientCertificate is ClientCertificate for fasthttp. Like
-// RequestCtx, it must not be called concurrently for one request.
-func FastClientCertificate(ctx *fasthttp.RequestCtx) *x509.Certificate {
-	info, ok := ctx.UserValue(fastInfoKey{}).(*fastInfo)
+// ClientCertificate is pairing.ClientCertificate for fasthttp: the
+// certificate from MS-ASPNETCORE-CLIENTCERT of a request that passed the
+// token check, decoded on the first call, or nil. Like RequestCtx, it must
+// not be called concurrently for one request.
+func ClientCertificate(ctx *fasthttp.RequestCtx) *x509.Certificate {
+	info, ok := ctx.UserValue(infoKey{}).(*reqInfo)
 	if !ok || len(info.cert) == 0 {
 		return nil
 	}
 	if !info.certDone {
-		info.parsed = parseClientCert(string(info.cert), &info.m.log)
+		info.parsed = hosting.ParseClientCert(string(info.cert), &info.m.Log)
 		info.certDone = true
 	}
 	return info.parsed
