@@ -112,11 +112,12 @@ func parseTimeSpan(s string) (time.Duration, string) {
 // returns its canonical form: "" means "/", a trailing slash is dropped
 // ("/api/" is "/api"). It must start with "/" and must not hold empty, "."
 // or ".." segments, "?", "#", whitespace or control characters, since
-// requests are matched on the raw request target byte for byte.
+// requests are matched on the raw request target byte for byte. The error
+// is an *Error (errors.Is ErrInvalid) reading `virtual path="api": rule`.
 func CleanVirtualPath(vpath string) (string, error) {
 	clean, rule := cleanVirtualPath(vpath)
 	if rule != "" {
-		return "", fmt.Errorf("%w: virtual path %s: %s", ErrInvalid, quoteValue(vpath), rule)
+		return "", &Error{Problems: []Problem{{Attr: "virtual path", Value: vpath, Rule: rule}}}
 	}
 	return clean, nil
 }
