@@ -104,11 +104,9 @@ func TestMetricsEndpointPassesPromlint(t *testing.T) {
 			return status.Snapshot{Acceleration: status.Accel{Active: true, Redirected: 1},
 				Apps: []status.App{{Name: "/", Starts: 1, Processes: []status.Process{{State: "ready"}}}, {Name: "/api"}}}
 		},
-		Pools: func(report func(app, open, busy int)) { report(0, 2, 1) },
+		Front: func() (int64, int) { return 2, 3 },
 	})
-	m.Begin(0)
-	m.Done(0, []byte("GET"), 200, time.Millisecond)
-	m.Unavailable(1, metrics.Offline)
+	m.Observe(0, "GET", 200, time.Millisecond)
 	_, base := start(t, Options{Gatherer: m.Registry()})
 	code, body, h := get(t, base+"/metrics")
 	if code != 200 || !strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
@@ -117,9 +115,9 @@ func TestMetricsEndpointPassesPromlint(t *testing.T) {
 	for _, want := range []string{
 		`loopgate_requests_total{app="/",code="2xx",method="GET"} 1`,
 		`loopgate_request_duration_seconds_count{app="/"} 1`,
-		`loopgate_backend_unavailable_total{app="/api",verdict="offline"} 1`,
 		`loopgate_backend_starts_total{app="/"} 1`,
-		`loopgate_upstream_connections{app="/"} 2`,
+		`loopgate_requests_in_flight 2`,
+		`loopgate_client_connections 3`,
 		`loopgate_sockmap_messages_total{verdict="redirected"} 1`,
 		`loopgate_build_info{version="v1"} 1`,
 		`process_cpu_seconds_total`, `go_goroutines`,

@@ -25,10 +25,10 @@ var (
 		"1 while the app's app_offline.htm is present.", []string{"app"}, nil)
 	descProcesses = prometheus.NewDesc("loopgate_backend_processes",
 		"Backend process slots, by app and state.", []string{"app", "state"}, nil)
-	descPoolOpen = prometheus.NewDesc("loopgate_upstream_connections",
-		"Keep-alive connections open to backends, by app.", []string{"app"}, nil)
-	descPoolBusy = prometheus.NewDesc("loopgate_upstream_connections_busy",
-		"Connections to backends carrying a request now, by app.", []string{"app"}, nil)
+	descInFlight = prometheus.NewDesc("loopgate_requests_in_flight",
+		"Requests being forwarded now, WebSocket tunnels included.", nil, nil)
+	descClientConns = prometheus.NewDesc("loopgate_client_connections",
+		"Client connections open now, over all listeners.", nil, nil)
 	descSockmap = prometheus.NewDesc("loopgate_sockmap_messages_total",
 		"Loopback messages seen by the eBPF sk_msg program, by verdict (redirected socket to socket, or passed to TCP).", []string{"verdict"}, nil)
 	descAccel = prometheus.NewDesc("loopgate_acceleration_active",
@@ -52,7 +52,7 @@ var _ prometheus.Collector = (*snapshotCollector)(nil)
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descStarts, descCrashes, descRestarts, descRapidFail, descRecycles,
-		descReloads, descConfigError, descOffline, descProcesses, descPoolOpen, descPoolBusy, descSockmap,
+		descReloads, descConfigError, descOffline, descProcesses, descInFlight, descClientConns, descSockmap,
 		descAccel, descDraining, descBuild} {
 		ch <- d
 	}
@@ -60,14 +60,10 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, c.o.Version)
-	if c.o.Pools != nil {
-		c.o.Pools(func(app, open, busy int) {
-			if app < 0 || app >= len(c.o.Apps) {
-				return
-			}
-			ch <- prometheus.MustNewConstMetric(descPoolOpen, prometheus.GaugeValue, float64(open), c.o.Apps[app])
-			ch <- prometheus.MustNewConstMetric(descPoolBusy, prometheus.GaugeValue, float64(busy), c.o.Apps[app])
-		})
+	if c.o.Front != nil {
+		inFlight, conns := c.o.Front()
+		ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(inFlight))
+		ch <- prometheus.MustNewConstMetric(descClientConns, prometheus.GaugeValue, float64(conns))
 	}
 	if c.o.Snapshot == nil {
 		return

@@ -12,10 +12,10 @@ import (
 // so a client inventing methods cannot grow the label set.
 var methodClasses = [...]string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}
 
-// methodClass maps a request method to its index in methodClasses.
-// The switch on string(method) does not allocate.
-func methodClass(method []byte) int {
-	switch string(method) {
+// methodClass maps a request method (or an already classified method name)
+// to its index in methodClasses. The switch does not allocate.
+func methodClass(method string) int {
+	switch method {
 	case "GET":
 		return 0
 	case "HEAD":
@@ -34,30 +34,24 @@ func methodClass(method []byte) int {
 	return 7
 }
 
-// Status classes: 1xx to 5xx, and "other" for anything outside 100-599.
-var statusClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx", "other"}
+// Status classes: 1xx to 5xx, "reset" for a connection closed before a
+// status line was sent (code 0), "other" for anything else.
+var statusClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx", "reset", "other"}
 
 func statusClass(code int) int {
-	if code < 100 || code > 599 {
+	switch {
+	case code == 0:
 		return 5
+	case code < 100 || code > 599:
+		return 6
 	}
 	return code/100 - 1
 }
 
-// Verdicts for requests the supervisor could not give a backend to.
-var verdicts = [...]string{"start_failed", "offline", "stopping"}
-
-// Verdict says why a request was answered without reaching a backend.
-type Verdict uint8
-
-const (
-	// StartFailed: the backend could not be started (502.5).
-	StartFailed Verdict = iota
-	// Offline: app_offline.htm is present (503 with its content).
-	Offline
-	// Stopping: the app or loopgate is stopping (bare 503).
-	Stopping
-)
+// NoApp is the app label of requests that matched no app or were refused
+// before routing (400, 408, 431). App names are virtual paths and start
+// with "/", so it cannot clash with one.
+const NoApp = "none"
 
 // DurationBuckets are the request duration histogram's upper bounds in
 // seconds: fine-grained under 10 ms, where a proxy hop lives, up to a minute.
@@ -68,29 +62,27 @@ type Options struct {
 	// Version is reported by loopgate_build_info.
 	Version string
 	// Apps are the app names (virtual paths) in the supervisor's order; the
-	// app index passed to the recording methods indexes this slice.
+	// app index passed to Observe indexes this slice, and len(Apps) stands
+	// for NoApp.
 	Apps []string
 	// Snapshot returns the current status. Called once per scrape; nil
 	// means no supervisor or acceleration metrics.
 	Snapshot func() status.Snapshot
-	// Pools reports upstream connection pool use per app (index as in Apps)
-	// at scrape time: open connections and those busy with a request. nil
-	// means the metric is not exported.
-	Pools func(report func(app int, open, busy int))
+	// Front reports the front server's requests in flight and open client
+	// connections at scrape time. nil means those gauges are not exported.
+	Front func() (inFlight int64, openConns int)
 }
 
 // Metrics holds loopgate's metrics and the registry they are exposed from.
-// The recording methods are safe for concurrent use and allocate nothing.
+// Observe is safe for concurrent use and allocates nothing.
 type Metrics struct {
 	reg  *prometheus.Registry
-	apps []appMetrics
+	apps []appMetrics // one per app, then one for NoApp
 }
 
 type appMetrics struct {
 	requests [len(methodClasses)][len(statusClasses)]prometheus.Counter
-	rejected [len(verdicts)]prometheus.Counter
 	duration prometheus.Observer
-	inFlight prometheus.Gauge
 }
 
 // New registers every metric on a fresh registry, together with the Go
@@ -99,38 +91,27 @@ func New(o Options) *Metrics {
 	reg := prometheus.NewRegistry()
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "loopgate_requests_total",
-		Help: "Requests answered, by app, method class and status class.",
+		Help: "Requests answered, by app, method class and status class (reset: closed before a status line).",
 	}, []string{"app", "method", "code"})
-	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "loopgate_backend_unavailable_total",
-		Help: "Requests answered without a backend, by app and verdict (start_failed: 502.5, offline: app_offline.htm, stopping: 503).",
-	}, []string{"app", "verdict"})
 	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "loopgate_request_duration_seconds",
-		Help:    "Time from the request being read to the response being written, by app.",
+		Help:    "Time from the first byte of a request to the end of its response, by app.",
 		Buckets: DurationBuckets,
 	}, []string{"app"})
-	inFlight := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "loopgate_requests_in_flight",
-		Help: "Requests being handled now, by app.",
-	}, []string{"app"})
-	reg.MustRegister(requests, rejected, duration, inFlight,
+	reg.MustRegister(requests, duration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&snapshotCollector{o: o})
 
-	m := &Metrics{reg: reg, apps: make([]appMetrics, len(o.Apps))}
-	for i, app := range o.Apps {
+	names := append(append([]string(nil), o.Apps...), NoApp)
+	m := &Metrics{reg: reg, apps: make([]appMetrics, len(names))}
+	for i, app := range names {
 		a := &m.apps[i]
 		for mi, mc := range methodClasses {
 			for si, sc := range statusClasses {
 				a.requests[mi][si] = requests.WithLabelValues(app, mc, sc)
 			}
 		}
-		for vi, v := range verdicts {
-			a.rejected[vi] = rejected.WithLabelValues(app, v)
-		}
 		a.duration = duration.WithLabelValues(app)
-		a.inFlight = inFlight.WithLabelValues(app)
 	}
 	return m
 }
@@ -138,30 +119,15 @@ func New(o Options) *Metrics {
 // Registry is what /metrics serves.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// Begin counts a request routed to app as in flight; call Done when it is
-// answered. Out-of-range app indexes are ignored (a request that matched no
-// app).
-func (m *Metrics) Begin(app int) {
-	if uint(app) < uint(len(m.apps)) {
-		m.apps[app].inFlight.Inc()
-	}
-}
-
-// Done records an answered request: method as sent, the status code
-// written and how long it took. It ends what Begin started.
-func (m *Metrics) Done(app int, method []byte, code int, d time.Duration) {
+// Observe records an answered request: the app's index in Options.Apps
+// (len(Apps) or any out-of-range index for NoApp), the method (any string;
+// unknown ones count as "other"), the status code sent (0 for a reset) and
+// how long it took.
+func (m *Metrics) Observe(app int, method string, code int, d time.Duration) {
 	if uint(app) >= uint(len(m.apps)) {
-		return
+		app = len(m.apps) - 1
 	}
 	a := &m.apps[app]
-	a.inFlight.Dec()
 	a.requests[methodClass(method)][statusClass(code)].Inc()
 	a.duration.Observe(d.Seconds())
-}
-
-// Unavailable records a request the supervisor gave no backend for.
-func (m *Metrics) Unavailable(app int, v Verdict) {
-	if uint(app) < uint(len(m.apps)) && int(v) < len(verdicts) {
-		m.apps[app].rejected[v].Inc()
-	}
 }

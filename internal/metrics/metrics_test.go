@@ -29,11 +29,7 @@ func newTest() *Metrics {
 		Version:  "v9",
 		Apps:     []string{"/", "/api"},
 		Snapshot: snapshot,
-		Pools: func(report func(app, open, busy int)) {
-			report(0, 4, 1)
-			report(1, 0, 0)
-			report(7, 9, 9) // no such app: ignored
-		},
+		Front:    func() (int64, int) { return 4, 9 },
 	})
 }
 
@@ -82,9 +78,7 @@ func sampleValue(m *dto.Metric) float64 {
 
 func TestNamesPassPromlint(t *testing.T) {
 	m := newTest()
-	m.Begin(0)
-	m.Done(0, []byte("GET"), 200, time.Millisecond)
-	m.Unavailable(1, Offline)
+	m.Observe(0, "GET", 200, time.Millisecond)
 	problems, err := testutil.GatherAndLint(m.Registry())
 	if err != nil {
 		t.Fatal(err)
@@ -97,32 +91,26 @@ func TestNamesPassPromlint(t *testing.T) {
 func TestRequestMetrics(t *testing.T) {
 	m := newTest()
 	reg := m.Registry()
-	m.Begin(0)
-	m.Begin(0)
-	m.Begin(1)
-	if v, _ := value(t, reg, "loopgate_requests_in_flight", map[string]string{"app": "/"}); v != 2 {
-		t.Errorf("in flight for / = %v, want 2", v)
-	}
-	m.Done(0, []byte("GET"), 204, 3*time.Millisecond)
-	m.Done(0, []byte("BREW"), 418, time.Second)
-	m.Done(1, []byte("POST"), 502, time.Millisecond)
-	m.Done(5, []byte("GET"), 200, 0) // no such app: ignored, no panic
-	m.Unavailable(1, StartFailed)
-	m.Unavailable(1, StartFailed)
+	m.Observe(0, "GET", 204, 3*time.Millisecond)
+	m.Observe(0, "BREW", 418, time.Second)
+	m.Observe(0, "OTHER", 0, time.Second)
+	m.Observe(1, "POST", 502, time.Millisecond)
+	m.Observe(2, "GET", 400, 0)  // len(Apps): no app
+	m.Observe(-1, "GET", 431, 0) // out of range: no app too
 
 	for _, c := range []struct {
 		name   string
 		labels map[string]string
 		want   float64
 	}{
-		{"loopgate_requests_in_flight", map[string]string{"app": "/"}, 0},
 		{"loopgate_requests_total", map[string]string{"app": "/", "method": "GET", "code": "2xx"}, 1},
 		{"loopgate_requests_total", map[string]string{"app": "/", "method": "other", "code": "4xx"}, 1},
+		{"loopgate_requests_total", map[string]string{"app": "/", "method": "other", "code": "reset"}, 1},
 		{"loopgate_requests_total", map[string]string{"app": "/api", "method": "POST", "code": "5xx"}, 1},
 		{"loopgate_requests_total", map[string]string{"app": "/api", "method": "GET", "code": "2xx"}, 0},
-		{"loopgate_request_duration_seconds", map[string]string{"app": "/"}, 2},
-		{"loopgate_backend_unavailable_total", map[string]string{"app": "/api", "verdict": "start_failed"}, 2},
-		{"loopgate_backend_unavailable_total", map[string]string{"app": "/", "verdict": "offline"}, 0},
+		{"loopgate_requests_total", map[string]string{"app": "none", "method": "GET", "code": "4xx"}, 2},
+		{"loopgate_request_duration_seconds", map[string]string{"app": "/"}, 3},
+		{"loopgate_request_duration_seconds", map[string]string{"app": "none"}, 2},
 	} {
 		got, ok := value(t, reg, c.name, c.labels)
 		if !ok || got != c.want {
@@ -153,8 +141,8 @@ func TestSnapshotMetrics(t *testing.T) {
 		{"loopgate_backend_processes", map[string]string{"app": "/", "state": "starting"}, 1},
 		{"loopgate_backend_processes", map[string]string{"app": "/", "state": "crashloop"}, 0},
 		{"loopgate_backend_processes", map[string]string{"app": "/api", "state": "idle"}, 1},
-		{"loopgate_upstream_connections", map[string]string{"app": "/"}, 4},
-		{"loopgate_upstream_connections_busy", map[string]string{"app": "/"}, 1},
+		{"loopgate_requests_in_flight", nil, 4},
+		{"loopgate_client_connections", nil, 9},
 		{"loopgate_sockmap_messages_total", map[string]string{"verdict": "redirected"}, 7},
 		{"loopgate_sockmap_messages_total", map[string]string{"verdict": "passed"}, 3},
 		{"loopgate_acceleration_active", nil, 1},
@@ -181,11 +169,9 @@ func TestSnapshotMetrics(t *testing.T) {
 
 func TestRecordingAllocatesNothing(t *testing.T) {
 	m := newTest()
-	method := []byte("DELETE")
 	allocs := testing.AllocsPerRun(1000, func() {
-		m.Begin(1)
-		m.Done(1, method, 404, 1500*time.Microsecond)
-		m.Unavailable(0, Stopping)
+		m.Observe(1, "DELETE", 404, 1500*time.Microsecond)
+		m.Observe(5, "PROPFIND", 0, time.Millisecond)
 	})
 	if allocs != 0 {
 		t.Errorf("recording a request allocates %v times", allocs)
@@ -193,24 +179,22 @@ func TestRecordingAllocatesNothing(t *testing.T) {
 }
 
 func TestClasses(t *testing.T) {
-	for code, want := range map[int]string{0: "other", 99: "other", 100: "1xx", 200: "2xx", 308: "3xx", 499: "4xx", 599: "5xx", 600: "other"} {
+	for code, want := range map[int]string{0: "reset", 99: "other", 100: "1xx", 200: "2xx", 308: "3xx", 499: "4xx", 599: "5xx", 600: "other"} {
 		if got := statusClasses[statusClass(code)]; got != want {
 			t.Errorf("statusClass(%d) = %s, want %s", code, got, want)
 		}
 	}
 	for method, want := range map[string]string{"GET": "GET", "get": "other", "OPTIONS": "OPTIONS", "PROPFIND": "other", "": "other"} {
-		if got := methodClasses[methodClass([]byte(method))]; got != want {
+		if got := methodClasses[methodClass(method)]; got != want {
 			t.Errorf("methodClass(%q) = %s, want %s", method, got, want)
 		}
 	}
 }
 
-func BenchmarkDone(b *testing.B) {
+func BenchmarkObserve(b *testing.B) {
 	m := New(Options{Apps: []string{"/"}})
-	method := []byte("GET")
 	b.ReportAllocs()
 	for b.Loop() {
-		m.Begin(0)
-		m.Done(0, method, 200, time.Millisecond)
+		m.Observe(0, "GET", 200, time.Millisecond)
 	}
 }
