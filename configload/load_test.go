@@ -19,7 +19,7 @@ import (
 // problem texts are exact whatever the checkout's path.
 const testFile = "/srv/app/web.config"
 
-func readTestdata(t *testing.T, name string) []byte {
+func readTestdata(t testing.TB, name string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
@@ -756,7 +756,9 @@ func TestSections(t *testing.T) {
 <configuration xmlns:xdt="http://schemas.microsoft.com/XML-Document-Transform">
   <location path="." inheritInChildApplications="false">
     <system.webServer>
-      <aspNetCore processPath="dotnet" xdt:Transform="SetAttributes" lockItem="true" />
+      <aspNetCore processPath="dotnet" xdt:Transform="SetAttributes" lockItem="true" forwardWindowsAuthToken="true">
+        <recycleOnFileChange><file path="appsettings.json" /></recycleOnFileChange>
+      </aspNetCore>
     </system.webServer>
   </location>
   <location path="admin">
@@ -778,7 +780,8 @@ func TestSections(t *testing.T) {
 	if spec.ProcessPath != "dotnet" || spec.MaxAllowedContentLength != 1000 || len(spec.Warnings) != 0 {
 		t.Errorf("got %q %d %v", spec.ProcessPath, spec.MaxAllowedContentLength, spec.Warnings)
 	}
-	for _, want := range []string{`"ignored":"<location path=\"admin\">"`, `"ignored":"<handlers>"`, `"ignored":"<appSettings>"`, `"ignored":"Transform"`, `"ignored":"lockItem"`} {
+	for _, want := range []string{`"ignored":"<location path=\"admin\">"`, `"ignored":"<handlers>"`, `"ignored":"<appSettings>"`, `"ignored":"Transform"`, `"ignored":"lockItem"`,
+		`"ignored":"forwardWindowsAuthToken"`, `"ignored":"<recycleOnFileChange>"`} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("no debug line with %s in:\n%s", want, logs.String())
 		}
