@@ -1,0 +1,170 @@
+package fastpath
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync/atomic"
+
+	"github.com/loopgate/loopgate/configload"
+	"github.com/loopgate/loopgate/supervisor"
+)
+
+// App is what the forwarder needs from a hosted app. *supervisor.App
+// satisfies it through FromSupervisor; tests use fakes. Implementations must
+// be safe for concurrent use.
+type App interface {
+	// Name is a bounded label for metrics (the virtual path).
+	Name() string
+	// VirtualPath is where the app is mounted: "/" or "/api". It must not
+	// change for the App's life.
+	VirtualPath() string
+	// Spec is the configuration in force; it may change between calls.
+	Spec() *configload.AppSpec
+	// Acquire returns a ready backend (Ready) or says why there is none.
+	// With Ready the caller must call Backend.Release exactly once.
+	Acquire(ctx context.Context) (Backend, supervisor.Outcome)
+	// OfflinePage is the app_offline.htm content, valid after Offline.
+	OfflinePage() []byte
+}
+
+// Backend is one ready backend process, as handed out by App.Acquire.
+type Backend interface {
+	// Addr is "127.0.0.1:<port>".
+	Addr() string
+	// Token is the pairing token the process was started with.
+	Token() string
+	PID() int
+	// Upstream is what Server.NewUpstream made for this process.
+	Upstream() supervisor.Upstream
+	// Release ends the request Acquire began.
+	Release()
+	// Unreachable reports that a connect to Addr failed.
+	Unreachable()
+}
+
+// route is one mounted app with its per-app cached answers.
+type route struct {
+	app  App
+	name string
+	// prefix is the virtual path without its trailing slash ("" for "/").
+	prefix string
+	// startupPage caches the 502.5 page for the spec's
+	// AdditionalErrorPageLink, so the page is built once, not per request.
+	startupPage atomic.Pointer[startupPage]
+}
+
+type startupPage struct {
+	link string
+	body []byte
+}
+
+// page502_5 returns the 502.5 body for the spec in force.
+func (r *route) page502_5(link string) []byte {
+	if p := r.startupPage.Load(); p != nil && p.link == link {
+		return p.body
+	}
+	p := &startupPage{link: link, body: render502_5(link)}
+	r.startupPage.Store(p)
+	return p.body
+}
+
+// router maps request paths to apps by the longest virtual path, on segment
+// boundaries, comparing ASCII case-insensitively as IIS does. It is immutable
+// after newRouter and safe for concurrent use.
+type router struct {
+	routes []*route // longest prefix first
+}
+
+func newRouter(apps []App) (*router, error) {
+	r := &router{}
+	seen := map[string]bool{}
+	for _, a := range apps {
+		vp := a.VirtualPath()
+		if vp == "" || vp[0] != '/' {
+			return nil, fmt.Errorf("%w: app %q: virtual path must start with /", ErrConfig, vp)
+		}
+		prefix := strings.TrimSuffix(vp, "/")
+		key := strings.ToLower(prefix)
+		if seen[key] {
+			return nil, fmt.Errorf("%w: two apps mounted at %q", ErrConfig, vp)
+		}
+		seen[key] = true
+		r.routes = append(r.routes, &route{app: a, name: a.Name(), prefix: prefix})
+	}
+	sort.SliceStable(r.routes, func(i, j int) bool { return len(r.routes[i].prefix) > len(r.routes[j].prefix) })
+	return r, nil
+}
+
+// match returns the app for a request target, or nil.
+func (r *router) match(target []byte) *route {
+	path := targetPath(target)
+	for _, rt := range r.routes {
+		p := rt.prefix
+		if len(path) < len(p) || !equalFoldASCII(path[:len(p)], p) {
+			continue
+		}
+		if len(path) == len(p) || path[len(p)] == '/' {
+			return rt
+		}
+	}
+	return nil
+}
+
+// targetPath returns the path of a request target: origin-form up to '?',
+// the path of an absolute-form target, and "/" for "*" and authority-form.
+func targetPath(t []byte) []byte {
+	if len(t) > 0 && t[0] != '/' {
+		i := indexString(t, "://")
+		if i < 0 {
+			return slash
+		}
+		t = t[i+3:]
+		j := 0
+		for j < len(t) && t[j] != '/' && t[j] != '?' {
+			j++
+		}
+		t = t[j:]
+		if len(t) == 0 || t[0] != '/' {
+			return slash
+		}
+	}
+	for i, c := range t {
+		if c == '?' || c == '#' {
+			return t[:i]
+		}
+	}
+	return t
+}
+
+var slash = []byte("/")
+
+func indexString(b []byte, s string) int {
+	for i := 0; i+len(s) <= len(b); i++ {
+		if string(b[i:i+len(s)]) == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// equalFoldASCII reports whether b and s are equal under ASCII case folding.
+func equalFoldASCII(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		if lower(b[i]) != lower(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}

@@ -1,0 +1,146 @@
+package fastpath
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config is the front server's configuration. The zero value of every field
+// selects its documented default; New fills them in and validates the rest.
+// A Config is read once by New and not retained.
+type Config struct {
+	// Listen holds the plain HTTP listen addresses (`--listen`, repeatable),
+	// e.g. ":8080" or "127.0.0.1:8080". Default: none (the CLI supplies
+	// ":8080" when neither Listen nor TLSListen is given).
+	Listen []string
+	// TLSListen holds the HTTPS listen addresses (`--tls-listen`). They need
+	// TLSCertFile and TLSKeyFile. Default: none.
+	TLSListen []string
+	// TLSCertFile and TLSKeyFile are the PEM certificate chain and key served
+	// on TLSListen (`--tls-cert`, `--tls-key`). Server.ReloadCertificates
+	// re-reads them (SIGHUP) without dropping connections.
+	TLSCertFile, TLSKeyFile string
+	// TLSClientCAFile is a PEM bundle of CAs (`--tls-client-ca`). When set,
+	// TLS listeners ask for a client certificate, accept connections without
+	// one, refuse one that does not verify, and forward a verified one to
+	// the app as MS-ASPNETCORE-CLIENTCERT. Default: no client certificates.
+	TLSClientCAFile string
+
+	// MaxHeaderBytes bounds the request line plus header block; a larger one
+	// gets 431. Default 16 KiB (HAProxy's default buffer). Unit: bytes.
+	MaxHeaderBytes int
+	// HeaderReadTimeout bounds how long a client may take to send a request's
+	// line and headers, counted from the connection's accept (first request)
+	// or from the request's first byte (keep-alive). Protects against slow
+	// clients; such a client gets 408 and is disconnected. Default 10 s.
+	HeaderReadTimeout time.Duration
+	// BodyReadTimeout is the inactivity timeout while reading a request body
+	// from the client: the longest wait for the next bytes, not a deadline
+	// for the whole upload (nginx client_body_timeout). Default 60 s.
+	BodyReadTimeout time.Duration
+	// SendTimeout is the inactivity timeout while writing a response to the
+	// client: a client that accepts no bytes for this long is disconnected
+	// (nginx send_timeout). Default 60 s.
+	SendTimeout time.Duration
+	// IdleTimeout closes a keep-alive client connection that sends no new
+	// request for this long. Default 75 s (nginx keepalive_timeout).
+	IdleTimeout time.Duration
+	// MaxConns bounds concurrent client connections over all listeners.
+	// Past it, new connections wait in the kernel's accept queue (HAProxy
+	// maxconn). Default 10000.
+	MaxConns int
+
+	// ConnectTimeout bounds a connect to a backend on loopback. A refused or
+	// timed-out connect lets the supervisor check the process and is retried
+	// once. Default 2 s.
+	ConnectTimeout time.Duration
+	// MaxConnsPerBackend bounds the keep-alive pool to one backend process:
+	// the most requests that process sees at once. Default 512.
+	MaxConnsPerBackend int
+	// BackendQueueTimeout is how long a request waits for a free pooled
+	// connection when MaxConnsPerBackend are busy before it gets a bare 503.
+	// Default 10 s.
+	BackendQueueTimeout time.Duration
+	// BackendIdleTimeout closes pooled backend connections idle this long,
+	// well below Kestrel's 130 s keep-alive so a pooled connection is rarely
+	// stale. Default 30 s.
+	BackendIdleTimeout time.Duration
+	// MaxResponseHeaderBytes bounds a backend's status line plus headers
+	// (the reference's WinHTTP limit); a larger one is a 502.3. It is also
+	// the read buffer per in-flight request. Default 64 KiB.
+	MaxResponseHeaderBytes int
+
+	// Observer, if not nil, is told about every finished request (metrics,
+	// access log). Default: none.
+	Observer Observer
+}
+
+const (
+	defaultMaxHeaderBytes         = 16 << 10
+	defaultHeaderReadTimeout      = 10 * time.Second
+	defaultBodyReadTimeout        = 60 * time.Second
+	defaultSendTimeout            = 60 * time.Second
+	defaultIdleTimeout            = 75 * time.Second
+	defaultMaxConns               = 10000
+	defaultConnectTimeout         = 2 * time.Second
+	defaultMaxConnsPerBackend     = 512
+	defaultBackendQueueTimeout    = 10 * time.Second
+	defaultBackendIdleTimeout     = 30 * time.Second
+	defaultMaxResponseHeaderBytes = 64 << 10
+)
+
+// ErrConfig is wrapped by every configuration error New returns.
+var ErrConfig = errors.New("invalid fastpath configuration")
+
+func (c *Config) withDefaults() (Config, error) {
+	out := *c
+	setInt := func(v *int, def int, name string) error {
+		if *v < 0 {
+			return fmt.Errorf("%w: %s=%d: must not be negative", ErrConfig, name, *v)
+		}
+		if *v == 0 {
+			*v = def
+		}
+		return nil
+	}
+	setDur := func(v *time.Duration, def time.Duration, name string) error {
+		if *v < 0 {
+			return fmt.Errorf("%w: %s=%v: must not be negative", ErrConfig, name, *v)
+		}
+		if *v == 0 {
+			*v = def
+		}
+		return nil
+	}
+	for _, err := range []error{
+		setInt(&out.MaxHeaderBytes, defaultMaxHeaderBytes, "MaxHeaderBytes"),
+		setDur(&out.HeaderReadTimeout, defaultHeaderReadTimeout, "HeaderReadTimeout"),
+		setDur(&out.BodyReadTimeout, defaultBodyReadTimeout, "BodyReadTimeout"),
+		setDur(&out.SendTimeout, defaultSendTimeout, "SendTimeout"),
+		setDur(&out.IdleTimeout, defaultIdleTimeout, "IdleTimeout"),
+		setInt(&out.MaxConns, defaultMaxConns, "MaxConns"),
+		setDur(&out.ConnectTimeout, defaultConnectTimeout, "ConnectTimeout"),
+		setInt(&out.MaxConnsPerBackend, defaultMaxConnsPerBackend, "MaxConnsPerBackend"),
+		setDur(&out.BackendQueueTimeout, defaultBackendQueueTimeout, "BackendQueueTimeout"),
+		setDur(&out.BackendIdleTimeout, defaultBackendIdleTimeout, "BackendIdleTimeout"),
+		setInt(&out.MaxResponseHeaderBytes, defaultMaxResponseHeaderBytes, "MaxResponseHeaderBytes"),
+	} {
+		if err != nil {
+			return out, err
+		}
+	}
+	if out.MaxHeaderBytes < 1024 {
+		return out, fmt.Errorf("%w: MaxHeaderBytes=%d: below 1024", ErrConfig, out.MaxHeaderBytes)
+	}
+	if out.MaxResponseHeaderBytes < 1024 {
+		return out, fmt.Errorf("%w: MaxResponseHeaderBytes=%d: below 1024", ErrConfig, out.MaxResponseHeaderBytes)
+	}
+	if len(out.TLSListen) > 0 && (out.TLSCertFile == "" || out.TLSKeyFile == "") {
+		return out, fmt.Errorf("%w: TLS listeners %v need both a certificate and a key file", ErrConfig, out.TLSListen)
+	}
+	if len(out.TLSListen) == 0 && (out.TLSCertFile != "" || out.TLSKeyFile != "" || out.TLSClientCAFile != "") {
+		return out, fmt.Errorf("%w: TLS certificate, key or client CA given without a TLS listener", ErrConfig)
+	}
+	return out, nil
+}

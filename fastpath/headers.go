@@ -1,0 +1,379 @@
+package fastpath
+
+import (
+	"encoding/base64"
+	"errors"
+	"net"
+	"net/netip"
+	"strconv"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Trust model for request headers.
+//
+// loopgate is the edge: everything the client sends is untrusted, and the
+// backend trusts loopgate (it pairs with MS-ASPNETCORE-TOKEN and, in ASP.NET
+// Core's IIS integration, believes the last X-Forwarded-For and
+// X-Forwarded-Proto entry). So:
+//
+//   - every client header whose name starts with MS-ASPNETCORE (any case) is
+//     dropped, so a client can neither forge the pairing token nor send
+//     MS-ASPNETCORE-EVENT: shutdown, nor a client certificate;
+//   - MS-ASPNETCORE-TOKEN is set to the backend's own token;
+//   - X-Forwarded-For and X-Forwarded-Proto keep what the client sent (a
+//     proxy in front of loopgate may have set them) and loopgate appends the
+//     peer it actually saw (ip:port, [v6]:port) and the listener's scheme.
+//     Only the last entry is loopgate's word; the app must not trust the
+//     earlier ones unless it trusts the proxies that wrote them;
+//   - MS-ASPNETCORE-CLIENTCERT is only ever loopgate's: the DER of a client
+//     certificate the TLS handshake verified against --tls-client-ca;
+//   - hop-by-hop headers (RFC 9110 §7.6.1: Connection and every header it
+//     names, Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade) describe the
+//     client's connection, not the request, and are dropped; a WebSocket
+//     upgrade keeps Upgrade and gets "Connection: Upgrade". Content-Length
+//     and Transfer-Encoding are rewritten by loopgate, which re-frames the
+//     body it forwards; "Expect: 100-continue" was answered by loopgate.
+//
+// Everything else, including Host, Cookie and the request target, reaches the
+// backend byte for byte and in the client's order.
+
+// Request framing errors: each is answered with 400 and the connection is
+// closed; the backend never sees the request.
+var (
+	errBareLF       = errors.New("bare LF in request header")
+	errObsFold      = errors.New("obsolete line folding in request header")
+	errTEAndCL      = errors.New("both transfer-encoding and content-length")
+	errBadTE        = errors.New("transfer-encoding other than a single chunked")
+	errDupCL        = errors.New("duplicated content-length")
+	errConnTokens   = errors.New("too many connection options")
+	errMalformedHdr = errors.New("malformed request header line")
+)
+
+// maxConnTokens bounds the hop-by-hop names one request may list in
+// Connection; more is refused with 400 rather than half-honoured.
+const maxConnTokens = 16
+
+// reqInfo is what the first pass over the request headers learns.
+type reqInfo struct {
+	connTokens [maxConnTokens][]byte
+	nConn      int
+	hasXFF     bool
+	hasXFP     bool
+	websocket  bool // Upgrade: websocket and Connection: upgrade
+}
+
+// scanRequestHeaders validates the raw header block of a request (which
+// fasthttp's parser accepted) against request smuggling and collects what
+// the rewrite needs. fasthttp already refuses duplicated Content-Length,
+// non-numeric lengths and Transfer-Encoding on HTTP/1.0; this adds the rules
+// it is lenient about: every line ends in CRLF, no obs-fold, and a
+// Transfer-Encoding is a single "chunked" with no Content-Length beside it.
+func scanRequestHeaders(raw []byte, ri *reqInfo) error {
+	var te, cl int
+	teChunked := true
+	upgradeWS, connUpgrade := false, false
+	for len(raw) > 0 {
+		line, rest, err := nextHeaderLine(raw)
+		if err != nil {
+			return err
+		}
+		raw = rest
+		if len(line) == 0 {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return errObsFold
+		}
+		name, value, ok := splitHeader(line)
+		if !ok {
+			return errMalformedHdr
+		}
+		switch {
+		case equalFoldASCII(name, "transfer-encoding"):
+			te++
+			if !equalFoldASCII(value, "chunked") {
+				teChunked = false
+			}
+		case equalFoldASCII(name, "content-length"):
+			cl++
+		case equalFoldASCII(name, "connection"):
+			for len(value) > 0 {
+				var tok []byte
+				tok, value = nextToken(value)
+				if len(tok) == 0 {
+					continue
+				}
+				if equalFoldASCII(tok, "upgrade") {
+					connUpgrade = true
+				}
+				if ri.nConn == maxConnTokens {
+					return errConnTokens
+				}
+				ri.connTokens[ri.nConn] = tok
+				ri.nConn++
+			}
+		case equalFoldASCII(name, "upgrade"):
+			for len(value) > 0 {
+				var tok []byte
+				tok, value = nextToken(value)
+				if equalFoldASCII(tok, "websocket") {
+					upgradeWS = true
+				}
+			}
+		case equalFoldASCII(name, "x-forwarded-for"):
+			ri.hasXFF = true
+		case equalFoldASCII(name, "x-forwarded-proto"):
+			ri.hasXFP = true
+		}
+	}
+	if cl > 1 {
+		return errDupCL
+	}
+	if te > 0 {
+		if cl > 0 {
+			return errTEAndCL
+		}
+		if te > 1 || !teChunked {
+			return errBadTE
+		}
+	}
+	ri.websocket = upgradeWS && connUpgrade
+	return nil
+}
+
+// nextHeaderLine splits the first CRLF-terminated line off raw.
+func nextHeaderLine(raw []byte) (line, rest []byte, err error) {
+	for i, c := range raw {
+		if c == '\n' {
+			if i == 0 || raw[i-1] != '\r' {
+				return nil, nil, errBareLF
+			}
+			return raw[:i-1], raw[i+1:], nil
+		}
+	}
+	return nil, nil, errMalformedHdr
+}
+
+// splitHeader splits "Name: value" and trims optional whitespace around the
+// value.
+func splitHeader(line []byte) (name, value []byte, ok bool) {
+	for i, c := range line {
+		if c == ':' {
+			return line[:i], trimOWS(line[i+1:]), i > 0
+		}
+	}
+	return nil, nil, false
+}
+
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// nextToken returns the first element of a comma-separated list, trimmed,
+// and the rest of the list.
+func nextToken(list []byte) (tok, rest []byte) {
+	for i, c := range list {
+		if c == ',' {
+			return trimOWS(list[:i]), list[i+1:]
+		}
+	}
+	return trimOWS(list), nil
+}
+
+// headInput is what appendRequestHead adds to the client's headers.
+type headInput struct {
+	token      string
+	remote     net.Addr
+	https      bool
+	clientCert []byte // verified client certificate DER, or nil
+	// contentLength is the body length to declare: >= 0 for
+	// Content-Length, -1 for chunked, -2 for no body framing at all.
+	contentLength int64
+}
+
+// appendRequestHead appends the request line and header block the backend
+// receives (see the trust model above) to dst. It allocates nothing once
+// dst has grown to size.
+func appendRequestHead(dst []byte, h *fasthttp.RequestHeader, ri *reqInfo, in *headInput) []byte {
+	dst = append(dst, h.Method()...)
+	dst = append(dst, ' ')
+	dst = append(dst, h.RequestURI()...)
+	dst = append(dst, ' ')
+	dst = append(dst, h.Protocol()...)
+	dst = append(dst, "\r\n"...)
+
+	raw := h.RawHeaders()
+	for len(raw) > 0 {
+		line, rest, err := nextHeaderLine(raw)
+		if err != nil || len(line) == 0 {
+			break
+		}
+		raw = rest
+		name, value, _ := splitHeader(line)
+		if dropRequestHeader(name, value, ri) {
+			continue
+		}
+		dst = append(dst, line...)
+		dst = append(dst, "\r\n"...)
+	}
+
+	dst = append(dst, "X-Forwarded-For: "...)
+	if ri.hasXFF {
+		dst = appendValues(dst, h.RawHeaders(), "x-forwarded-for")
+	}
+	dst = appendForwardedFor(dst, in.remote)
+	dst = append(dst, "\r\nX-Forwarded-Proto: "...)
+	if ri.hasXFP {
+		dst = appendValues(dst, h.RawHeaders(), "x-forwarded-proto")
+	}
+	if in.https {
+		dst = append(dst, "https\r\n"...)
+	} else {
+		dst = append(dst, "http\r\n"...)
+	}
+	if ri.websocket {
+		dst = append(dst, "Connection: Upgrade\r\n"...)
+	}
+	switch {
+	case in.contentLength >= 0:
+		dst = append(dst, "Content-Length: "...)
+		dst = strconv.AppendInt(dst, in.contentLength, 10)
+		dst = append(dst, "\r\n"...)
+	case in.contentLength == -1:
+		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
+	}
+	dst = append(dst, "MS-ASPNETCORE-TOKEN: "...)
+	dst = append(dst, in.token...)
+	dst = append(dst, "\r\n"...)
+	if in.clientCert != nil {
+		dst = append(dst, "MS-ASPNETCORE-CLIENTCERT: "...)
+		n := base64.StdEncoding.EncodedLen(len(in.clientCert))
+		dst = grow(dst, n)
+		base64.StdEncoding.Encode(dst[len(dst):len(dst)+n], in.clientCert)
+		dst = dst[:len(dst)+n]
+		dst = append(dst, "\r\n"...)
+	}
+	return append(dst, "\r\n"...)
+}
+
+// dropRequestHeader reports whether a client header must not reach the
+// backend (see the trust model at the top of this file).
+func dropRequestHeader(name, value []byte, ri *reqInfo) bool {
+	if len(name) >= 13 && equalFoldASCII(name[:13], "ms-aspnetcore") {
+		return true
+	}
+	switch len(name) {
+	case 2:
+		return equalFoldASCII(name, "te")
+	case 6:
+		return equalFoldASCII(name, "expect") && equalFoldASCII(value, "100-continue")
+	case 15:
+		// Rewritten with loopgate's entry appended.
+		if equalFoldASCII(name, "x-forwarded-for") {
+			return true
+		}
+	case 7:
+		if equalFoldASCII(name, "upgrade") {
+			return !ri.websocket
+		}
+		if equalFoldASCII(name, "trailer") {
+			return true
+		}
+	case 10:
+		if equalFoldASCII(name, "connection") || equalFoldASCII(name, "keep-alive") {
+			return true
+		}
+	case 14:
+		if equalFoldASCII(name, "content-length") {
+			return true
+		}
+	case 16:
+		if equalFoldASCII(name, "proxy-connection") {
+			return true
+		}
+	case 17:
+		if equalFoldASCII(name, "transfer-encoding") || equalFoldASCII(name, "x-forwarded-proto") {
+			return true
+		}
+	}
+	for i := 0; i < ri.nConn; i++ {
+		if equalFoldBytes(name, ri.connTokens[i]) && !protectedFromConnection(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// protectedFromConnection lists headers a client may not remove by naming
+// them in Connection: the backend needs them to route and frame the request.
+func protectedFromConnection(name []byte) bool {
+	return equalFoldASCII(name, "host") || equalFoldASCII(name, "upgrade")
+}
+
+func equalFoldBytes(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if lower(a[i]) != lower(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// appendValues appends the values of every header called name in raw, each
+// followed by ", ": the client's list that loopgate's entry extends.
+func appendValues(dst, raw []byte, name string) []byte {
+	for len(raw) > 0 {
+		line, rest, err := nextHeaderLine(raw)
+		if err != nil || len(line) == 0 {
+			break
+		}
+		raw = rest
+		n, v, _ := splitHeader(line)
+		if len(v) > 0 && equalFoldASCII(n, name) {
+			dst = append(dst, v...)
+			dst = append(dst, ", "...)
+		}
+	}
+	return dst
+}
+
+// appendForwardedFor appends "ip:port" or "[ip6]:port" for addr.
+func appendForwardedFor(dst []byte, addr net.Addr) []byte {
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return append(dst, "unknown"...)
+	}
+	ip, ok := netip.AddrFromSlice(ta.IP)
+	if !ok {
+		return append(dst, "unknown"...)
+	}
+	ip = ip.Unmap()
+	if ip.Is4() {
+		dst = ip.AppendTo(dst)
+	} else {
+		dst = append(dst, '[')
+		dst = ip.AppendTo(dst)
+		dst = append(dst, ']')
+	}
+	dst = append(dst, ':')
+	return strconv.AppendInt(dst, int64(ta.Port), 10)
+}
+
+func grow(b []byte, n int) []byte {
+	if cap(b)-len(b) >= n {
+		return b
+	}
+	nb := make([]byte, len(b), 2*cap(b)+n)
+	copy(nb, b)
+	return nb
+}

@@ -1,0 +1,411 @@
+package fastpath
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+)
+
+// Server is loopgate's front server: it accepts client connections on the
+// configured listeners, routes each request to an app and forwards it. A
+// Server is safe for concurrent use; it must not be copied.
+//
+// Lifecycle: New, then Listen (binds, so the caller can report a busy port
+// before anything else starts), Serve (blocks), and Shutdown from another
+// goroutine. ServeListener serves a listener the caller made.
+type Server struct {
+	cfg       Config
+	log       zerolog.Logger
+	router    *router
+	srv       *fasthttp.Server
+	certs     atomic.Pointer[tls.Certificate]
+	tlsConf   *tls.Config
+	clientCAs bool
+	exchanges sync.Pool
+	inflight  atomic.Int64
+	limiter   *connLimiter
+
+	mu        sync.Mutex
+	listeners []boundListener
+	tunnels   map[*exchange]net.Conn
+	closing   bool
+}
+
+type boundListener struct {
+	ln  net.Listener
+	tls bool
+}
+
+// New builds a front server for apps (each mounted at its VirtualPath) with
+// cfg's limits. It reads the TLS certificate, key and client CA files if
+// TLS listeners are configured. It binds nothing yet.
+func New(cfg Config, apps []App, logger zerolog.Logger) (*Server, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	rt, err := newRouter(apps)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     c,
+		log:     logger,
+		router:  rt,
+		limiter: newConnLimiter(c.MaxConns),
+		tunnels: map[*exchange]net.Conn{},
+	}
+	s.exchanges.New = func() any { return &exchange{s: s} }
+	if len(c.TLSListen) > 0 {
+		if err := s.ReloadCertificates(); err != nil {
+			return nil, err
+		}
+		s.tlsConf = &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"http/1.1"},
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+				return s.certs.Load(), nil
+			},
+		}
+		if c.TLSClientCAFile != "" {
+			pem, err := os.ReadFile(c.TLSClientCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("%w: reading client CA file: %w", ErrConfig, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("%w: %s: no PEM certificate found", ErrConfig, c.TLSClientCAFile)
+			}
+			s.tlsConf.ClientCAs = pool
+			s.tlsConf.ClientAuth = tls.VerifyClientCertIfGiven
+			s.clientCAs = true
+		}
+	}
+	s.srv = &fasthttp.Server{
+		Handler:                       s.serveHTTP,
+		ErrorHandler:                  s.serveError,
+		ExpectHandler:                 s.expect,
+		Logger:                        fasthttpLogger{logger},
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		DisableHeaderNamesNormalizing: true,
+		DisablePreParseMultipartForm:  true,
+		StreamRequestBody:             true,
+		MaxRequestBodySize:            smallBodyBytes,
+		ReadBufferSize:                c.MaxHeaderBytes,
+		WriteBufferSize:               16 << 10,
+		ReadTimeout:                   c.HeaderReadTimeout,
+		IdleTimeout:                   c.IdleTimeout,
+		Concurrency:                   c.MaxConns + 1, // the listener limit is the real one
+		CloseOnShutdown:               true,
+		SecureErrorLogMessage:         true,
+	}
+	return s, nil
+}
+
+// ReloadCertificates re-reads the TLS certificate and key files. Connections
+// and handshakes in progress keep the certificate they started with; new
+// handshakes get the new one. On error the old certificate stays in use.
+func (s *Server) ReloadCertificates() error {
+	if s.cfg.TLSCertFile == "" {
+		return nil
+	}
+	cert, err := tls.LoadX509KeyPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
+	if err != nil {
+		return fmt.Errorf("loading TLS certificate %s: %w", s.cfg.TLSCertFile, err)
+	}
+	s.certs.Store(&cert)
+	return nil
+}
+
+// Listen binds every configured listener. Errors name the address.
+func (s *Server) Listen() error {
+	bind := func(addr string, isTLS bool) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listening on %s: %w", addr, err)
+		}
+		s.mu.Lock()
+		s.listeners = append(s.listeners, boundListener{ln, isTLS})
+		s.mu.Unlock()
+		return nil
+	}
+	for _, a := range s.cfg.Listen {
+		if err := bind(a, false); err != nil {
+			s.closeListeners()
+			return err
+		}
+	}
+	for _, a := range s.cfg.TLSListen {
+		if err := bind(a, true); err != nil {
+			s.closeListeners()
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.listeners {
+		_ = l.ln.Close()
+	}
+	s.listeners = nil
+}
+
+// Addrs returns the bound listeners' addresses, plain ones first.
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []net.Addr
+	for _, l := range s.listeners {
+		out = append(out, l.ln.Addr())
+	}
+	return out
+}
+
+// Serve serves every listener bound by Listen (binding them first if Listen
+// was not called) and blocks until Shutdown. It returns nil after a
+// Shutdown, or the first listener's failure.
+func (s *Server) Serve() error {
+	s.mu.Lock()
+	bound := len(s.listeners) > 0
+	s.mu.Unlock()
+	if !bound {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	ls := append([]boundListener(nil), s.listeners...)
+	s.mu.Unlock()
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		go func() { errc <- s.ServeListener(l.ln, l.tls) }()
+	}
+	var first error
+	for range ls {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// ServeListener serves ln (TLS-terminating it with the configured
+// certificate when isTLS) until Shutdown; it returns nil after Shutdown.
+func (s *Server) ServeListener(ln net.Listener, isTLS bool) error {
+	if isTLS && s.tlsConf == nil {
+		return fmt.Errorf("%w: TLS listener %s without a certificate", ErrConfig, ln.Addr())
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	var l net.Listener = &limitedListener{Listener: ln, lim: s.limiter, done: make(chan struct{})}
+	if isTLS {
+		l = tls.NewListener(l, s.tlsConf)
+	}
+	return s.srv.Serve(l)
+}
+
+// Shutdown stops accepting connections, lets in-flight requests finish and
+// closes idle connections; WebSocket tunnels are closed. When ctx ends
+// first, every remaining connection is closed and ctx's error returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.ShutdownWithContext(ctx) }()
+	s.closeTunnels()
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		s.limiter.closeAll()
+	}
+	s.closeListeners()
+	return err
+}
+
+// InFlight returns the number of requests being forwarded now, WebSocket
+// tunnels included.
+func (s *Server) InFlight() int64 { return s.inflight.Load() }
+
+// OpenConns returns the number of open client connections.
+func (s *Server) OpenConns() int { return len(s.limiter.sem) }
+
+func (s *Server) addTunnel(x *exchange, c net.Conn) {
+	s.mu.Lock()
+	closing := s.closing
+	s.tunnels[x] = c
+	s.mu.Unlock()
+	if closing {
+		_ = c.Close()
+	}
+}
+
+func (s *Server) removeTunnel(x *exchange) {
+	s.mu.Lock()
+	delete(s.tunnels, x)
+	s.mu.Unlock()
+}
+
+func (s *Server) closeTunnels() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for x, c := range s.tunnels {
+		_ = c.Close()
+		_ = x.conn.Close()
+	}
+}
+
+// expect answers "Expect: 100-continue": a body over the app's
+// maxAllowedContentLength gets 413 before the client sends it.
+func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
+	h := &ctx.Request.Header
+	if rt := s.router.match(h.RequestURI()); rt != nil {
+		if limit := rt.app.Spec().MaxAllowedContentLength; limit > 0 && int64(h.ContentLength()) > limit {
+			return fasthttp.StatusRequestEntityTooLarge
+		}
+	}
+	return fasthttp.StatusContinue
+}
+
+// serveError answers a request fasthttp could not parse: 431 for a header
+// block over MaxHeaderBytes, 408 for a client too slow to send its headers,
+// 400 otherwise. The connection is closed after the answer.
+func (s *Server) serveError(ctx *fasthttp.RequestCtx, err error) {
+	status := fasthttp.StatusBadRequest
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.As(err, &small):
+		status = fasthttp.StatusRequestHeaderFieldsTooLarge
+	case errors.As(err, &ne) && ne.Timeout():
+		status = fasthttp.StatusRequestTimeout
+	}
+	ctx.Response.Reset()
+	ctx.SetStatusCode(status)
+	s.log.Debug().Err(err).Int("status", status).Msg("request refused")
+	if o := s.cfg.Observer; o != nil {
+		o.ObserveRequest(RequestInfo{Status: status, Duration: time.Since(ctx.Time()), RemoteAddr: ctx.RemoteAddr()})
+	}
+}
+
+// fasthttpLogger sends fasthttp's own messages (connection errors) to the
+// debug log.
+type fasthttpLogger struct{ l zerolog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug().Msgf(format, args...)
+}
+
+// resetConn makes closing c send a TCP RST, so the client sees an aborted
+// response rather than a complete one.
+func resetConn(c net.Conn) {
+	for {
+		switch cc := c.(type) {
+		case *tls.Conn:
+			c = cc.NetConn()
+		case *trackedConn:
+			c = cc.Conn
+		case *net.TCPConn:
+			_ = cc.SetLinger(0)
+			return
+		default:
+			return
+		}
+	}
+}
+
+// connLimiter bounds open client connections across listeners and can
+// close them all at a forced shutdown. Safe for concurrent use.
+type connLimiter struct {
+	sem   chan struct{}
+	mu    sync.Mutex
+	conns map[*trackedConn]struct{}
+}
+
+func newConnLimiter(n int) *connLimiter {
+	return &connLimiter{sem: make(chan struct{}, n), conns: map[*trackedConn]struct{}{}}
+}
+
+func (l *connLimiter) closeAll() {
+	l.mu.Lock()
+	cs := make([]*trackedConn, 0, len(l.conns))
+	for c := range l.conns {
+		cs = append(cs, c)
+	}
+	l.mu.Unlock()
+	for _, c := range cs {
+		_ = c.Close()
+	}
+}
+
+// limitedListener accepts only while the limiter has room, so connections
+// past MaxConns wait in the kernel's accept queue.
+type limitedListener struct {
+	net.Listener
+	lim       *connLimiter
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
+	select {
+	case l.lim.sem <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.lim.sem
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, lim: l.lim}
+	l.lim.mu.Lock()
+	l.lim.conns[tc] = struct{}{}
+	l.lim.mu.Unlock()
+	return tc, nil
+}
+
+func (l *limitedListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+// trackedConn gives its limiter slot back when closed.
+type trackedConn struct {
+	net.Conn
+	lim    *connLimiter
+	closed atomic.Bool
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	if c.closed.CompareAndSwap(false, true) {
+		c.lim.mu.Lock()
+		delete(c.lim.conns, c)
+		c.lim.mu.Unlock()
+		<-c.lim.sem
+	}
+	return err
+}

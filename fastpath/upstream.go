@@ -1,0 +1,112 @@
+package fastpath
+
+import (
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// upstream is the forwarder's state for one backend process: a
+// fasthttp.HostClient used as the keep-alive connection pool to the
+// process's loopback port (bounded by MaxConns, waiting up to
+// MaxConnWaitTimeout for a free connection, closing connections idle longer
+// than MaxIdleConnDuration, LIFO so the warmest connection is reused).
+//
+// fastpath writes the request head and reads the response itself over the
+// pooled connections instead of calling HostClient.Do, because Do cannot
+// forward the way the hosting model needs: its read deadline covers the whole
+// streamed response (requestTimeout is an inactivity timeout), it swallows
+// 1xx responses (103 Early Hints is relayed), it re-serialises the request
+// target from the parsed URI (the target goes byte for byte), and it gives no
+// way to tell "nothing reached the backend" (retry) from "the body started
+// flowing" (no retry). The request-level knobs below (header names and path
+// not normalised, no default User-Agent) are set anyway so that any use of
+// Do on this client would forward as faithfully.
+//
+// An upstream is safe for concurrent use.
+type upstream struct {
+	hc     fasthttp.HostClient
+	ops    poolOps
+	closed atomic.Bool
+}
+
+// poolOps reaches HostClient's exported pool methods, whose connection type
+// is unexported in fasthttp, through closures made once per upstream.
+type poolOps struct {
+	acquire func() (handle any, conn net.Conn, reused bool, err error)
+	release func(handle any)
+	discard func(handle any)
+}
+
+type pooledConn interface {
+	Conn() net.Conn
+	LastUseTime() time.Time
+}
+
+func newPoolOps[C pooledConn](acquire func(time.Duration, bool) (C, error), release, discard func(C)) poolOps {
+	return poolOps{
+		acquire: func() (any, net.Conn, bool, error) {
+			c, err := acquire(0, false)
+			if err != nil {
+				return nil, nil, false, err
+			}
+			// A connection that was never released has a zero LastUseTime:
+			// it was dialed for this request.
+			return c, c.Conn(), !c.LastUseTime().IsZero(), nil
+		},
+		release: func(h any) { release(h.(C)) },
+		discard: func(h any) { discard(h.(C)) },
+	}
+}
+
+func newUpstream(addr string, cfg *Config) *upstream {
+	u := &upstream{}
+	d := net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1}
+	u.hc = fasthttp.HostClient{
+		Addr:                          addr,
+		Dial:                          func(a string) (net.Conn, error) { return d.Dial("tcp", a) },
+		MaxConns:                      cfg.MaxConnsPerBackend,
+		MaxConnWaitTimeout:            cfg.BackendQueueTimeout,
+		MaxIdleConnDuration:           cfg.BackendIdleTimeout,
+		ReadBufferSize:                cfg.MaxResponseHeaderBytes,
+		WriteBufferSize:               32 << 10,
+		ConnPoolStrategy:              fasthttp.LIFO,
+		DisableHeaderNamesNormalizing: true,
+		DisablePathNormalizing:        true,
+		NoDefaultUserAgentHeader:      true,
+	}
+	u.ops = newPoolOps(u.hc.AcquireConn, u.hc.ReleaseConn, u.hc.CloseConn)
+	return u
+}
+
+// get returns a pooled or freshly dialed connection to the backend.
+func (u *upstream) get() (handle any, conn net.Conn, reused bool, err error) {
+	return u.ops.acquire()
+}
+
+// put returns a connection whose last exchange ended cleanly to the pool,
+// or closes it when the upstream is already closed.
+func (u *upstream) put(handle any) {
+	if u.closed.Load() {
+		u.ops.discard(handle)
+		return
+	}
+	u.ops.release(handle)
+}
+
+// drop closes a connection that cannot carry another request.
+func (u *upstream) drop(handle any) { u.ops.discard(handle) }
+
+// flushIdle closes every idle pooled connection: after one of them turned
+// out stale, the others (as old or older) likely are too, and the retry
+// must use a fresh connection.
+func (u *upstream) flushIdle() { u.hc.CloseIdleConnections() }
+
+// Close implements supervisor.Upstream: the process is retired and drained,
+// so its idle connections are closed and busy ones are closed when released.
+func (u *upstream) Close() {
+	u.closed.Store(true)
+	u.hc.CloseIdleConnections()
+}
