@@ -535,7 +535,11 @@ func (p *parser) environment(s *AppSpec, n *node) {
 				continue
 			}
 			if _, rule := parseUint(value, 1025, 48000); rule != "" || strings.TrimSpace(value) != value {
-				p.fail(e.valueLine, e.name, value, "must be an integer 1025-48000 (the reference answers every request with 502.5)")
+				rule = "must be an integer 1025-48000 (the reference answers every request with 502.5)"
+				if value != e.value {
+					rule = fmt.Sprintf("is %s after expansion; %s", quoteValue(value), rule)
+				}
+				p.fail(e.valueLine, e.name, e.value, rule)
 			} else if s.ProcessesPerApplication > 1 {
 				p.warn(e.valueLine, e.name, value, fmt.Sprintf("every one of the %d processes (processesPerApplication) gets this port; all but one will fail to listen", s.ProcessesPerApplication))
 			}

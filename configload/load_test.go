@@ -625,7 +625,7 @@ func TestExplicitPort(t *testing.T) {
 		value, environ string
 		procs          string
 		ok             bool
-		warning        string
+		line           string // the warning (ok) or error (not ok) expected, if any
 	}{
 		{"1025", "", "1", true, ""},
 		{"48000", "", "1", true, ""},
@@ -635,6 +635,7 @@ func TestExplicitPort(t *testing.T) {
 		{"noninteger", "", "1", false, ""},
 		{" 5000", "", "1", false, ""},
 		{"%P%", "", "1", false, ""},
+		{"%P%", "P=80", "1", false, `/srv/app/web.config:4: ASPNETCORE_PORT="%P%": is "80" after expansion; must be an integer 1025-48000 (the reference answers every request with 502.5)`},
 		{"5000", "", "2", true, `/srv/app/web.config:4: warning: ASPNETCORE_PORT="5000": every one of the 2 processes (processesPerApplication) gets this port; all but one will fail to listen`},
 	} {
 		data := aspNetCore(`processPath="x" processesPerApplication="`+tt.procs+`"`, "<environmentVariables>\n"+
@@ -642,8 +643,11 @@ func TestExplicitPort(t *testing.T) {
 		spec, err := Parse(testFile, data, Options{Environ: []string{tt.environ}})
 		if !tt.ok {
 			got := slices.DeleteFunc(problemLines(t, err), func(l string) bool { return strings.Contains(l, ": warning: ") })
+			if tt.line != "" && (len(got) != 1 || got[0] != tt.line) {
+				t.Errorf("%q: problems %q, want %q", tt.value, got, tt.line)
+			}
 			if len(got) != 1 || !strings.HasPrefix(got[0], `/srv/app/web.config:4: ASPNETCORE_PORT="`) ||
-				!strings.HasSuffix(got[0], `": must be an integer 1025-48000 (the reference answers every request with 502.5)`) {
+				!strings.HasSuffix(got[0], `must be an integer 1025-48000 (the reference answers every request with 502.5)`) {
 				t.Errorf("%q: problems %q", tt.value, got)
 			}
 			continue
@@ -652,8 +656,8 @@ func TestExplicitPort(t *testing.T) {
 			t.Fatalf("%q: %v", tt.value, err)
 		}
 		var want []string
-		if tt.warning != "" {
-			want = []string{tt.warning}
+		if tt.line != "" {
+			want = []string{tt.line}
 		}
 		sameLines(t, tt.value, warningLines(spec), want)
 	}
