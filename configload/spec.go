@@ -40,7 +40,7 @@ type AppSpec struct {
 
 	// Environment holds the <environmentVariables> entries in document order,
 	// names deduplicated case-insensitively (a later entry overwrites an
-	// earlier one in place), values %VAR%-expanded against Options.Environ.
+	// earlier one's value in place, keeping the first spelling), values %VAR%-expanded against Options.Environ.
 	// With ANCM_PREFER_ENVIRONMENT_VARIABLES=1|true in Options.Environ, an
 	// entry whose name exists there takes that value instead. An entry
 	// ASPNETCORE_PORT that ends up empty is dropped (the reference then
@@ -157,7 +157,7 @@ func (m HostingModel) String() string {
 type Problem struct {
 	File  string // the web.config path; empty when not about a file (the virtual path)
 	Line  int    // 1-based; 0 when the problem concerns the file as a whole
-	Attr  string // attribute name, or element name in angle brackets such as "<add>"; empty when not about one
+	Attr  string // attribute name (a variable's name for its value), or element name such as "<add>"; empty when not about one
 	Value string // the offending value as written (attributes only)
 	Rule  string // what is wrong, lowercase, no trailing period
 	// Warning marks a problem that does not stop the app.
