@@ -1,5 +1,11 @@
 package supervisor
 
+import (
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
 // This file is the contract between supervisor and its callers (fastpath,
 // cmd/loopgate, the admin endpoint). Keep these names and signatures stable;
 // everything behind them is the supervisor's own business.
@@ -49,4 +55,102 @@ type PortRegistry interface {
 // handed out and closes it after the process has been retired and drained.
 type Upstream interface {
 	Close()
+}
+
+// Options configures a Supervisor. The zero value is usable: nothing is
+// logged, backends inherit no environment, there is no eBPF acceleration and
+// the real operating system is used.
+type Options struct {
+	// Logger receives lifecycle events (field event: start, ready,
+	// start_failed, crash, restart, rapid_fail_block, app_offline,
+	// app_online, recycle, config_error, stop, kill) and, without
+	// stdoutLogEnabled, the backends' output line by line. The zero value
+	// logs nothing.
+	Logger zerolog.Logger
+	// Environ is the environment backends inherit and configload expands
+	// against: os.Environ() in production. Entries are NAME=value.
+	Environ []string
+	// Ports is told about backend ports as backends become ready and after
+	// they stop. nil: no eBPF acceleration.
+	Ports PortRegistry
+	// NewUpstream makes the forwarder's per-process state (its connection
+	// pool to p.Addr()). Called once per process, from the app's own
+	// goroutine, before the process is first handed out; Close is called
+	// after the process is retired and its in-flight requests are done.
+	// nil: Process.Upstream returns nil.
+	NewUpstream func(p *Process) Upstream
+	// OS is the seam over spawning, signals, port probes, the shutdown
+	// request and directory watching. nil means the real operating system.
+	OS OS
+}
+
+// State is where an app or one of its process slots is in its life.
+type State string
+
+const (
+	// StateIdle: nothing runs and nothing is starting; the next request
+	// starts the app. Also the state after a failed start that is not (yet)
+	// blocked by the rapid-fail window.
+	StateIdle State = "idle"
+	// StateStarting: a process is starting and not yet listening.
+	StateStarting State = "starting"
+	// StateReady: at least one process is listening and taking requests.
+	StateReady State = "ready"
+	// StateCrashLoop: rapidFailsPerMinute was exceeded; requests get 502.5
+	// until the sliding 60 s window frees up.
+	StateCrashLoop State = "crashloop"
+	// StateOffline: app_offline.htm is present.
+	StateOffline State = "offline"
+	// StateStopping: the app's processes are being stopped for good
+	// (loopgate shutdown), or, for one process, it is being drained and
+	// stopped.
+	StateStopping State = "stopping"
+)
+
+// AppStatus is a point-in-time copy of an app's state for /status and
+// metrics. It is a plain value: callers own it.
+type AppStatus struct {
+	Name, VirtualPath, Dir string
+	// State is the app's overall state: stopping or offline when so,
+	// otherwise ready if any slot is ready, else starting, crashloop or idle.
+	State State
+	// ConfigError is the last web.config error while the previous spec keeps
+	// running; "" if none.
+	ConfigError string
+	// LastStartError says why the last start failed (the last attempt's
+	// error); "" until a start fails. It is kept after later successes so an
+	// operator can see what went wrong.
+	LastStartError string
+	// Starts counts processes spawned (each start attempt). Crashes counts
+	// exits of ready processes that were not asked to stop. Restarts counts
+	// starts after a crash. RapidFailBlocks counts the times the rapid-fail
+	// window refused a start. Recycles counts config changes that replaced
+	// the running spec.
+	Starts, Crashes, Restarts, RapidFailBlocks, Recycles uint64
+	// ConfigReloadsOK and ConfigReloadsFailed count web.config re-reads
+	// (SIGHUP or a file change) that parsed and that failed.
+	ConfigReloadsOK, ConfigReloadsFailed uint64
+	// Offline is true while app_offline.htm is present.
+	Offline bool
+	// Processes lists the slots (processesPerApplication of them) in slot
+	// order, with the process each one runs, if any.
+	Processes []ProcessStatus
+}
+
+// ProcessStatus is one process slot in an AppStatus.
+type ProcessStatus struct {
+	// Slot is the slot index, 0 to processesPerApplication-1. PID and Port
+	// are 0 when the slot runs no process.
+	Slot, PID, Port int
+	State           State
+	// Started is when the slot's current process was spawned (zero if none).
+	Started time.Time
+	// Restarts counts restarts of this slot after a crash.
+	Restarts uint64
+	// Requests counts requests served (Acquire→Release) by the current
+	// process.
+	Requests uint64
+	// LastExit is the last exit status of this slot's process, e.g.
+	// "exit status 3" or "signal: killed"; "" if none.
+	LastExit string
 }

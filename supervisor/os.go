@@ -1,0 +1,66 @@
+package supervisor
+
+import (
+	"io"
+	"syscall"
+	"time"
+)
+
+// OS is the supervisor's seam over the operating system: everything that
+// spawns, signals, touches a socket or watches a directory goes through it,
+// so the state machines can be tested with fakes in milliseconds. Options.OS
+// nil means the real Linux implementation. Implementations must be safe for
+// concurrent use.
+type OS interface {
+	// Spawn starts c in a new process group that dies with loopgate (even
+	// when loopgate is SIGKILLed), stdin on /dev/null.
+	Spawn(c *Cmd) (Proc, error)
+	// PortFree reports whether 127.0.0.1:port can be bound right now.
+	PortFree(port int) bool
+	// Probe reports whether a TCP connection to 127.0.0.1:port is accepted
+	// within timeout. It is the readiness and liveness check.
+	Probe(port int, timeout time.Duration) bool
+	// SendShutdown POSTs the graceful shutdown request of spec §4.5 to url
+	// with the headers MS-ASPNETCORE-EVENT: shutdown and
+	// MS-ASPNETCORE-TOKEN: token, and returns the response status code.
+	SendShutdown(url, token string, timeout time.Duration) (int, error)
+	// Watch reports changes to the entries of dir (not recursive).
+	Watch(dir string) (Watcher, error)
+}
+
+// Cmd is what Spawn starts. Path is absolute; Args excludes argv[0] (Spawn
+// passes Path as argv[0]).
+type Cmd struct {
+	Path string
+	Args []string
+	Env  []string
+	Dir  string
+	// Output asks for stdout and stderr as pipes (Proc.Stdout, Proc.Stderr);
+	// false sends both to /dev/null.
+	Output bool
+}
+
+// Proc is a spawned process as the OS seam sees it. Safe for concurrent use.
+type Proc interface {
+	PID() int
+	// Stdout and Stderr are the read ends of the output pipes (nil without
+	// Cmd.Output). The caller reads them to EOF and closes them.
+	Stdout() io.ReadCloser
+	Stderr() io.ReadCloser
+	// Signal sends sig to the whole process group. After Wait has seen the
+	// process exit it returns an error and sends nothing, so a recycled
+	// process id is never signalled.
+	Signal(sig syscall.Signal) error
+	// Wait blocks until the process has exited, SIGKILLs what is left of its
+	// process group, reaps it and returns the exit status as text, e.g.
+	// "exit status 3" or "signal: killed". Called exactly once.
+	Wait() string
+}
+
+// Watcher delivers directory change notifications.
+type Watcher interface {
+	// Events yields the base name of each changed entry; "" means events were
+	// lost and everything should be re-checked.
+	Events() <-chan string
+	Close() error
+}

@@ -1,0 +1,260 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"golang.org/x/sys/unix"
+)
+
+// realOS is the Linux implementation of OS.
+type realOS struct{}
+
+var _ OS = realOS{}
+
+// The spawner goroutine forks every backend from one OS thread that it has
+// locked and never unlocks. Pdeathsig fires when the thread that forked the
+// child exits, not when the process does; a goroutine that unlocks (or any
+// goroutine Go happens to run on a thread that later exits) would kill
+// backends at random. A locked goroutine that never returns keeps its thread
+// for the life of the process, so Pdeathsig fires exactly when loopgate dies.
+var (
+	spawnOnce sync.Once
+	spawnReqs chan spawnReq
+)
+
+type spawnReq struct {
+	cmd   *exec.Cmd
+	reply chan error
+}
+
+func spawner() {
+	runtime.LockOSThread()
+	// Never unlocked and never returns: see above.
+	for r := range spawnReqs {
+		r.reply <- r.cmd.Start()
+	}
+}
+
+func startOnSpawnerThread(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnReqs = make(chan spawnReq)
+		go spawner()
+	})
+	reply := make(chan error, 1)
+	spawnReqs <- spawnReq{cmd: cmd, reply: reply}
+	return <-reply
+}
+
+func (realOS) Spawn(c *Cmd) (Proc, error) {
+	cmd := &exec.Cmd{
+		Path: c.Path,
+		Args: append([]string{c.Path}, c.Args...),
+		Env:  c.Env,
+		Dir:  c.Dir,
+		// Stdin nil: /dev/null.
+		SysProcAttr: &syscall.SysProcAttr{
+			Setpgid:   true,
+			Pdeathsig: syscall.SIGKILL,
+		},
+	}
+	p := &realProc{}
+	var outW, errW *os.File
+	if c.Output {
+		var err error
+		if p.stdout, outW, err = os.Pipe(); err != nil {
+			return nil, fmt.Errorf("stdout pipe: %w", err)
+		}
+		if p.stderr, errW, err = os.Pipe(); err != nil {
+			p.stdout.Close()
+			outW.Close()
+			return nil, fmt.Errorf("stderr pipe: %w", err)
+		}
+		cmd.Stdout, cmd.Stderr = outW, errW
+	}
+	err := startOnSpawnerThread(cmd)
+	if c.Output {
+		// The child has its copies; ours would keep the pipes open forever.
+		outW.Close()
+		errW.Close()
+	}
+	if err != nil {
+		if c.Output {
+			p.stdout.Close()
+			p.stderr.Close()
+		}
+		return nil, err
+	}
+	p.cmd = cmd
+	p.pid = cmd.Process.Pid
+	return p, nil
+}
+
+type realProc struct {
+	cmd            *exec.Cmd
+	pid            int
+	stdout, stderr *os.File
+
+	mu     sync.Mutex // orders Signal against reaping
+	reaped bool
+}
+
+func (p *realProc) PID() int { return p.pid }
+
+func (p *realProc) Stdout() io.ReadCloser {
+	if p.stdout == nil {
+		return nil
+	}
+	return p.stdout
+}
+
+func (p *realProc) Stderr() io.ReadCloser {
+	if p.stderr == nil {
+		return nil
+	}
+	return p.stderr
+}
+
+func (p *realProc) Signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reaped {
+		return os.ErrProcessDone
+	}
+	// The group id is the leader's pid (Setpgid). Until the leader is reaped
+	// its pid, and so the group id, cannot be reused.
+	return unix.Kill(-p.pid, sig)
+}
+
+func (p *realProc) Wait() string {
+	// Wait for the exit without reaping, so the group id stays reserved
+	// while the rest of the group is killed: children of a dead backend must
+	// not linger (the reference puts them in a job object).
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	p.mu.Lock()
+	unix.Kill(-p.pid, unix.SIGKILL)
+	p.reaped = true
+	p.mu.Unlock()
+	p.cmd.Wait()
+	if p.cmd.ProcessState == nil {
+		return "unknown exit status"
+	}
+	return p.cmd.ProcessState.String()
+}
+
+func (realOS) PortFree(port int) bool {
+	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+func (realOS) Probe(port int, timeout time.Duration) bool {
+	c, err := net.DialTimeout("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), timeout)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+func (realOS) SendShutdown(url, token string, timeout time.Duration) (int, error) {
+	req, err := http.NewRequest(http.MethodPost, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header["MS-ASPNETCORE-EVENT"] = []string{"shutdown"}
+	req.Header["MS-ASPNETCORE-TOKEN"] = []string{token}
+	req.Header["User-Agent"] = []string{""} // the reference sends none
+	client := http.Client{
+		Timeout:   timeout,
+		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func (realOS) Watch(dir string) (Watcher, error) {
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, err
+	}
+	if err := fw.Add(dir); err != nil {
+		fw.Close()
+		return nil, err
+	}
+	w := &realWatcher{fw: fw, events: make(chan string, 16), done: make(chan struct{})}
+	go w.run()
+	return w, nil
+}
+
+type realWatcher struct {
+	fw     *fsnotify.Watcher
+	events chan string
+	done   chan struct{}
+	once   sync.Once
+}
+
+func (w *realWatcher) run() {
+	defer close(w.events)
+	for {
+		var name string
+		select {
+		case ev, ok := <-w.fw.Events:
+			if !ok {
+				return
+			}
+			if ev.Op == fsnotify.Chmod {
+				continue
+			}
+			name = filepath.Base(ev.Name)
+		case err, ok := <-w.fw.Errors:
+			if !ok {
+				return
+			}
+			if !errors.Is(err, fsnotify.ErrEventOverflow) {
+				continue
+			}
+			name = "" // lost events: re-check everything
+		case <-w.done:
+			return
+		}
+		select {
+		case w.events <- name:
+		case <-w.done:
+			return
+		}
+	}
+}
+
+func (w *realWatcher) Events() <-chan string { return w.events }
+
+func (w *realWatcher) Close() error {
+	w.once.Do(func() { close(w.done) })
+	return w.fw.Close()
+}

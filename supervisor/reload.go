@@ -1,0 +1,85 @@
+package supervisor
+
+import (
+	"fmt"
+
+	"github.com/rs/zerolog"
+)
+
+// reload re-reads the app's web.config (SIGHUP or a debounced file change).
+// An invalid file keeps the running spec and records the error. An
+// unchanged spec leaves everything alone. A changed one becomes the spec in
+// force; unless the running spec says disallowRotationOnConfigChange (the
+// setting in force when the change happened, as in the reference), the app
+// is recycled with zero downtime: each running slot gets a new process, and
+// the old one is drained and stopped only after the new one is ready. If a
+// new process fails to start, the old one keeps serving.
+func (a *App) reload() error {
+	cur := a.spec.Load()
+	spec, err := a.s.load(a.dir, a.vpath)
+	if err == nil && (spec.Dir != cur.Dir || spec.VirtualPath != cur.VirtualPath) {
+		err = fmt.Errorf("%s: the reloaded spec is for %s at %s", cur.ConfigFile, spec.Dir, spec.VirtualPath)
+	}
+	if err != nil {
+		a.reloadsFailed++
+		a.configError = err.Error()
+		a.logEvent(zerolog.ErrorLevel, "config_error", "web.config is invalid; the running configuration stays in force",
+			func(e *zerolog.Event) { e.Err(err) })
+		a.publishStatus()
+		return err
+	}
+	a.reloadsOK++
+	a.configError = ""
+	if spec.Equal(cur) {
+		a.publishStatus()
+		return nil
+	}
+	a.spec.Store(spec)
+	if spec.DebugFile != cur.DebugFile || spec.DebugLevel != cur.DebugLevel {
+		a.setDiag(spec)
+	}
+	if cur.DisallowRotationOnConfigChange {
+		a.logEvent(zerolog.InfoLevel, "recycle", "web.config changed; disallowRotationOnConfigChange keeps the running processes (the new settings apply at their next start)", nil)
+		a.publishStatus()
+		return nil
+	}
+	a.recycles++
+	a.logEvent(zerolog.InfoLevel, "recycle", "web.config changed; recycling", nil)
+	// A new configuration deserves a clean slate, as the reference's new
+	// application object gets one.
+	a.fails.reset()
+	a.blocked, a.lastFailed = false, false
+	a.unblockTimer.Stop()
+	if a.stopping || a.offline {
+		a.resizeSlots(spec.ProcessesPerApplication)
+		a.publish()
+		return nil
+	}
+	active := false
+	for _, sl := range a.slots {
+		active = active || sl.cur != nil || sl.start != nil
+		sl.crashloop = false
+	}
+	a.resizeSlots(spec.ProcessesPerApplication)
+	// Two processes cannot share an explicit ASPNETCORE_PORT: then the old
+	// one is stopped first and the new one spawned after it has exited.
+	oldPort, _ := explicitPort(cur)
+	newPort, _ := explicitPort(spec)
+	fixedPort := oldPort != 0 || newPort != 0
+	if active {
+		for _, sl := range a.slots {
+			a.cancelStart(sl) // a start with the old spec is no longer wanted
+			var after *Process
+			if fixedPort && sl.cur != nil {
+				after = sl.cur
+				a.queueStop(sl.cur, cur.ShutdownTimeLimit, "recycle")
+				sl.cur = nil
+			}
+			if !a.startSlot(sl, false, after) {
+				break
+			}
+		}
+	}
+	a.publish()
+	return nil
+}

@@ -1,0 +1,559 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/loopgate/loopgate/configload"
+)
+
+type eventKind uint8
+
+const (
+	evStarted eventKind = iota // a start task finished (p set on success)
+	evExited                   // a process exited
+	evStopped                  // a stop task finished
+	evProbed                   // an Unreachable check finished
+)
+
+type event struct {
+	kind eventKind
+	p    *Process
+	slot int
+	id   uint64 // start task id
+	ok   bool   // evProbed: the process accepted a connection
+	fail *startFailure
+}
+
+const (
+	// configDebounce groups the burst of events an editor or a deploy
+	// produces when it rewrites web.config into one reload.
+	configDebounce = 150 * time.Millisecond
+	// watchFallbackPoll is how often the directory is checked when it
+	// cannot be watched (inotify limits).
+	watchFallbackPoll = time.Second
+)
+
+// run is the app's state machine: the only goroutine that changes the
+// fields documented as owned by run. It ends after Shutdown or Kill, once
+// every process has exited and every helper has reported back.
+func (a *App) run() {
+	defer close(a.done)
+	watcher, err := a.s.os.Watch(a.dir)
+	var watchC <-chan string
+	var pollC <-chan time.Time
+	if err != nil {
+		a.log.Warn().Err(err).Str("dir", a.dir).Msg("cannot watch the app directory; polling it every second")
+		t := time.NewTicker(watchFallbackPoll)
+		defer t.Stop()
+		pollC = t.C
+	} else {
+		defer watcher.Close()
+		watchC = watcher.Events()
+	}
+	cfgStamp := a.configStamp()
+
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	defer debounce.Stop()
+	defer a.unblockTimer.Stop()
+
+	a.checkOffline() // present before the first request: never start
+	shutc, killc := a.s.shutc, a.s.killc
+	for !a.finished() {
+		select {
+		case <-a.wake:
+			a.onWake()
+		case <-a.recheck:
+			a.checkOffline()
+			a.publish()
+		case p := <-a.unreach:
+			a.onUnreachable(p)
+		case ev := <-a.events:
+			a.onEvent(ev)
+		case reply := <-a.reloadc:
+			reply <- a.reload()
+		case name, ok := <-watchC:
+			if !ok {
+				watchC = nil
+				continue
+			}
+			if name == "" || isOfflineName(name) {
+				a.checkOffline()
+			}
+			if name == "" || name == filepath.Base(a.spec.Load().ConfigFile) {
+				debounce.Reset(configDebounce)
+			}
+		case <-debounce.C:
+			a.reload()
+		case <-pollC:
+			a.checkOffline()
+			if st := a.configStamp(); st != cfgStamp {
+				cfgStamp = st
+				a.reload()
+			}
+		case <-a.unblockTimer.C:
+			a.onUnblock()
+		case <-shutc:
+			shutc = nil
+			a.beginStop(false)
+		case <-killc:
+			killc, shutc = nil, nil
+			a.beginStop(true)
+		}
+	}
+	a.diag.Load().close()
+	// Let every helper finish; some may still be sending.
+	helpersDone := make(chan struct{})
+	go func() {
+		a.helpers.Wait()
+		close(helpersDone)
+	}()
+	for {
+		select {
+		case ev := <-a.events:
+			if ev.kind == evExited {
+				a.unregisterPort(ev.p)
+			}
+		case <-helpersDone:
+			return
+		}
+	}
+}
+
+// registerPort tells Options.Ports about a ready process. The app goroutine
+// does all registering and unregistering, so a port reused by a restart
+// (an explicit ASPNETCORE_PORT) is never removed on behalf of the dead
+// process after the new one registered it.
+func (a *App) registerPort(p *Process) {
+	if a.s.opts.Ports == nil {
+		return
+	}
+	if err := a.s.opts.Ports.AddPort(uint16(p.port)); err != nil {
+		a.log.Warn().Err(err).Int("port", p.port).Msg("cannot register the backend port for acceleration")
+		return
+	}
+	a.ports[p.port] = p
+}
+
+// unregisterPort removes p's port once p has exited, unless a newer process
+// has registered the same port since.
+func (a *App) unregisterPort(p *Process) {
+	if a.ports[p.port] != p {
+		return
+	}
+	delete(a.ports, p.port)
+	if err := a.s.opts.Ports.RemovePort(uint16(p.port)); err != nil {
+		a.log.Warn().Err(err).Int("port", p.port).Msg("cannot unregister the backend port")
+	}
+}
+
+// finished reports whether a stopping app has nothing left to wait for.
+func (a *App) finished() bool {
+	if !a.stopping || a.starters > 0 || len(a.stoppers) > 0 || len(a.pendingStops) > 0 {
+		return false
+	}
+	for _, sl := range a.slots {
+		if sl.cur != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func isOfflineName(name string) bool {
+	// The reference compares case-insensitively.
+	return len(name) == len("app_offline.htm") && equalFoldASCII(name, "app_offline.htm")
+}
+
+func equalFoldASCII(a, b string) bool {
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+type fileStamp struct {
+	mod  time.Time
+	size int64
+	ok   bool
+}
+
+func (a *App) configStamp() fileStamp {
+	fi, err := os.Stat(a.spec.Load().ConfigFile)
+	if err != nil {
+		return fileStamp{}
+	}
+	return fileStamp{fi.ModTime(), fi.Size(), true}
+}
+
+// publish recomputes the view from the slots, publishes it (waking every
+// waiter on the old one), then starts the stops queued since the last
+// publish: a process leaves the rotation before it is retired.
+func (a *App) publish() {
+	v := &view{changed: make(chan struct{}), epoch: a.epoch}
+	starting := false
+	for _, sl := range a.slots {
+		if sl.cur != nil {
+			v.procs = append(v.procs, sl.cur)
+		}
+		starting = starting || sl.start != nil
+	}
+	switch {
+	case a.stopping:
+		v.mode, v.procs = modeStopping, nil
+	case a.offline:
+		v.mode, v.procs = modeOffline, nil
+	case len(v.procs) > 0:
+		v.mode = modeReady
+	case starting:
+		v.mode = modeStarting
+	case a.blocked:
+		v.mode = modeBlocked
+	case a.lastFailed:
+		v.mode = modeFailed
+	default:
+		v.mode = modeIdle
+	}
+	old := a.view.Swap(v)
+	close(old.changed)
+	stops := a.pendingStops
+	a.pendingStops = nil
+	for _, ps := range stops {
+		a.startStop(ps)
+	}
+	a.publishStatus()
+}
+
+// onWake starts every empty slot when nothing is ready (the first request,
+// or the first after a failed start or the end of a block).
+func (a *App) onWake() {
+	if a.stopping || a.offline || a.readyCount() > 0 {
+		return
+	}
+	for _, sl := range a.slots {
+		if sl.start == nil && !a.startSlot(sl, false, nil) {
+			break
+		}
+	}
+	a.publish()
+}
+
+func (a *App) readyCount() int {
+	n := 0
+	for _, sl := range a.slots {
+		if sl.cur != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// startSlot begins a start task for sl unless the rapid-fail window is
+// full, in which case the app is blocked and false is returned. With after
+// set, the task spawns only once that process has exited (it may hold the
+// port the new one needs).
+func (a *App) startSlot(sl *slot, restart bool, after *Process) bool {
+	spec := a.spec.Load()
+	if a.fails.blocked(time.Now(), spec.RapidFailsPerMinute) {
+		sl.crashloop = true
+		a.block(spec.RapidFailsPerMinute)
+		return false
+	}
+	sl.crashloop = false
+	if restart {
+		sl.restarts++
+		a.restarts++
+		a.logEvent(zerolog.InfoLevel, "restart", "restarting after a crash", func(e *zerolog.Event) { e.Int("slot", sl.idx) })
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.epoch++
+	t := &startTask{id: a.epoch, cancel: cancel, spec: spec, after: after}
+	sl.start = t
+	a.starters++
+	a.goHelper(func() { a.runStart(ctx, t, sl.idx) })
+	return true
+}
+
+func (a *App) block(limit int) {
+	if a.blocked {
+		return
+	}
+	a.blocked = true
+	a.blocks++
+	free := a.fails.freeAt(limit)
+	a.unblockTimer.Reset(time.Until(free))
+	a.logEvent(zerolog.ErrorLevel, "rapid_fail_block", "rapidFailsPerMinute exceeded; answering 502.5 until the window frees up",
+		func(e *zerolog.Event) { e.Int("limit", limit).Time("until", free) })
+}
+
+// onUnblock ends a block: the window has room again. An app that is still
+// serving from other slots restarts its empty ones at once; otherwise the
+// next request starts it.
+func (a *App) onUnblock() {
+	if !a.blocked {
+		return
+	}
+	a.blocked = false
+	a.lastFailed = false
+	for _, sl := range a.slots {
+		sl.crashloop = false
+	}
+	if !a.stopping && !a.offline && a.readyCount() > 0 {
+		for _, sl := range a.slots {
+			if sl.cur == nil && sl.start == nil && !a.startSlot(sl, true, nil) {
+				break
+			}
+		}
+	}
+	a.publish()
+}
+
+func (a *App) cancelStart(sl *slot) {
+	if sl.start != nil {
+		sl.start.cancel()
+		sl.start = nil
+	}
+}
+
+// queueStop takes p out of its slot's rotation; the stop itself begins at
+// the next publish, after the view without p is visible.
+func (a *App) queueStop(p *Process, limit time.Duration, reason string) {
+	p.stopping = true
+	a.stoppers[p] = struct{}{}
+	a.pendingStops = append(a.pendingStops, pendingStop{p: p, limit: limit, reason: reason})
+}
+
+func (a *App) onEvent(ev event) {
+	switch ev.kind {
+	case evStarted:
+		a.starters--
+		a.onStarted(ev)
+	case evExited:
+		a.onExited(ev.p)
+	case evStopped:
+		delete(a.stoppers, ev.p)
+		if ev.p.slot < len(a.slots) && a.slots[ev.p.slot].cur == nil {
+			a.slots[ev.p.slot].lastExit = ev.p.exitStatus
+		}
+		a.publishStatus()
+	case evProbed:
+		a.onProbed(ev.p, ev.ok)
+	}
+}
+
+func (a *App) onStarted(ev event) {
+	var sl *slot
+	if ev.slot < len(a.slots) {
+		sl = a.slots[ev.slot]
+	}
+	if sl == nil || sl.start == nil || sl.start.id != ev.id {
+		// Cancelled (offline, recycle, shutdown) after it had already
+		// succeeded: stop what it started.
+		if ev.p != nil {
+			a.queueStop(ev.p, a.spec.Load().ShutdownTimeLimit, "start cancelled")
+			a.publish()
+		}
+		return
+	}
+	spec := sl.start.spec
+	sl.start = nil
+	if ev.p == nil {
+		a.onStartFailed(sl, ev.fail, spec)
+		a.publish()
+		return
+	}
+	p := ev.p
+	if a.s.opts.NewUpstream != nil {
+		p.upstream = a.s.opts.NewUpstream(p)
+	}
+	a.registerPort(p)
+	old := sl.cur
+	sl.cur = p
+	sl.crashloop = false
+	a.lastFailed = false
+	a.logEvent(zerolog.InfoLevel, "ready", "backend ready", func(e *zerolog.Event) {
+		e.Int("pid", p.pid).Int("port", p.port).Int("slot", sl.idx).Dur("startup", time.Since(p.started))
+	})
+	if old != nil {
+		a.queueStop(old, a.spec.Load().ShutdownTimeLimit, "recycle")
+	}
+	a.publish()
+}
+
+func (a *App) onStartFailed(sl *slot, f *startFailure, spec *configload.AppSpec) {
+	a.lastStartError = f.err.Error()
+	a.fails.add(time.Now())
+	a.logEvent(zerolog.ErrorLevel, "start_failed", "backend failed to start", func(e *zerolog.Event) {
+		e.Int("slot", sl.idx).Str("command", f.cmdline).Str("exit_status", f.exitStatus).
+			Int("attempts", f.attempts).Err(f.err).Str("output", string(f.output))
+	})
+	if sl.cur != nil {
+		// A recycle whose new process failed: the old one keeps serving.
+		return
+	}
+	if a.readyCount() > 0 {
+		// Other slots serve; this one retries at once, bounded by the window.
+		a.startSlot(sl, false, nil)
+		return
+	}
+	for _, o := range a.slots {
+		if o.start != nil {
+			return // another slot may still come up
+		}
+	}
+	a.lastFailed = true
+	if a.fails.blocked(time.Now(), spec.RapidFailsPerMinute) {
+		a.block(spec.RapidFailsPerMinute)
+	}
+}
+
+func (a *App) slotOf(p *Process) *slot {
+	if p.slot < len(a.slots) && a.slots[p.slot].cur == p {
+		return a.slots[p.slot]
+	}
+	return nil
+}
+
+// onExited handles the exit of a process. Only a ready process that was
+// not asked to stop has crashed; starts and stops handle their own exits.
+func (a *App) onExited(p *Process) {
+	a.unregisterPort(p)
+	sl := a.slotOf(p)
+	if sl == nil || p.stopping {
+		return
+	}
+	a.crash(sl, p, "backend exited")
+}
+
+// crash clears sl after its process p died or hung, counts it and restarts
+// the slot if the window allows.
+func (a *App) crash(sl *slot, p *Process, why string) {
+	sl.cur = nil
+	a.crashes++
+	a.fails.add(time.Now())
+	if p.hasExited() {
+		sl.lastExit = p.exitStatus
+	}
+	a.logEvent(zerolog.ErrorLevel, "crash", why, func(e *zerolog.Event) {
+		e.Int("pid", p.pid).Int("port", p.port).Int("slot", sl.idx).Str("exit_status", sl.lastExit)
+	})
+	// Clean up: the stop sees the exit (or kills a hung process at once),
+	// then unregisters the port and closes the upstream once drained.
+	a.queueStop(p, 0, "crash")
+	if !a.stopping && !a.offline && sl.start == nil {
+		a.startSlot(sl, true, p)
+	}
+	a.publish()
+}
+
+func (a *App) onUnreachable(p *Process) {
+	if a.slotOf(p) == nil || p.stopping {
+		p.checking.Store(false)
+		return
+	}
+	a.goHelper(func() {
+		ok := false
+		for i := 0; i < 3 && !ok; i++ {
+			if i > 0 {
+				time.Sleep(50 * time.Millisecond)
+			}
+			ok = a.s.os.Probe(p.port, 250*time.Millisecond)
+		}
+		a.send(event{kind: evProbed, p: p, ok: ok})
+	})
+}
+
+func (a *App) onProbed(p *Process, ok bool) {
+	p.checking.Store(false)
+	sl := a.slotOf(p)
+	if ok || sl == nil || p.stopping || p.hasExited() {
+		return
+	}
+	// Alive but not listening: the reference stops such a process and
+	// counts it as a rapid fail.
+	p.proc.Signal(syscall.SIGKILL)
+	a.crash(sl, p, "backend stopped accepting connections; killed")
+}
+
+// checkOffline reads app_offline.htm and switches the app offline or back
+// online. An unreadable file counts as present with an empty page, as in
+// the reference.
+func (a *App) checkOffline() {
+	data, err := os.ReadFile(a.offlinePath)
+	if err != nil && errors.Is(err, fs.ErrNotExist) {
+		if a.offline {
+			a.offline = false
+			a.fails.reset()
+			a.blocked, a.lastFailed = false, false
+			a.unblockTimer.Stop()
+			a.logEvent(zerolog.InfoLevel, "app_online", "app_offline.htm removed; the next request starts the app", nil)
+			a.publish()
+		}
+		return
+	}
+	if err != nil {
+		data = nil
+	}
+	a.page.Store(&data)
+	if a.offline || a.stopping {
+		return
+	}
+	a.offline = true
+	a.logEvent(zerolog.InfoLevel, "app_offline", "app_offline.htm found; stopping the app", nil)
+	limit := a.spec.Load().ShutdownTimeLimit
+	for _, sl := range a.slots {
+		a.cancelStart(sl)
+		if sl.cur != nil {
+			a.queueStop(sl.cur, limit, "app_offline")
+			sl.cur = nil
+		}
+	}
+	a.publish()
+}
+
+// beginStop starts stopping everything for good: gracefully (Shutdown) or
+// at once (Kill, which has already SIGKILLed every process group).
+func (a *App) beginStop(kill bool) {
+	a.stopping = true
+	limit := a.spec.Load().ShutdownTimeLimit
+	if kill {
+		limit = 0
+	}
+	for _, sl := range a.slots {
+		a.cancelStart(sl)
+		if sl.cur != nil {
+			a.queueStop(sl.cur, limit, "shutdown")
+			sl.cur = nil
+		}
+	}
+	a.publish()
+}
+
+// resizeSlots makes the app have n slots; surplus slots are stopped.
+func (a *App) resizeSlots(n int) {
+	for len(a.slots) > n {
+		sl := a.slots[len(a.slots)-1]
+		a.slots = a.slots[:len(a.slots)-1]
+		a.cancelStart(sl)
+		if sl.cur != nil {
+			a.queueStop(sl.cur, a.spec.Load().ShutdownTimeLimit, "recycle")
+		}
+	}
+	for len(a.slots) < n {
+		a.slots = append(a.slots, &slot{idx: len(a.slots)})
+	}
+}
