@@ -319,7 +319,7 @@ func (s *syncBuffer) String() string {
 
 // testSpec returns a valid spec for an app in a new directory holding an
 // executable "app" (what ProcessPath names).
-func testSpec(t *testing.T) *configload.AppSpec {
+func testSpec(t testing.TB) *configload.AppSpec {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "app"), []byte("#!/bin/sh\n"), 0o755); err != nil {

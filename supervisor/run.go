@@ -228,6 +228,7 @@ func (a *App) publish() {
 	default:
 		v.mode = modeIdle
 	}
+	a.publishStatus() // before the view, so a woken waiter sees it
 	old := a.view.Swap(v)
 	close(old.changed)
 	stops := a.pendingStops
@@ -235,7 +236,6 @@ func (a *App) publish() {
 	for _, ps := range stops {
 		a.startStop(ps)
 	}
-	a.publishStatus()
 }
 
 // onWake starts every empty slot when nothing is ready (the first request,
