@@ -3,9 +3,67 @@
 // sk_msg program that redirects each message straight to the peer socket,
 // bypassing the loopback TCP/IP stack.
 //
-// The C source lives beside the committed bpf2go output, so building
-// loopgate never needs clang. Probe reports ErrNotSupported when the kernel,
-// the cgroup v2 hierarchy or the process's privileges cannot carry the
-// programs; callers then fall back to plain TCP. Only this package imports
-// github.com/cilium/ebpf.
+// It is for the serve command and the supervisor: Probe says whether the
+// host can do it, Load attaches it, AddPort and RemovePort (the
+// supervisor's PortRegistry) say which backend ports qualify, Counters
+// proves it happened, Close stops it. It does not decide whether
+// acceleration is worth having (the benchmarks do) and does not touch the
+// data path in user space.
+//
+// The C source (sockmap.c) lives beside the committed bpf2go output, so
+// building loopgate never needs clang; `make generate` rebuilds it and a
+// test checks the committed object still matches the source. Probe
+// reports ErrNotSupported when the kernel, the cgroup v2 hierarchy or the
+// process's privileges cannot carry the programs; callers then fall back
+// to plain TCP. Only this package imports github.com/cilium/ebpf.
+//
+// # What qualifies
+//
+// A connection is accelerated when it is established after its server
+// port was registered, both addresses are in 127.0.0.0/8, both ends
+// belong to processes in the Options.CgroupPath subtree, and both live in
+// the network namespace that called Load. Any local client of a
+// registered port qualifies, not only loopgate. Connections established
+// before AddPort or after RemovePort stay on TCP.
+//
+// # Traps for users of accelerated sockets
+//
+//   - splice(2) never sees redirected bytes: they wait in a queue that
+//     only recvmsg reads. Go's io.Copy between two *net.TCPConn splices
+//     (and spins until a deadline, forwarding nothing), so a socket that
+//     may be in the map must be copied through a user-space buffer, e.g.
+//     by hiding ReadFrom/WriteTo behind a plain io.Reader/io.Writer.
+//   - Removing a live socket from the map discards what was already
+//     redirected to it and not yet read. This package never does that:
+//     RemovePort and Close only stop new connections from qualifying, and
+//     the kernel removes a socket itself when it is closed.
+//   - Turning acceleration off does not de-accelerate open connections.
+//     After Close, or when the process exits (even by SIGKILL), the kernel
+//     detaches the sockops program at once, but each accelerated socket
+//     keeps the sk_msg program and the maps alive and its bytes keep
+//     being redirected until it closes; then the kernel frees everything.
+//     Nothing is pinned to bpffs, so nothing else survives the process.
+//     A status page should say "off for new connections", not "off".
+//
+// # Backpressure
+//
+// Redirected bytes bypass the receiver's buffer limits and TCP flow
+// control: a writer whose peer does not read can queue without bound, up
+// to the host-wide tcp_mem limit (measured on Linux 6.18: of a 1 GiB stream
+// to a reader taking 4 MiB/s, 1011 MiB sat in the receiver's rmem_alloc,
+// visible as "skmem r" in ss -tm, against 4 MiB over plain TCP). Options.Direction chooses what is exposed. The
+// default, ToBackend, redirects only what clients send to a backend port
+// (for loopgate: requests, whose size it limits); what backends send back
+// takes the TCP path, so a slow client downloading a large response
+// throttles the backend as it would without acceleration. BothWays also
+// redirects responses and is only safe when every reader keeps up.
+//
+// # Ordering
+//
+// A receiving socket reads its redirect queue before its TCP receive
+// queue, so one direction of a connection must never go from TCP to
+// redirection. The sk_msg program therefore keeps a socket on TCP for
+// good once one of its messages found no peer in the map, which can
+// happen in the short window between the client's and the server's
+// ESTABLISHED callbacks.
 package bpf
