@@ -36,8 +36,9 @@ type Options struct {
 // reference's order:
 //
 //  1. Path base: a path that starts with APPL_PATH (case-insensitively, on a
-//     segment boundary) loses that prefix, which PathBase then returns; an
-//     empty remainder becomes "/". Other paths pass with an empty base.
+//     segment boundary) loses that prefix in r.URL (Path and RawPath),
+//     which PathBase then returns; an empty remainder becomes "/"; r.RequestURI
+//     keeps the original target. Other paths pass with an empty base.
 //  2. Forwarded headers, only from a loopback peer: the right-most
 //     X-Forwarded-For entry becomes r.RemoteAddr and the right-most
 //     X-Forwarded-Proto entry (lowercased) r.URL.Scheme; each consumed

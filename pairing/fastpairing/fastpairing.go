@@ -24,8 +24,8 @@ import (
 // loopback peer, token check with 400, shutdown request with 202 and
 // Options.Stop); otherwise next unchanged. The results live in the
 // RequestCtx: ctx.RemoteAddr() is the client, ctx.URI().Scheme() the
-// forwarded scheme, ctx.Path() the path without the base; PathBase and
-// ClientCertificate read the rest.
+// forwarded scheme, ctx.Path() the path without the base (ctx.RequestURI()
+// keeps the original target); PathBase and ClientCertificate read the rest.
 //
 // It expects the server's default header-name normalization
 // (DisableHeaderNamesNormalizing false). Options.Stop runs when fasthttp
