@@ -604,7 +604,15 @@ func (x *exchange) startPump() {
 	}
 	x.pumpBuf = bufPool.Get().(*[]byte)
 	x.pumping = true
-	go func() { x.pumpDone <- x.pump() }()
+	go func() {
+		err := x.pump()
+		if err != nil {
+			// The request cannot complete: the backend must see it cut
+			// short, and the response read waiting on it must end.
+			_ = x.conn.Close()
+		}
+		x.pumpDone <- err
+	}()
 }
 
 func (x *exchange) pump() error {
