@@ -369,3 +369,5 @@ func (r *rawConn) closedByPeer(d time.Duration) bool {
 func get(host, path string) string {
 	return fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host)
 }
+
+func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
