@@ -398,3 +398,47 @@ func TestRealParentKilledLeavesNoChild(t *testing.T) {
 		t.Errorf("port %d still accepts connections", port)
 	}
 }
+
+func TestRealWatchAppOfflineAndWebConfig(t *testing.T) {
+	dir := t.TempDir()
+	cfg := func(limit int) {
+		writeFile(t, filepath.Join(dir, "web.config"), fmt.Sprintf(
+			`<configuration><system.webServer><aspNetCore processPath="%s" shutdownTimeLimit="%d"/></system.webServer></configuration>`, testBackend, limit))
+	}
+	cfg(5)
+	spec, err := configload.Load(dir, configload.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, logs := realSup(t, spec)
+	a := s.Apps()[0]
+	p, o := acquireReal(t, a)
+	if o != Ready {
+		t.Fatalf("Acquire: %v", o)
+	}
+	p.Release()
+
+	// web.config rewritten: noticed by inotify, recycled to a new process.
+	cfg(4)
+	eventually(t, 10*time.Second, "recycle after the web.config change", func() bool {
+		st := a.Status()
+		return st.Recycles == 1 && st.State == StateReady && st.Processes[0].PID != p.PID()
+	})
+	eventually(t, 10*time.Second, "the old process stopped", func() bool { return !alive(p.PID()) })
+
+	// app_offline.htm dropped: offline with its content, backend stopped.
+	writeFile(t, filepath.Join(dir, "app_offline.htm"), "<p>back soon</p>")
+	eventually(t, 10*time.Second, "offline", func() bool { return a.Status().State == StateOffline })
+	if _, o := acquireReal(t, a); o != Offline || string(a.OfflinePage()) != "<p>back soon</p>" {
+		t.Fatalf("Acquire: %v, page %q", o, a.OfflinePage())
+	}
+	eventually(t, 10*time.Second, "no process while offline", func() bool { return s.liveCount() == 0 })
+	os.Remove(filepath.Join(dir, "app_offline.htm"))
+	eventually(t, 10*time.Second, "online", func() bool { return a.Status().State == StateIdle })
+	p2, o := acquireReal(t, a)
+	if o != Ready {
+		t.Fatalf("Acquire after app_offline.htm went away: %v", o)
+	}
+	p2.Release()
+	containsAll(t, "log", logs.String(), `"event":"recycle"`, `"event":"app_offline"`, `"event":"app_online"`)
+}

@@ -846,3 +846,28 @@ func writeFile(t *testing.T, name, content string) {
 		t.Fatal(err)
 	}
 }
+
+func TestUnwatchableDirectoryIsPolled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeOS(func(*Cmd) behaviour { return listening() })
+		f.watchErr = errors.New("inotify watch limit reached")
+		spec := loadedApp(t, "", "")
+		s, logs := fakeSup(t, f, Options{}, spec)
+		defer stop(t, s)
+		a := s.Apps()[0]
+		mustAcquire(t, a).Release()
+		writeFile(t, filepath.Join(spec.Dir, "app_offline.htm"), "x")
+		time.Sleep(1500 * time.Millisecond)
+		if st := a.Status(); st.State != StateOffline {
+			t.Fatalf("state %s: app_offline.htm not noticed by polling", st.State)
+		}
+		os.Remove(filepath.Join(spec.Dir, "app_offline.htm"))
+		webConfig(t, spec.Dir, `shutdownTimeLimit="7"`, "")
+		os.Chtimes(spec.ConfigFile, time.Now(), time.Now().Add(time.Hour)) // a new mtime even on a coarse clock
+		time.Sleep(1500 * time.Millisecond)
+		if st := a.Status(); st.State != StateIdle || a.Spec().ShutdownTimeLimit != 7*time.Second {
+			t.Fatalf("state %s, limit %v", st.State, a.Spec().ShutdownTimeLimit)
+		}
+		containsAll(t, "log", logs.String(), "inotify watch limit reached")
+	})
+}
