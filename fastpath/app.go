@@ -168,3 +168,20 @@ func lower(c byte) byte {
 	}
 	return c
 }
+
+// FromSupervisor adapts a supervisor app to App. The adapter adds nothing
+// per request: Acquire passes the *supervisor.Process through as the
+// Backend.
+func FromSupervisor(a *supervisor.App) App { return supervisorApp{a} }
+
+type supervisorApp struct{ *supervisor.App }
+
+func (a supervisorApp) Acquire(ctx context.Context) (Backend, supervisor.Outcome) {
+	p, o := a.App.Acquire(ctx)
+	if p == nil {
+		return nil, o
+	}
+	return p, o
+}
+
+var _ Backend = (*supervisor.Process)(nil)

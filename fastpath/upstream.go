@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/loopgate/loopgate/supervisor"
 )
 
 // upstream is the forwarder's state for one backend process: a
@@ -109,4 +111,19 @@ func (u *upstream) flushIdle() { u.hc.CloseIdleConnections() }
 func (u *upstream) Close() {
 	u.closed.Store(true)
 	u.hc.CloseIdleConnections()
+}
+
+// NewUpstream makes the keep-alive pool for one backend process. Pass it as
+// supervisor.Options.NewUpstream; because the supervisor is built before
+// the Server (New needs its apps), wire it through a variable the closure
+// reads when the first process starts, which is after Serve began:
+//
+//	var srv *fastpath.Server
+//	sup, err := supervisor.New(specs, supervisor.Options{
+//		NewUpstream: func(p *supervisor.Process) supervisor.Upstream { return srv.NewUpstream(p) },
+//	})
+//	...
+//	srv, err = fastpath.New(cfg, apps, logger) // apps from fastpath.FromSupervisor
+func (s *Server) NewUpstream(p *supervisor.Process) supervisor.Upstream {
+	return newUpstream(p.Addr(), &s.cfg)
 }
