@@ -402,6 +402,8 @@ func TestRetryRules(t *testing.T) {
 		if req := recv(t, got); string(req.body) != "abc" {
 			t.Errorf("body %q", req.body)
 		}
+		// Release happens when the response is done, just after the client read it.
+		waitFor(t, func() bool { return bLive.released.Load() == 1 }, "live backend released")
 		if bDead.unreachable.Load() != 1 || bDead.released.Load() != bDead.acquired.Load() || bLive.released.Load() != 1 {
 			t.Errorf("dead: unreachable %d acquired %d released %d; live released %d",
 				bDead.unreachable.Load(), bDead.acquired.Load(), bDead.released.Load(), bLive.released.Load())
@@ -422,6 +424,7 @@ func TestRetryRules(t *testing.T) {
 		if r.StatusCode != 502 || !strings.Contains(string(body), "HTTP Error 502.3") {
 			t.Errorf("%d %q", r.StatusCode, body)
 		}
+		waitFor(t, func() bool { return b.released.Load() == 2 }, "both attempts released")
 		if b.unreachable.Load() != 2 || b.released.Load() != 2 {
 			t.Errorf("unreachable %d released %d, want 2 and 2", b.unreachable.Load(), b.released.Load())
 		}
