@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sync"
 
@@ -11,36 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Direction says which messages of an accelerated connection the sk_msg
-// program redirects. The zero value is ToBackend.
-type Direction uint8
-
-const (
-	// ToBackend redirects only the bytes sent to a backend port (requests,
-	// loopgate → backend). The backend's replies take the ordinary TCP
-	// path, so a reader that falls behind (loopgate writing to a slow
-	// client) throttles the backend through TCP flow control as usual.
-	// Kernel memory queued at a backend socket is bounded by what the
-	// client side writes before the backend reads it (for loopgate: the
-	// request body limit per connection).
-	ToBackend Direction = iota
-	// BothWays also redirects the backend's replies. Redirected bytes
-	// bypass the receiver's buffer limits, so a reader that falls behind
-	// lets a writer queue without bound (up to the host-wide tcp_mem
-	// limit); see the package documentation.
-	BothWays
-)
-
-func (d Direction) String() string {
-	switch d {
-	case ToBackend:
-		return "to-backend"
-	case BothWays:
-		return "both"
-	}
-	return fmt.Sprintf("Direction(%d)", uint8(d))
-}
-
 // Options configures Load. The zero value is ready to use.
 type Options struct {
 	// CgroupPath is the cgroup v2 directory the sockops program is
@@ -48,9 +19,21 @@ type Options struct {
 	// below it are candidates for acceleration. Both ends must qualify.
 	// Default: the root of the cgroup v2 mount (CgroupV2Mount).
 	CgroupPath string
-	// Direction selects which way bytes are redirected. Default: ToBackend.
-	Direction Direction
+	// QueueLimit is how many bytes a receiving socket may hold unread
+	// before its peer stops redirecting to it and goes back to TCP, with
+	// its flow control, for the rest of the connection. Redirection
+	// ignores the receiver's buffer size, so this is what bounds the
+	// kernel memory a slow reader can pin: per connection and direction,
+	// about QueueLimit plus one message (up to 64 KiB or so) plus what TCP
+	// buffers after the switch. Default: DefaultQueueLimit; at most
+	// 2 GiB - 1 bytes.
+	QueueLimit int
 }
+
+// DefaultQueueLimit is the default Options.QueueLimit, in bytes: about
+// what plain TCP lets a writer queue on loopback (tcp_wmem's default
+// maximum) before it blocks.
+const DefaultQueueLimit = 4 << 20
 
 // Accel is a loaded and attached sockmap fast path. From Load until Close,
 // every TCP connection established over 127.0.0.0/8 in this process's
@@ -67,7 +50,7 @@ type Accel struct {
 	objs       sockmapObjects
 	sockops    link.Link
 	cgroupPath string
-	direction  Direction
+	queueLimit int
 }
 
 // Load loads the programs, attaches the sk_msg program to the sockmap and
@@ -75,8 +58,12 @@ type Accel struct {
 // mean the host cannot do it (call Probe first to find out cheaply);
 // anything else is a real failure. Nothing is left loaded on error.
 func Load(opts Options) (*Accel, error) {
-	if opts.Direction != ToBackend && opts.Direction != BothWays {
-		return nil, fmt.Errorf("loading sockmap: invalid direction %d", opts.Direction)
+	queueLimit := opts.QueueLimit
+	if queueLimit == 0 {
+		queueLimit = DefaultQueueLimit
+	}
+	if queueLimit < 0 || queueLimit > math.MaxInt32 {
+		return nil, fmt.Errorf("loading sockmap: QueueLimit %d bytes out of range 1..%d", opts.QueueLimit, math.MaxInt32)
 	}
 	cgroupPath := opts.CgroupPath
 	if cgroupPath == "" {
@@ -106,15 +93,11 @@ func Load(opts Options) (*Accel, error) {
 	if err := vars.NetnsCookie.Set(cookie); err != nil {
 		return nil, fmt.Errorf("loading sockmap: setting netns_cookie: %w", err)
 	}
-	fromBackend := uint8(0)
-	if opts.Direction == BothWays {
-		fromBackend = 1
-	}
-	if err := vars.RedirectFromBackend.Set(fromBackend); err != nil {
-		return nil, fmt.Errorf("loading sockmap: setting redirect_from_backend: %w", err)
+	if err := vars.QueueLimit.Set(uint32(queueLimit)); err != nil {
+		return nil, fmt.Errorf("loading sockmap: setting queue_limit: %w", err)
 	}
 
-	a := &Accel{cgroupPath: cgroupPath, direction: opts.Direction}
+	a := &Accel{cgroupPath: cgroupPath, queueLimit: queueLimit}
 	if err := spec.LoadAndAssign(&a.objs, nil); err != nil {
 		return nil, fmt.Errorf("loading sockmap: %w", wrapNotSupported(err))
 	}
@@ -173,8 +156,8 @@ func netnsCookie() (uint64, error) {
 // CgroupPath returns the cgroup the sockops program is attached to.
 func (a *Accel) CgroupPath() string { return a.cgroupPath }
 
-// Direction returns the direction the Accel was loaded with.
-func (a *Accel) Direction() Direction { return a.direction }
+// QueueLimit returns the queue limit in effect, in bytes.
+func (a *Accel) QueueLimit() int { return a.queueLimit }
 
 // AddPort registers a backend port: connections to it established from
 // now on are accelerated (existing ones are not). Adding a registered port

@@ -9,9 +9,9 @@ import (
 	"os"
 	"testing"
 	"time"
-)
 
-var directions = []Direction{ToBackend, BothWays}
+	"github.com/cilium/ebpf"
+)
 
 // roundTrip sends payload on c and reads the same number of bytes back
 // (the peer echoes), writing and reading concurrently so that neither
@@ -64,6 +64,27 @@ func counters(t *testing.T, a *Accel) Counters {
 	return c
 }
 
+// addrCount counts the entries of sock_addrs, which the sockops program
+// must clean up itself when a socket closes.
+func addrCount(t *testing.T, a *Accel) int {
+	t.Helper()
+	var key, next sockmapSockKey
+	var cur any
+	n := 0
+	for {
+		err := a.objs.SockAddrs.NextKey(cur, &next)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return n
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		key = next
+		cur = &key
+	}
+}
+
 func socketCount(t *testing.T, a *Accel) int {
 	t.Helper()
 	n, err := a.SocketCount()
@@ -79,56 +100,50 @@ func socketCount(t *testing.T, a *Accel) int {
 // both directions, and the counters show that the chosen direction(s)
 // bypassed TCP byte for byte.
 func TestRedirectsRegisteredPort(t *testing.T) {
-	for _, dir := range directions {
-		t.Run("direction="+dir.String(), func(t *testing.T) {
-			a := loadAccel(t, Options{Direction: dir})
-			ln, port := listen(t)
-			echoServer(t, ln)
-			if err := a.AddPort(port); err != nil {
-				t.Fatal(err)
-			}
-			c := dial(t, port)
-			clientPort := uint32(c.LocalAddr().(*net.TCPAddr).Port)
+	// A limit above the largest payload: this test checks exact counts,
+	// and an echo server starved of CPU must not trigger the fallback.
+	a := loadAccel(t, Options{QueueLimit: 64 << 20})
+	ln, port := listen(t)
+	echoServer(t, ln)
+	if err := a.AddPort(port); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, port)
+	clientPort := uint32(c.LocalAddr().(*net.TCPAddr).Port)
 
-			if !waitFor(2*time.Second, func() bool { return socketCount(t, a) == 2 }) {
-				t.Fatalf("sockmap holds %d sockets after connect, want 2", socketCount(t, a))
-			}
-			keys, err := a.sockKeys()
-			if err != nil {
-				t.Fatal(err)
-			}
-			lo := uint32(0x0100007f) // 127.0.0.1 in network order, read as little-endian
-			want := map[sockmapSockKey]bool{
-				{LocalIp4: lo, RemoteIp4: lo, LocalPort: clientPort, RemotePort: uint32(port)}: true,
-				{LocalIp4: lo, RemoteIp4: lo, LocalPort: uint32(port), RemotePort: clientPort}: true,
-			}
-			for _, k := range keys {
-				if !want[k] {
-					t.Errorf("unexpected sockmap key %+v (client port %d, server port %d)", k, clientPort, port)
-				}
-			}
+	if !waitFor(2*time.Second, func() bool { return socketCount(t, a) == 2 }) {
+		t.Fatalf("sockmap holds %d sockets after connect, want 2", socketCount(t, a))
+	}
+	keys, err := a.sockKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo := uint32(0x0100007f) // 127.0.0.1 in network order, read as little-endian
+	want := map[sockmapSockKey]bool{
+		{LocalIp4: lo, RemoteIp4: lo, LocalPort: clientPort, RemotePort: uint32(port)}: true,
+		{LocalIp4: lo, RemoteIp4: lo, LocalPort: uint32(port), RemotePort: clientPort}: true,
+	}
+	for _, k := range keys {
+		if !want[k] {
+			t.Errorf("unexpected sockmap key %+v (client port %d, server port %d)", k, clientPort, port)
+		}
+	}
 
-			var total uint64
-			for i, n := range []int{1, 4 << 10, 64 << 10, 8 << 20} {
-				roundTrip(t, c, randomBytes(n, uint64(i)))
-				total += uint64(n)
-			}
-			got := counters(t, a)
-			t.Logf("counters after %d bytes each way: %+v", total, got)
-			if got.SocketsAdded != 2 || got.AddErrors != 0 {
-				t.Errorf("SocketsAdded=%d AddErrors=%d, want 2 and 0", got.SocketsAdded, got.AddErrors)
-			}
-			wantRedirected, wantPassed := total, total
-			if dir == BothWays {
-				wantRedirected, wantPassed = 2*total, 0
-			}
-			if got.Redirected == 0 || got.RedirectedBytes != wantRedirected {
-				t.Errorf("redirected %d messages, %d bytes; want >0 messages, %d bytes", got.Redirected, got.RedirectedBytes, wantRedirected)
-			}
-			if got.PassedBytes != wantPassed {
-				t.Errorf("passed %d bytes, want %d", got.PassedBytes, wantPassed)
-			}
-		})
+	var total uint64
+	for i, n := range []int{1, 4 << 10, 64 << 10, 8 << 20} {
+		roundTrip(t, c, randomBytes(n, uint64(i)))
+		total += uint64(n)
+	}
+	got := counters(t, a)
+	t.Logf("counters after %d bytes each way: %+v", total, got)
+	if got.SocketsAdded != 2 || got.AddErrors != 0 || got.Fallbacks != 0 {
+		t.Errorf("SocketsAdded=%d AddErrors=%d Fallbacks=%d, want 2, 0, 0", got.SocketsAdded, got.AddErrors, got.Fallbacks)
+	}
+	if got.Redirected == 0 || got.RedirectedBytes != 2*total {
+		t.Errorf("redirected %d messages, %d bytes; want >0 messages, %d bytes", got.Redirected, got.RedirectedBytes, 2*total)
+	}
+	if got.Passed != 0 {
+		t.Errorf("passed %d messages (%d bytes), want none", got.Passed, got.PassedBytes)
 	}
 }
 
@@ -136,52 +151,48 @@ func TestRedirectsRegisteredPort(t *testing.T) {
 // without waiting for the echo, and checks the echoed stream is the sent
 // stream.
 func TestPipelinedWrites(t *testing.T) {
-	for _, dir := range directions {
-		t.Run("direction="+dir.String(), func(t *testing.T) {
-			a := loadAccel(t, Options{Direction: dir})
-			ln, port := listen(t)
-			echoServer(t, ln)
-			if err := a.AddPort(port); err != nil {
-				t.Fatal(err)
-			}
-			c := dial(t, port)
-			c.SetDeadline(time.Now().Add(20 * time.Second))
+	a := loadAccel(t, Options{})
+	ln, port := listen(t)
+	echoServer(t, ln)
+	if err := a.AddPort(port); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, port)
+	c.SetDeadline(time.Now().Add(20 * time.Second))
 
-			const writes = 2000
-			r := rand.New(rand.NewPCG(1, 2))
-			var stream []byte
-			var sizes []int
-			for range writes {
-				n := 1 + r.IntN(1500)
-				sizes = append(sizes, n)
-				stream = append(stream, randomBytes(n, uint64(len(stream)))...)
+	const writes = 2000
+	r := rand.New(rand.NewPCG(1, 2))
+	var stream []byte
+	var sizes []int
+	for range writes {
+		n := 1 + r.IntN(1500)
+		sizes = append(sizes, n)
+		stream = append(stream, randomBytes(n, uint64(len(stream)))...)
+	}
+	werr := make(chan error, 1)
+	go func() {
+		off := 0
+		for _, n := range sizes {
+			if _, err := c.Write(stream[off : off+n]); err != nil {
+				werr <- err
+				return
 			}
-			werr := make(chan error, 1)
-			go func() {
-				off := 0
-				for _, n := range sizes {
-					if _, err := c.Write(stream[off : off+n]); err != nil {
-						werr <- err
-						return
-					}
-					off += n
-				}
-				werr <- nil
-			}()
-			got := make([]byte, len(stream))
-			if _, err := io.ReadFull(c, got); err != nil {
-				t.Fatalf("reading pipelined echo: %v", err)
-			}
-			if err := <-werr; err != nil {
-				t.Fatalf("pipelined write: %v", err)
-			}
-			if !bytes.Equal(got, stream) {
-				t.Fatalf("pipelined echo differs at byte %d of %d", firstDiff(got, stream), len(stream))
-			}
-			if cnt := counters(t, a); cnt.Redirected < writes {
-				t.Errorf("redirected %d messages for %d writes", cnt.Redirected, writes)
-			}
-		})
+			off += n
+		}
+		werr <- nil
+	}()
+	got := make([]byte, len(stream))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("reading pipelined echo: %v", err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatalf("pipelined write: %v", err)
+	}
+	if !bytes.Equal(got, stream) {
+		t.Fatalf("pipelined echo differs at byte %d of %d", firstDiff(got, stream), len(stream))
+	}
+	if cnt := counters(t, a); cnt.Redirected < writes {
+		t.Errorf("redirected %d messages for %d writes", cnt.Redirected, writes)
 	}
 }
 
@@ -239,7 +250,7 @@ func send(t *testing.T, from, to *net.TCPConn, p []byte) {
 func TestClosedSocketsLeaveTheMap(t *testing.T) {
 	for _, first := range []string{"client", "server"} {
 		t.Run("first="+first, func(t *testing.T) {
-			a := loadAccel(t, Options{Direction: BothWays})
+			a := loadAccel(t, Options{})
 			client, server := connectedPair(t, a)
 			send(t, client, server, []byte("request"))
 			send(t, server, client, []byte("response"))
@@ -260,6 +271,9 @@ func TestClosedSocketsLeaveTheMap(t *testing.T) {
 			if !waitFor(2*time.Second, func() bool { return socketCount(t, a) == 0 }) {
 				t.Fatalf("after both sides closed, sockmap holds %d sockets, want 0", socketCount(t, a))
 			}
+			if !waitFor(2*time.Second, func() bool { return addrCount(t, a) == 0 }) {
+				t.Fatalf("after both sides closed, sock_addrs holds %d entries, want 0", addrCount(t, a))
+			}
 		})
 	}
 }
@@ -268,7 +282,7 @@ func TestClosedSocketsLeaveTheMap(t *testing.T) {
 // mere loopback-ness, decides: a connection to another port never enters
 // the sockmap and none of its bytes are counted.
 func TestUnregisteredPortIsNotRedirected(t *testing.T) {
-	a := loadAccel(t, Options{Direction: BothWays})
+	a := loadAccel(t, Options{})
 	_, registered := listen(t)
 	if err := a.AddPort(registered); err != nil {
 		t.Fatal(err)
@@ -289,7 +303,7 @@ func TestUnregisteredPortIsNotRedirected(t *testing.T) {
 // stay on TCP while the connection already accelerated keeps its entry
 // and its redirection (removing it would lose queued bytes).
 func TestRemovePortStopsNewConnections(t *testing.T) {
-	a := loadAccel(t, Options{Direction: BothWays})
+	a := loadAccel(t, Options{})
 	ln, port := listen(t)
 	echoServer(t, ln)
 	if err := a.AddPort(port); err != nil {
@@ -325,7 +339,7 @@ func TestRemovePortStopsNewConnections(t *testing.T) {
 // nothing is left behind.
 func TestCloseKeepsLiveConnections(t *testing.T) {
 	requireBPF(t)
-	a, err := Load(Options{Direction: BothWays})
+	a, err := Load(Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +391,7 @@ func TestCloseKeepsLiveConnections(t *testing.T) {
 // reads only the TCP receive queue, so it forwards nothing of what the
 // sk_msg program redirected; copying through a buffer works.
 func TestSpliceDoesNotSeeRedirectedData(t *testing.T) {
-	a := loadAccel(t, Options{Direction: BothWays})
+	a := loadAccel(t, Options{})
 	client, server := connectedPair(t, a)
 	sinkLn, _ := listen(t)
 	sinkOut := dial(t, uint16(sinkLn.Addr().(*net.TCPAddr).Port))
@@ -401,8 +415,10 @@ func TestSpliceDoesNotSeeRedirectedData(t *testing.T) {
 }
 
 func TestLoadRejectsBadOptions(t *testing.T) {
-	if _, err := Load(Options{Direction: Direction(9)}); err == nil {
-		t.Error("Load accepted an invalid direction")
+	for _, limit := range []int{-1, 1 << 31} {
+		if _, err := Load(Options{QueueLimit: limit}); err == nil {
+			t.Errorf("Load accepted QueueLimit %d", limit)
+		}
 	}
 	requireBPF(t)
 	_, err := Load(Options{CgroupPath: t.TempDir() + "/missing"})
@@ -413,8 +429,8 @@ func TestLoadRejectsBadOptions(t *testing.T) {
 	if err := a.AddPort(0); err == nil {
 		t.Error("AddPort(0) succeeded")
 	}
-	if a.Direction() != ToBackend {
-		t.Errorf("default direction %v, want %v", a.Direction(), ToBackend)
+	if a.QueueLimit() != DefaultQueueLimit {
+		t.Errorf("default queue limit %d, want %d", a.QueueLimit(), DefaultQueueLimit)
 	}
 	if mnt, err := CgroupV2Mount(); err != nil || a.CgroupPath() != mnt {
 		t.Errorf("default cgroup %q, want the cgroup v2 mount %q (%v)", a.CgroupPath(), mnt, err)

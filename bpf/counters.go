@@ -12,6 +12,7 @@ const (
 	counterPassBytes
 	counterSocketsAdded
 	counterAddErrors
+	counterFallbacks
 	counterMax
 )
 
@@ -24,6 +25,7 @@ type Counters struct {
 	PassedBytes     uint64 // bytes in those messages
 	SocketsAdded    uint64 // sockets put in the sockmap
 	AddErrors       uint64 // sockets that qualified but did not fit (map full)
+	Fallbacks       uint64 // sockets sent back to TCP because their peer fell behind (Options.QueueLimit)
 }
 
 // Counters reads the per-CPU counters and sums them.
@@ -50,5 +52,6 @@ func (a *Accel) Counters() (Counters, error) {
 		PassedBytes:     sums[counterPassBytes],
 		SocketsAdded:    sums[counterSocketsAdded],
 		AddErrors:       sums[counterAddErrors],
+		Fallbacks:       sums[counterFallbacks],
 	}, nil
 }

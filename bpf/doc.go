@@ -48,22 +48,31 @@
 // # Backpressure
 //
 // Redirected bytes bypass the receiver's buffer limits and TCP flow
-// control: a writer whose peer does not read can queue without bound, up
-// to the host-wide tcp_mem limit (measured on Linux 6.18: of a 1 GiB stream
-// to a reader taking 4 MiB/s, 1011 MiB sat in the receiver's rmem_alloc,
-// visible as "skmem r" in ss -tm, against 4 MiB over plain TCP). Options.Direction chooses what is exposed. The
-// default, ToBackend, redirects only what clients send to a backend port
-// (for loopgate: requests, whose size it limits); what backends send back
-// takes the TCP path, so a slow client downloading a large response
-// throttles the backend as it would without acceleration. BothWays also
-// redirects responses and is only safe when every reader keeps up.
+// control: on its own, a writer whose peer does not read can queue without
+// bound, up to the host-wide tcp_mem limit (measured on Linux 6.18: of a
+// 1 GiB stream to a reader taking 4 MiB/s, 1011 MiB sat in the receiver's
+// rmem_alloc, visible as "skmem r" in ss -tm, against 4 MiB over plain
+// TCP). So before each redirect the sk_msg program reads how much the
+// peer holds unread (its sk_rmem_alloc); past Options.QueueLimit the
+// writer goes back to TCP for the rest of the connection and flow
+// control throttles it again. A slow client downloading a large response
+// through loopgate, or a backend reading an upload slowly, thus pins about
+// QueueLimit plus ordinary TCP buffers per connection, and that
+// connection continues unaccelerated; Counters.Fallbacks counts them.
 //
 // # Ordering
 //
 // A receiving socket reads its redirect queue before its TCP receive
-// queue, so one direction of a connection must never go from TCP to
-// redirection. The sk_msg program therefore keeps a socket on TCP for
-// good once one of its messages found no peer in the map, which can
-// happen in the short window between the client's and the server's
-// ESTABLISHED callbacks.
+// queue. Going from redirection to TCP is therefore safe (everything
+// redirected was sent, and is read, first) but going from TCP to
+// redirection could reorder bytes, so a socket that has sent one message
+// over TCP is never redirected again. That also covers the short window
+// between the client's and the server's ESTABLISHED callbacks, in which
+// the client may send before its peer is in the map.
+//
+// # Privileges
+//
+// Reading the peer's queue length keeps kernel socket addresses in a map
+// and reads them with bpf_probe_read_kernel, which needs CAP_PERFMON and
+// a kernel without lockdown; Probe checks both.
 package bpf

@@ -140,7 +140,7 @@ func (a *Accel) kernelIDs() (kernelObjects, error) {
 		}
 		ids.progs[name] = id
 	}
-	for name, m := range map[string]*ebpf.Map{"sock_hash": a.objs.SockHash, "backend_ports": a.objs.BackendPorts, "counters": a.objs.Counters, "passed": a.objs.Passed} {
+	for name, m := range map[string]*ebpf.Map{"sock_hash": a.objs.SockHash, "backend_ports": a.objs.BackendPorts, "counters": a.objs.Counters, "on_tcp": a.objs.OnTcp, "sock_addrs": a.objs.SockAddrs} {
 		info, err := m.Info()
 		if err != nil {
 			return ids, err

@@ -23,11 +23,14 @@ var ErrNotSupported = errors.New("sockmap acceleration not supported")
 var ErrClosed = errors.New("sockmap accelerator closed")
 
 // Capability bits (linux/capability.h) that loading and attaching need:
-// CAP_BPF (or, on older kernels, CAP_SYS_ADMIN) to load programs and
-// create maps, CAP_NET_ADMIN for sockops/sk_msg and cgroup attachment.
+// CAP_BPF to load programs and create maps, CAP_PERFMON to read the peer
+// socket's queue length (a kernel address kept in a map, read with
+// bpf_probe_read_kernel), CAP_NET_ADMIN for sockops/sk_msg and cgroup
+// attachment. CAP_SYS_ADMIN stands in for the first two.
 const (
 	capNetAdmin = 12
 	capSysAdmin = 21
+	capPerfmon  = 38
 	capBPF      = 39
 )
 
@@ -42,7 +45,7 @@ func Probe() error {
 	if _, err := CgroupV2Mount(); err != nil {
 		return err
 	}
-	for _, mt := range []ebpf.MapType{ebpf.SockHash, ebpf.Hash, ebpf.PerCPUArray, ebpf.SkStorage} {
+	for _, mt := range []ebpf.MapType{ebpf.SockHash, ebpf.Hash, ebpf.LRUHash, ebpf.PerCPUArray, ebpf.SkStorage} {
 		if err := features.HaveMapType(mt); err != nil {
 			return notSupported(fmt.Sprintf("map type %s", mt), err)
 		}
@@ -53,8 +56,10 @@ func Probe() error {
 	}{
 		{ebpf.SockOps, asm.FnSockHashUpdate},
 		{ebpf.SockOps, asm.FnGetNetnsCookie},
+		{ebpf.SockOps, asm.FnSockOpsCbFlagsSet},
 		{ebpf.SkMsg, asm.FnMsgRedirectHash},
 		{ebpf.SkMsg, asm.FnSkStorageGet},
+		{ebpf.SkMsg, asm.FnProbeReadKernel}, // absent under kernel lockdown
 	}
 	for _, h := range helpers {
 		if err := features.HaveProgramType(h.pt); err != nil {
@@ -89,8 +94,8 @@ func probeCaps(statusPath string) error {
 		return fmt.Errorf("reading capabilities from %s: %w", statusPath, err)
 	}
 	has := func(c uint) bool { return capEff&(1<<c) != 0 }
-	if !has(capBPF) && !has(capSysAdmin) {
-		return fmt.Errorf("%w: process lacks CAP_BPF and CAP_SYS_ADMIN (run as root or grant CAP_BPF)", ErrNotSupported)
+	if !has(capSysAdmin) && !(has(capBPF) && has(capPerfmon)) {
+		return fmt.Errorf("%w: process lacks CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); run as root or grant them", ErrNotSupported)
 	}
 	if !has(capNetAdmin) {
 		return fmt.Errorf("%w: process lacks CAP_NET_ADMIN", ErrNotSupported)

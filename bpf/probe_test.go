@@ -38,10 +38,11 @@ func TestProbeCaps(t *testing.T) {
 		capEff string
 		ok     bool
 	}{
-		{"000001ffffffffff", true}, // root
-		{"0000008000001000", true}, // CAP_BPF + CAP_NET_ADMIN
-		{"0000000000201000", true}, // CAP_SYS_ADMIN + CAP_NET_ADMIN (pre-5.8 kernels)
-		{"0000008000000000", false},
+		{"000001ffffffffff", true},  // root
+		{"000000c000001000", true},  // CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN
+		{"0000000000201000", true},  // CAP_SYS_ADMIN + CAP_NET_ADMIN (pre-5.8 kernels)
+		{"0000008000001000", false}, // CAP_BPF + CAP_NET_ADMIN without CAP_PERFMON
+		{"000000c000000000", false},
 		{"0000000000001000", false},
 		{"0000000000000000", false},
 	} {

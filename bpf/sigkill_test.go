@@ -61,8 +61,8 @@ func TestSIGKILLLeavesNothingBehind(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("child did not load within 20 s")
 	}
-	if alive := k.alive(); len(alive) != 6 {
-		t.Fatalf("child's kernel objects before the kill: %v, want all 6", alive)
+	if alive := k.alive(); len(alive) != len(k.progs)+len(k.maps) {
+		t.Fatalf("child's kernel objects before the kill: %v, want all %d", alive, len(k.progs)+len(k.maps))
 	}
 	cmd.Process.Kill()
 	cmd.Wait()

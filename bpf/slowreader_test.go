@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -170,43 +171,47 @@ func sockMem(t *testing.T, c *net.TCPConn) (rmem, inq int64) {
 	return int64(meminfo[unix.SK_MEMINFO_RMEM_ALLOC]), inq
 }
 
-// slowDownloadBound is the most a download to a slow reader may leave
-// queued in the kernel with the default Direction (ToBackend): what TCP
-// flow control allows on loopback (send buffer up to tcp_wmem's 4 MiB
-// default maximum plus a receive window kept small by the slow reader),
-// with headroom.
-const slowDownloadBound = 16 << 20
+// slowReaderBound is the most a stream to a slow reader may leave queued
+// in the kernel with the default QueueLimit (4 MiB): the limit, plus what
+// TCP flow control allows after the fallback (send buffer up to tcp_wmem's
+// 4 MiB default maximum, a small receive window), with headroom.
+const slowReaderBound = 16 << 20
 
-// TestSlowDownloadIsBounded: with the default Direction, a backend
-// streaming to a reader that falls behind (loopgate writing to a slow
-// client) is throttled by TCP flow control exactly as without
-// acceleration, so the bytes queued in the kernel stay bounded and arrive
-// intact. With BothWays the whole stream would be queued
-// (TestSlowReaderManual measures it).
-func TestSlowDownloadIsBounded(t *testing.T) {
-	a := loadAccel(t, Options{})
-	client, backend := connectedPair(t, a)
-	const total = 64 << 20
-	rep := slowReader(t, backend, client, total, 4<<20, 1500*time.Millisecond)
-	c := counters(t, a)
-	t.Logf("slow download, direction=%s: %v; counters %+v", a.Direction(), rep, c)
-	if rep.maxInFlight > slowDownloadBound {
-		t.Errorf("%.1f MiB queued in the kernel for a slow reader, want at most %d MiB", mib(rep.maxInFlight), slowDownloadBound>>20)
-	}
-	if c.PassedBytes != total || c.RedirectedBytes != 0 {
-		t.Errorf("download bytes redirected %d, passed %d; want all %d passed", c.RedirectedBytes, c.PassedBytes, total)
+// TestSlowReaderIsBounded: a writer streaming to a reader that falls
+// behind is redirected until the reader holds QueueLimit unread bytes,
+// then falls back to TCP, whose flow control throttles it; the bytes
+// arrive intact across the switch and what the kernel queues stays
+// bounded. Without the fallback the writer would queue the whole stream
+// (TestSlowReaderManual shows it with QueueLimit set very high).
+func TestSlowReaderIsBounded(t *testing.T) {
+	for _, dir := range []string{"download", "upload"} {
+		t.Run("stream="+dir, func(t *testing.T) {
+			a := loadAccel(t, Options{})
+			client, backend := connectedPair(t, a)
+			sender, receiver := backend, client
+			if dir == "upload" {
+				sender, receiver = client, backend
+			}
+			const total = 64 << 20
+			rep := slowReader(t, sender, receiver, total, 4<<20, 1500*time.Millisecond)
+			c := counters(t, a)
+			t.Logf("slow %s: %v; counters %+v", dir, rep, c)
+			if rep.maxInFlight > slowReaderBound {
+				t.Errorf("%.1f MiB queued in the kernel for a slow reader, want at most %d MiB", mib(rep.maxInFlight), slowReaderBound>>20)
+			}
+			if c.Fallbacks != 1 || c.RedirectedBytes < DefaultQueueLimit || c.RedirectedBytes+c.PassedBytes != total {
+				t.Errorf("want one fallback after at least %d redirected bytes and the rest passed: %+v", DefaultQueueLimit, c)
+			}
+		})
 	}
 }
 
 // TestSlowReaderManual measures the backpressure hazard (issue 6): a
-// large stream read at 4 MiB/s for 10 s (then drained at full speed and
-// checked byte by byte), over plain TCP and over the sockmap in each
-// Direction, downloads (backend to client end) and uploads (client end to
-// backend). It reports the most the kernel held: bytes written but not
-// yet read, the receiver's rmem_alloc (ss -tm "skmem r"), SIOCINQ, and the
-// host's TCP memory. It takes about a minute and, for redirected streams,
-// up to LOOPGATE_BPF_SLOWREADER_MIB (default 1024) of host TCP memory, so
-// it runs only when asked:
+// large stream read at 4 MiB/s for 10 s, over plain TCP, over the sockmap
+// with the default QueueLimit, and over the sockmap with the limit out of
+// reach (what redirection does on its own), reporting what the kernel
+// queues. It takes about a minute and up to LOOPGATE_BPF_SLOWREADER_MIB
+// (default 1024) of host TCP memory, so it runs only when asked:
 //
 //	LOOPGATE_BPF_SLOWREADER=1 go test -run TestSlowReaderManual -v -timeout 30m ./bpf/
 func TestSlowReaderManual(t *testing.T) {
@@ -223,31 +228,24 @@ func TestSlowReaderManual(t *testing.T) {
 	}
 	const slowFor, rate = 10 * time.Second, 4 << 20
 	for _, tc := range []struct {
-		name   string
-		accel  bool
-		dir    Direction
-		upload bool
+		name       string
+		accel      bool
+		queueLimit int
 	}{
-		{"path=tcp/stream=download", false, ToBackend, false},
-		{"path=sockmap/direction=to-backend/stream=download", true, ToBackend, false},
-		{"path=sockmap/direction=both/stream=download", true, BothWays, false},
-		{"path=tcp/stream=upload", false, ToBackend, true},
-		{"path=sockmap/direction=to-backend/stream=upload", true, ToBackend, true},
+		{"path=tcp", false, 0},
+		{"path=sockmap/limit=default", true, 0},
+		{"path=sockmap/limit=none", true, math.MaxInt32},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var client, backend *net.TCPConn
 			if tc.accel {
-				client, backend = connectedPair(t, loadAccel(t, Options{Direction: tc.dir}))
+				client, backend = connectedPair(t, loadAccel(t, Options{QueueLimit: tc.queueLimit}))
 			} else {
 				ln, port := listen(t)
 				client = dial(t, port)
 				backend = acceptOne(t, ln)
 			}
-			sender, receiver := backend, client
-			if tc.upload {
-				sender, receiver = client, backend
-			}
-			t.Logf("%s: %v", tc.name, slowReader(t, sender, receiver, total, rate, slowFor))
+			t.Logf("%s: %v", tc.name, slowReader(t, backend, client, total, rate, slowFor))
 		})
 	}
 }

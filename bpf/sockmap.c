@@ -14,6 +14,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -57,6 +58,7 @@ enum {
 	COUNTER_PASS_BYTES,
 	COUNTER_SOCKETS_ADDED,
 	COUNTER_ADD_ERRORS,
+	COUNTER_FALLBACKS,
 	COUNTER_MAX,
 };
 
@@ -67,19 +69,46 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-// passed marks a socket that has sent at least one message through the
-// ordinary TCP path. Such a socket must never be redirected afterwards:
-// the receiver's tcp_bpf_recvmsg reads its redirect queue before its TCP
-// receive queue, so mixing the two paths on one stream could reorder
-// bytes. This matters in the window between the client's
-// ACTIVE_ESTABLISHED and the server child's PASSIVE_ESTABLISHED, when
-// the client may already send but the peer is not yet in sock_hash.
+// on_tcp marks a socket that stays on the ordinary TCP path for the rest
+// of its life. A socket that has sent even one message through TCP must
+// never be redirected afterwards: the receiver's tcp_bpf_recvmsg reads
+// its redirect queue before its TCP receive queue, so going from TCP to
+// redirection could reorder bytes. The opposite switch is safe: whatever
+// was redirected is read before anything sent later over TCP. A socket
+// goes on TCP when its peer is not in sock_hash (as in the window between
+// the client's ACTIVE_ESTABLISHED and the server child's
+// PASSIVE_ESTABLISHED) or when its peer has fallen behind (queue_limit).
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, __u8);
-} passed SEC(".maps");
+} on_tcp SEC(".maps");
+
+// sock_addrs maps each sock_hash key to the address of its kernel struct
+// sock, so that the sk_msg program can read how much the peer has queued
+// (looking the peer up in sock_hash would take a socket reference that
+// sk_msg programs cannot release). The address is only ever read through
+// bpf_probe_read_kernel, which is safe on a stale address; the entry is
+// deleted when the socket leaves ESTABLISHED, and LRU eviction bounds
+// whatever a missed deletion leaves behind.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_SOCKETS);
+	__type(key, struct sock_key);
+	__type(value, __u64);
+} sock_addrs SEC(".maps");
+
+// The one kernel field read, located by a CO-RE relocation against the
+// running kernel's BTF: struct sock's sk_rmem_alloc, which the sk_msg
+// ingress path charges for every redirected byte not yet read.
+struct sock___loopgate {
+	struct {
+		struct {
+			int counter;
+		} rmem_alloc;
+	} sk_backlog;
+} __attribute__((preserve_access_index));
 
 // netns_cookie restricts acceleration to one network namespace: loopback
 // 4-tuples are only unique within a namespace, and the programs are
@@ -87,10 +116,12 @@ struct {
 // loader before the programs are loaded; 0 disables the check.
 volatile const __u64 netns_cookie = 0;
 
-// redirect_from_backend selects whether messages sent by the backend end
-// (the socket whose local port is registered) are redirected as well.
-// Set by the loader; see Options.Direction.
-volatile const __u8 redirect_from_backend = 1;
+// queue_limit is the most a receiving socket may hold unread (bytes)
+// before its peer stops redirecting to it. Redirected bytes bypass the
+// receiver's buffer limits, so without it a reader that falls behind
+// lets the writer queue without bound; past the limit the writer goes on
+// TCP for good and flow control throttles it again. Set by the loader.
+volatile const __u32 queue_limit = 4 << 20;
 
 static __always_inline void count(__u32 idx, __u64 n)
 {
@@ -123,18 +154,14 @@ static __always_inline int is_backend_port(__u32 port)
 SEC("sockops")
 int loopgate_sockops(struct bpf_sock_ops *skops)
 {
-	switch (skops->op) {
-	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		break;
-	default:
+	__u32 op = skops->op;
+	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
+	    op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&
+	    op != BPF_SOCK_OPS_STATE_CB)
 		return 1;
-	}
 	if (skops->family != 2 /* AF_INET */)
 		return 1;
 	if (!is_loopback(skops->local_ip4) || !is_loopback(skops->remote_ip4))
-		return 1;
-	if (netns_cookie && bpf_get_netns_cookie(skops) != netns_cookie)
 		return 1;
 
 	struct sock_key key = {
@@ -143,14 +170,47 @@ int loopgate_sockops(struct bpf_sock_ops *skops)
 		.local_port = skops->local_port,
 		.remote_port = port_from_ctx(skops->remote_port),
 	};
+	if (op == BPF_SOCK_OPS_STATE_CB) {
+		// Only sockets we added ask for state callbacks. Every socket
+		// ends in TCP_CLOSE (tcp_done), even one that goes on to
+		// TIME_WAIT; until then its peer may still send to it. The
+		// kernel removes it from sock_hash by itself.
+		if (skops->args[1] == BPF_TCP_CLOSE)
+			bpf_map_delete_elem(&sock_addrs, &key);
+		return 1;
+	}
+	if (netns_cookie && bpf_get_netns_cookie(skops) != netns_cookie)
+		return 1;
 	if (!is_backend_port(key.local_port) && !is_backend_port(key.remote_port))
 		return 1;
 
-	if (bpf_sock_hash_update(skops, &sock_hash, &key, BPF_NOEXIST) == 0)
-		count(COUNTER_SOCKETS_ADDED, 1);
-	else
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return 1;
+	__u64 addr = (__u64)(unsigned long)sk;
+	if (bpf_map_update_elem(&sock_addrs, &key, &addr, BPF_ANY) ||
+	    bpf_sock_hash_update(skops, &sock_hash, &key, BPF_NOEXIST)) {
+		bpf_map_delete_elem(&sock_addrs, &key);
 		count(COUNTER_ADD_ERRORS, 1);
+		return 1;
+	}
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	count(COUNTER_SOCKETS_ADDED, 1);
 	return 1;
+}
+
+// peer_queued returns how many bytes the socket under key has received
+// but not read, or -1 when it is unknown.
+static __always_inline long peer_queued(struct sock_key *key)
+{
+	__u64 *addr = bpf_map_lookup_elem(&sock_addrs, key);
+	if (!addr)
+		return -1;
+	struct sock___loopgate *sk = (void *)(unsigned long)*addr;
+	int queued = 0;
+	if (bpf_core_read(&queued, sizeof(queued), &sk->sk_backlog.rmem_alloc.counter))
+		return -1;
+	return queued;
 }
 
 SEC("sk_msg")
@@ -158,14 +218,8 @@ int loopgate_sk_msg(struct sk_msg_md *msg)
 {
 	__u64 size = msg->size;
 	struct bpf_sock *sk = msg->sk;
-	__u8 *was_passed = 0;
 
-	if (!sk)
-		goto pass;
-	was_passed = bpf_sk_storage_get(&passed, sk, 0, 0);
-	if (was_passed)
-		goto pass;
-	if (!redirect_from_backend && is_backend_port(msg->local_port))
+	if (!sk || bpf_sk_storage_get(&on_tcp, sk, 0, 0))
 		goto pass;
 
 	struct sock_key peer = {
@@ -174,6 +228,13 @@ int loopgate_sk_msg(struct sk_msg_md *msg)
 		.local_port = port_from_ctx(msg->remote_port),
 		.remote_port = msg->local_port,
 	};
+	long queued = peer_queued(&peer);
+	if (queued < 0)
+		goto to_tcp;
+	if (queued > queue_limit) {
+		count(COUNTER_FALLBACKS, 1);
+		goto to_tcp;
+	}
 	// On a miss the helper returns SK_DROP, which would fail the sender's
 	// write with EACCES; only its success verdict is ever returned.
 	if (bpf_msg_redirect_hash(msg, &sock_hash, &peer, BPF_F_INGRESS) == SK_PASS) {
@@ -181,8 +242,8 @@ int loopgate_sk_msg(struct sk_msg_md *msg)
 		count(COUNTER_REDIRECT_BYTES, size);
 		return SK_PASS;
 	}
-	// From now on this socket always takes the TCP path (see passed).
-	bpf_sk_storage_get(&passed, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+to_tcp:
+	bpf_sk_storage_get(&on_tcp, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 pass:
 	count(COUNTER_PASS_MSGS, 1);
 	count(COUNTER_PASS_BYTES, size);

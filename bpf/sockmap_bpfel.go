@@ -25,14 +25,15 @@ type sockmapSockKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	sockmapMapBackendPorts        = "backend_ports"
-	sockmapMapCounters            = "counters"
-	sockmapMapPassed              = "passed"
-	sockmapMapSockHash            = "sock_hash"
-	sockmapProgLoopgateSkMsg      = "loopgate_sk_msg"
-	sockmapProgLoopgateSockops    = "loopgate_sockops"
-	sockmapVarNetnsCookie         = "netns_cookie"
-	sockmapVarRedirectFromBackend = "redirect_from_backend"
+	sockmapMapBackendPorts     = "backend_ports"
+	sockmapMapCounters         = "counters"
+	sockmapMapOnTcp            = "on_tcp"
+	sockmapMapSockAddrs        = "sock_addrs"
+	sockmapMapSockHash         = "sock_hash"
+	sockmapProgLoopgateSkMsg   = "loopgate_sk_msg"
+	sockmapProgLoopgateSockops = "loopgate_sockops"
+	sockmapVarNetnsCookie      = "netns_cookie"
+	sockmapVarQueueLimit       = "queue_limit"
 )
 
 // loadSockmap returns the embedded CollectionSpec for sockmap.
@@ -87,7 +88,8 @@ type sockmapProgramSpecs struct {
 type sockmapMapSpecs struct {
 	BackendPorts *ebpf.MapSpec `ebpf:"backend_ports"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
-	Passed       *ebpf.MapSpec `ebpf:"passed"`
+	OnTcp        *ebpf.MapSpec `ebpf:"on_tcp"`
+	SockAddrs    *ebpf.MapSpec `ebpf:"sock_addrs"`
 	SockHash     *ebpf.MapSpec `ebpf:"sock_hash"`
 }
 
@@ -95,8 +97,8 @@ type sockmapMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sockmapVariableSpecs struct {
-	NetnsCookie         *ebpf.VariableSpec `ebpf:"netns_cookie"`
-	RedirectFromBackend *ebpf.VariableSpec `ebpf:"redirect_from_backend"`
+	NetnsCookie *ebpf.VariableSpec `ebpf:"netns_cookie"`
+	QueueLimit  *ebpf.VariableSpec `ebpf:"queue_limit"`
 }
 
 // sockmapObjects contains all objects after they have been loaded into the kernel.
@@ -121,7 +123,8 @@ func (o *sockmapObjects) Close() error {
 type sockmapMaps struct {
 	BackendPorts *ebpf.Map `ebpf:"backend_ports"`
 	Counters     *ebpf.Map `ebpf:"counters"`
-	Passed       *ebpf.Map `ebpf:"passed"`
+	OnTcp        *ebpf.Map `ebpf:"on_tcp"`
+	SockAddrs    *ebpf.Map `ebpf:"sock_addrs"`
 	SockHash     *ebpf.Map `ebpf:"sock_hash"`
 }
 
@@ -129,7 +132,8 @@ func (m *sockmapMaps) Close() error {
 	return _SockmapClose(
 		m.BackendPorts,
 		m.Counters,
-		m.Passed,
+		m.OnTcp,
+		m.SockAddrs,
 		m.SockHash,
 	)
 }
@@ -138,8 +142,8 @@ func (m *sockmapMaps) Close() error {
 //
 // It can be passed to loadSockmapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sockmapVariables struct {
-	NetnsCookie         *ebpf.Variable `ebpf:"netns_cookie"`
-	RedirectFromBackend *ebpf.Variable `ebpf:"redirect_from_backend"`
+	NetnsCookie *ebpf.Variable `ebpf:"netns_cookie"`
+	QueueLimit  *ebpf.Variable `ebpf:"queue_limit"`
 }
 
 // sockmapPrograms contains all programs after they have been loaded into the kernel.

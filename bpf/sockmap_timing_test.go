@@ -49,9 +49,7 @@ func pingPong(c *net.TCPConn, req, resp []byte) error {
 }
 
 // BenchmarkPingPong compares request/response round trips over loopback
-// TCP (path=tcp) with the sockmap fast path, in the default direction
-// (path=sockmap: requests redirected, responses on TCP) and both ways
-// (path=sockmap-both), at one connection (latency) and 32 concurrent
+// TCP (path=tcp) with the sockmap fast path (path=sockmap), at one connection (latency) and 32 concurrent
 // connections (throughput; ns/op is wall time per round trip across all
 // connections). Read with:
 //
@@ -59,18 +57,13 @@ func pingPong(c *net.TCPConn, req, resp []byte) error {
 //	benchstat -col /path new.txt
 func BenchmarkPingPong(b *testing.B) {
 	for _, conns := range []int{1, 32} {
-		for _, path := range []string{"tcp", "sockmap", "sockmap-both"} {
+		for _, path := range []string{"tcp", "sockmap"} {
 			b.Run(fmt.Sprintf("conns=%d/path=%s", conns, path), func(b *testing.B) {
 				ln, port := listen(b)
 				pingPongServer(b, ln)
 				var a *Accel
-				switch path {
-				case "sockmap":
-					a = loadAccel(b, Options{Direction: ToBackend})
-				case "sockmap-both":
-					a = loadAccel(b, Options{Direction: BothWays})
-				}
-				if a != nil {
+				if path == "sockmap" {
+					a = loadAccel(b, Options{})
 					if err := a.AddPort(port); err != nil {
 						b.Fatal(err)
 					}
