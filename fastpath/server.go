@@ -250,7 +250,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) InFlight() int64 { return s.inflight.Load() }
 
 // OpenConns returns the number of open client connections.
-func (s *Server) OpenConns() int { return len(s.limiter.sem) }
+func (s *Server) OpenConns() int { return int(s.limiter.open.Load()) }
 
 func (s *Server) addTunnel(x *exchange, c net.Conn) {
 	s.mu.Lock()
@@ -339,7 +339,8 @@ func resetConn(c net.Conn) {
 // connLimiter bounds open client connections across listeners and can
 // close them all at a forced shutdown. Safe for concurrent use.
 type connLimiter struct {
-	sem   chan struct{}
+	sem   chan struct{} // a slot is taken before Accept, so accepting waits when full
+	open  atomic.Int64  // accepted and not yet closed
 	mu    sync.Mutex
 	conns map[*trackedConn]struct{}
 }
@@ -381,6 +382,7 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	tc := &trackedConn{Conn: c, lim: l.lim}
+	l.lim.open.Add(1)
 	l.lim.mu.Lock()
 	l.lim.conns[tc] = struct{}{}
 	l.lim.mu.Unlock()
@@ -405,6 +407,7 @@ func (c *trackedConn) Close() error {
 		c.lim.mu.Lock()
 		delete(c.lim.conns, c)
 		c.lim.mu.Unlock()
+		c.lim.open.Add(-1)
 		<-c.lim.sem
 	}
 	return err
