@@ -141,6 +141,9 @@ func newApp(s *Supervisor, spec *configload.AppSpec) *App {
 	a.resizeSlots(spec.ProcessesPerApplication)
 	a.view.Store(&view{mode: modeIdle, changed: make(chan struct{})})
 	a.publishStatus()
+	// Before any request can see the app: present before the first request
+	// means it never starts.
+	a.checkOffline()
 	return a
 }
 

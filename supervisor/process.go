@@ -109,6 +109,15 @@ func (p *Process) markDrained() {
 	}
 }
 
+// status is the exit status, or "" while the process has not been reaped
+// (a process can outlive the bounded wait after SIGKILL).
+func (p *Process) status() string {
+	if p.hasExited() {
+		return p.exitStatus
+	}
+	return ""
+}
+
 func (p *Process) hasExited() bool {
 	select {
 	case <-p.exited:

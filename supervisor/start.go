@@ -66,7 +66,7 @@ func (a *App) runStart(ctx context.Context, t *startTask, slotIdx int) {
 			}
 			p.proc.Signal(syscall.SIGKILL)
 			waitExit(p)
-			f.cmdline, f.exitStatus = p.cmdline, p.exitStatus
+			f.cmdline, f.exitStatus = p.cmdline, p.status()
 			if out := p.out.captured(outputGrace); len(f.output) < outputCaptureLimit {
 				f.output = append(f.output, out[:min(len(out), outputCaptureLimit-len(f.output))]...)
 			}

@@ -53,7 +53,7 @@ func (a *App) runStop(p *Process, limit time.Duration, reason string) {
 		waitExit(p)
 	}
 	a.logEvent(zerolog.InfoLevel, "stop", "backend stopped", func(e *zerolog.Event) {
-		e.Int("pid", p.pid).Int("port", p.port).Int("slot", p.slot).Str("reason", reason).Str("exit_status", p.exitStatus)
+		e.Int("pid", p.pid).Int("port", p.port).Int("slot", p.slot).Str("reason", reason).Str("exit_status", p.status())
 	})
 	if p.upstream != nil {
 		// The process is gone, so requests still holding it fail fast; wait
