@@ -430,6 +430,33 @@ func TestRetryRules(t *testing.T) {
 		}
 	})
 
+	t.Run("POST never goes out on a connection the backend already closed", func(t *testing.T) {
+		var posts atomic.Int64
+		closer := rawBackend(t, func(c net.Conn) {
+			r, err := readRawRequest(bufio.NewReader(c))
+			if err != nil {
+				return
+			}
+			if strings.HasPrefix(r.head, "POST") {
+				posts.Add(1)
+			}
+			io.WriteString(c, okResponse) // keep-alive claimed, then closed
+		})
+		h := newHarness(t, Config{}, "/")
+		h.backend("/", closer)
+		c := dialRaw(t, h.addr)
+		if r, _ := c.roundTrip(get("a", "/")); r.StatusCode != 200 {
+			t.Fatal(r.StatusCode)
+		}
+		time.Sleep(50 * time.Millisecond) // the backend's FIN reaches the pooled connection
+		if r, _ := c.roundTrip("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"); r.StatusCode != 200 {
+			t.Errorf("POST after the pooled connection was closed: %d", r.StatusCode)
+		}
+		if i := h.obs.wait(t, 2); i.Retried || posts.Load() != 1 {
+			t.Errorf("retried %v, backend saw %d POSTs; want a fresh connection up front", i.Retried, posts.Load())
+		}
+	})
+
 	// A backend that keeps the connection after a response, then closes it
 	// when the next request arrives without answering: a stale pool entry
 	// as seen from loopgate.

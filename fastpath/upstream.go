@@ -67,8 +67,19 @@ func newUpstream(addr string, cfg *Config) *upstream {
 	u := &upstream{}
 	d := net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1}
 	u.hc = fasthttp.HostClient{
-		Addr:                          addr,
-		Dial:                          func(a string) (net.Conn, error) { return d.Dial("tcp", a) },
+		Addr: addr,
+		Dial: func(a string) (net.Conn, error) {
+			c, err := d.Dial("tcp", a)
+			if err != nil {
+				return nil, err
+			}
+			bc, err := newBackendConn(c.(*net.TCPConn))
+			if err != nil {
+				c.Close()
+				return nil, err
+			}
+			return bc, nil
+		},
 		MaxConns:                      cfg.MaxConnsPerBackend,
 		MaxConnWaitTimeout:            cfg.BackendQueueTimeout,
 		MaxIdleConnDuration:           cfg.BackendIdleTimeout,
