@@ -82,3 +82,24 @@ func BenchmarkAcquireReleaseParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkColdStart measures the first request's wait: spawn the test
+// backend, probe until it listens, hand it out (then kill it).
+func BenchmarkColdStart(b *testing.B) {
+	spec := realSpec(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := New([]*configload.AppSpec{spec}, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		p, o := s.Apps()[0].Acquire(context.Background())
+		if o != Ready {
+			b.Fatalf("Acquire: %v", o)
+		}
+		p.Release()
+		b.StopTimer()
+		s.Kill()
+		b.StartTimer()
+	}
+}
