@@ -126,8 +126,10 @@ volatile const __u32 queue_limit = 4 << 20;
 static __always_inline void count(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	// Atomic although per-CPU: a sockops run in softirq can interrupt an
+	// sk_msg run on the same CPU.
 	if (v)
-		*v += n;
+		__sync_fetch_and_add(v, n);
 }
 
 static __always_inline int is_loopback(__u32 ip4)
