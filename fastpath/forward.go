@@ -330,8 +330,41 @@ func (x *exchange) try(attempt int) (done, retry bool) {
 		x.kind, size = bodyUntilClose, -1
 		x.backendOK = false
 	}
+	if size < 0 && !ctx.Request.Header.IsHTTP11() {
+		return x.startCloseDelimited(), false
+	}
 	ctx.Response.SetBodyStream(x, size)
 	return false, false
+}
+
+// startCloseDelimited answers an HTTP/1.0 client whose response has no
+// length up front. Such a client cannot take chunked framing (which fasthttp
+// would use), so the head and body are written past fasthttp on the
+// hijacked connection, and closing it ends the body.
+func (x *exchange) startCloseDelimited() bool {
+	rh := &x.ctx.Response.Header
+	rh.Del(fasthttp.HeaderTransferEncoding)
+	rh.SetContentLength(-2) // no framing header; Connection: close
+	x.head = rh.AppendBytes(x.head[:0])
+	x.ctx.HijackSetNoResponse(true)
+	x.ctx.Hijack(x.closeDelimited)
+	return false
+}
+
+func (x *exchange) closeDelimited(client net.Conn) {
+	defer x.finish()
+	bw := bufio.NewWriterSize(client, 16<<10)
+	_, err := bw.Write(x.head)
+	if err == nil {
+		_, err = x.WriteTo(bw)
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil || !x.bodyEnd {
+		x.aborted = true
+		x.backendOK = false
+	}
 }
 
 var strHTTP11 = []byte("HTTP/1.1")

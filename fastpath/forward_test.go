@@ -114,6 +114,28 @@ func TestInterimAndRedirect(t *testing.T) {
 	}
 }
 
+// TestHTTP10Client: a response without a length reaches an HTTP/1.0 client
+// delimited by the connection's close, never chunked.
+func TestHTTP10Client(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i < 3; i++ {
+			io.WriteString(w, "line\n")
+			w.(http.Flusher).Flush()
+		}
+	}))
+	t.Cleanup(backend.Close)
+	h := newHarness(t, Config{}, "/")
+	h.backend("/", backend.Listener.Addr().String())
+	for _, proto := range []string{"HTTP/1.0", "HTTP/1.1"} {
+		c := dialRaw(t, h.addr)
+		r, body := c.roundTrip("GET / " + proto + "\r\nHost: a\r\n\r\n")
+		chunked := len(r.TransferEncoding) > 0
+		if r.StatusCode != 200 || string(body) != "line\nline\nline\n" || chunked != (proto == "HTTP/1.1") {
+			t.Errorf("%s: %d %q chunked=%v", proto, r.StatusCode, body, chunked)
+		}
+	}
+}
+
 func TestStartupErrorPages(t *testing.T) {
 	h := newHarness(t, Config{}, "/")
 	h.apps["/"].setOutcome(supervisor.StartFailed)
