@@ -26,7 +26,7 @@ func requireBPF(tb testing.TB) {
 	if os.Getenv("LOOPGATE_REQUIRE_BPF") == "1" {
 		tb.Fatalf("LOOPGATE_REQUIRE_BPF=1 but sockmap acceleration is unavailable: %v", err)
 	}
-	tb.Skipf("sockmap acceleration unavailable: %v", err)
+	tb.Skip(err)
 }
 
 // loadAccel loads an Accel for the test and closes it at cleanup.
