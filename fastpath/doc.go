@@ -1,12 +1,23 @@
 // Package fastpath is loopgate's front server and forwarding hot path.
 //
-// It routes each request to an app by the longest virtual-path prefix,
-// asks the supervisor for a ready backend, rewrites the request headers the
-// way the hosting model prescribes (token, X-Forwarded-*, anti-spoofing,
-// hop-by-hop), forwards over a pooled loopback keep-alive connection and
-// streams the response back. It also renders the 502.5, 502.3 and 503
-// answers, tunnels WebSockets and enforces the edge's limits.
+// It accepts client connections (plain and TLS listeners, with edge limits:
+// header size, header read timeout, idle keep-alive timeout, body and send
+// inactivity timeouts, a connection cap), routes each request to an app by
+// the longest virtual-path prefix, asks the app (the supervisor, through
+// FromSupervisor) for a ready backend, rewrites the request head the way the
+// hosting model prescribes (pairing token, X-Forwarded-*, anti-spoofing,
+// hop-by-hop; see the trust model in headers.go), forwards it over a pooled
+// loopback keep-alive connection and streams the response back as it
+// arrives. It renders the 502.5, 502.3 and 503 answers, enforces
+// maxAllowedContentLength, retries what never reached a backend, refuses
+// ambiguous request framing, and tunnels WebSockets.
+//
+// It does not buffer bodies (nothing is held whole in memory in either
+// direction), does not cache, does not follow redirects, does not speak
+// HTTP/2 or TLS to backends, and does not start or stop processes: that is
+// the supervisor's job.
 //
 // fastpath is the forwarder's only user of fasthttp types. Nothing on the
-// forwarding path allocates per request; allocation tests enforce it.
+// forwarding path allocates per request; TestForwardAllocs and
+// TestHeaderRewriteAllocs enforce it.
 package fastpath

@@ -190,6 +190,9 @@ func (s *Server) Serve() error {
 	s.mu.Lock()
 	ls := append([]boundListener(nil), s.listeners...)
 	s.mu.Unlock()
+	if len(ls) == 0 {
+		return fmt.Errorf("%w: no listen address", ErrConfig)
+	}
 	errc := make(chan error, len(ls))
 	for _, l := range ls {
 		go func() { errc <- s.ServeListener(l.ln, l.tls) }()
