@@ -378,6 +378,16 @@ func TestBodyLimit(t *testing.T) {
 		t.Errorf("backend saw the over-limit request")
 	}
 
+	// Expect: 100-continue over the limit: 413 instead of 100, nothing sent.
+	c = dialRaw(t, h.addr)
+	c.send("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 102401\r\n\r\n")
+	if r, _ := c.response("POST"); r.StatusCode != 413 {
+		t.Errorf("Expect with an over-limit length: %d, want 413", r.StatusCode)
+	}
+	if reached.Load() != 0 {
+		t.Errorf("backend saw an over-limit request")
+	}
+
 	// Exactly at the limit passes.
 	resp, err := h.client().Post(h.url("/"), "application/octet-stream", bytes.NewReader(make([]byte, 100<<10)))
 	if err != nil || resp.StatusCode != 200 {
