@@ -71,7 +71,7 @@ type exchange struct {
 	br     *bufio.Reader
 
 	reqLen     int64 // client body: >= 0 Content-Length, -1 chunked, -2 none
-	limit      int64 // maxAllowedContentLength, 0 for none
+	limit      int64 // maxAllowedContentLength: the largest body allowed, in bytes
 	idempotent bool
 	consumed   bool // the request body was read to its end
 
@@ -136,7 +136,7 @@ func (x *exchange) forward() bool {
 	}
 	x.spec = x.rt.app.Spec()
 	x.limit = x.spec.MaxAllowedContentLength
-	if x.limit > 0 && x.reqLen > x.limit {
+	if x.reqLen > x.limit {
 		return x.answer(fasthttp.StatusRequestEntityTooLarge, nil)
 	}
 	if x.reqLen > 0 && x.reqLen <= smallBodyBytes {
@@ -661,7 +661,7 @@ func (x *exchange) pump() error {
 		n, rerr := r.Read(buf)
 		if n > 0 {
 			x.bytesIn += int64(n)
-			if x.limit > 0 && x.bytesIn > x.limit {
+			if x.bytesIn > x.limit {
 				return errTooLarge
 			}
 			setDeadline(x.conn.SetWriteDeadline, x.spec.RequestTimeout)

@@ -607,7 +607,7 @@ func TestLargeTransfersStream(t *testing.T) {
 	t.Cleanup(backend.Close)
 	h := newHarness(t, Config{}, "/")
 	h.backend("/", backend.Listener.Addr().String())
-	h.setSpec("/", func(s *configload.AppSpec) { s.MaxAllowedContentLength = 0 })
+	h.setSpec("/", func(s *configload.AppSpec) { s.MaxAllowedContentLength = 1<<32 - 1 })
 	cl := h.client()
 
 	want := sha256.New()

@@ -285,7 +285,7 @@ func (s *Server) closeTunnels() {
 func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
 	h := &ctx.Request.Header
 	if rt := s.router.match(h.RequestURI()); rt != nil {
-		if limit := rt.app.Spec().MaxAllowedContentLength; limit > 0 && int64(h.ContentLength()) > limit {
+		if int64(h.ContentLength()) > rt.app.Spec().MaxAllowedContentLength {
 			return fasthttp.StatusRequestEntityTooLarge
 		}
 	}
