@@ -6,17 +6,97 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
+	"runtime"
 )
 
 // version is set by the Makefile with -ldflags "-X main.version=...".
 var version = "dev"
 
+// Exit statuses (DESIGN.md §1).
+const (
+	exitOK      = 0 // a clean stop
+	exitFailure = 1 // a runtime failure
+	exitUsage   = 2 // a usage or configuration error
+)
+
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "version" {
-		fmt.Println("loopgate", version)
-		return
-	}
-	fmt.Fprintln(os.Stderr, "usage: loopgate serve|check|status|version")
-	os.Exit(2)
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
+
+// run dispatches a subcommand and returns the exit status.
+func run(args, environ []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText)
+		return exitUsage
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "serve":
+		return runServe(rest, environ, stdout, stderr)
+	case "check":
+		return runCheck(rest, environ, stdout, stderr)
+	case "status":
+		return runStatus(rest, stdout, stderr)
+	case "version", "--version", "-version":
+		if len(rest) > 0 {
+			fmt.Fprintf(stderr, "loopgate version: unexpected argument %q\n", rest[0])
+			return exitUsage
+		}
+		fmt.Fprintf(stdout, "loopgate %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return exitOK
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, helpText)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "loopgate: unknown command %q\n\n%s", cmd, usageText)
+		return exitUsage
+	}
+}
+
+const commandsText = `  loopgate serve [flags] APP...             run the edge
+  loopgate check APP...                     validate configuration, print every problem, exit 0 or 2
+  loopgate status [--admin ADDR] [--json]   show apps, processes and acceleration from a running serve
+  loopgate version
+`
+
+const usageText = "usage:\n" + commandsText + "\nRun 'loopgate --help' for flags, signals and exit statuses.\n"
+
+// helpText states the contract of DESIGN.md §1; a test keeps it in step
+// with the flags actually defined.
+const helpText = `loopgate hosts web apps the way the ASP.NET Core Module's out-of-process
+hosting model does on IIS: it reads each app's web.config, starts the app on
+the first request with ASPNETCORE_PORT and a pairing token, forwards HTTP to
+it over loopback, restarts it when it crashes, serves app_offline.htm and
+recycles it when web.config changes.
+
+usage:
+` + commandsText + `
+APP is a directory that holds web.config (the app's physical path), mounted
+at /, or VPATH=DIR to mount it at a virtual path, e.g. /api=/srv/api. An
+argument that names an existing directory is always taken as DIR. Requests
+go to the app with the longest matching virtual path (/api matches /api and
+/api/x, not /apix); the app sees ASPNETCORE_APPL_PATH=VPATH.
+
+serve flags (--flag and -flag both work; flags may follow the APPs):
+` + serveFlagsHelp + `
+status flags:
+  --admin ADDR     the admin endpoint of the running serve (default 127.0.0.1:9180)
+  --json           print the /status JSON document instead of a table
+
+Signals (serve):
+  SIGTERM, SIGINT  drain gracefully: /healthz turns 503, listeners close,
+                   in-flight requests finish for up to --drain-timeout, then
+                   every backend is shut down (the shutdown request, then
+                   SIGTERM, then SIGKILL after its shutdownTimeLimit)
+  SIGQUIT          stop at once: every backend process group is killed
+  SIGHUP           re-read every web.config and the TLS certificates (apps
+                   whose configuration did not change are untouched)
+  SIGUSR1          reopen the log file (after logrotate moved it)
+Backends never outlive loopgate, even after SIGKILL.
+
+Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on a usage or
+configuration error. Configuration errors name the file, the line and the
+attribute, e.g.
+  /srv/app/web.config:7: startupTimeLimit="4000": out of range 0-3600
+`

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loopgate/loopgate/internal/status"
+)
+
+func runCapture(args ...string) (int, string, string) {
+	var out, errb strings.Builder
+	code := run(args, nil, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// TestHelpNamesEveryFlag keeps --help and the flags in step, and checks the
+// defaults that DESIGN.md §1 fixes.
+func TestHelpNamesEveryFlag(t *testing.T) {
+	defined := map[string]bool{}
+	newServeFlags(&serveConfig{}).VisitAll(func(f *flag.Flag) { defined[f.Name] = true })
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^  --([a-z-]+)`).FindAllStringSubmatch(serveFlagsHelp, -1) {
+		documented[m[1]] = true
+	}
+	if !reflect.DeepEqual(defined, documented) {
+		t.Errorf("serve flags defined %v, documented in --help %v", defined, documented)
+	}
+	code, out, _ := runCapture("--help")
+	if code != 0 {
+		t.Fatalf("--help exit %d", code)
+	}
+	for _, want := range []string{
+		"loopgate serve [flags] APP...", "loopgate check APP...", "loopgate status [--admin ADDR] [--json]", "loopgate version",
+		"VPATH=DIR", "(default :8080", "(default 127.0.0.1:9180; empty disables)", "(default auto)",
+		"(default 30s)", "(default json unless stderr is a terminal)", "(default info)",
+		"SIGTERM, SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1",
+		"0 after a clean stop, 1 on a runtime failure, 2 on a usage or\nconfiguration error",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+	if code, out2, _ := runCapture("serve", "--help"); code != 0 || out2 != out {
+		t.Errorf("serve --help: exit %d, different text", code)
+	}
+}
+
+func TestCommandUsageErrors(t *testing.T) {
+	for _, args := range [][]string{nil, {"frobnicate"}, {"version", "extra"}, {"serve"}, {"serve", "--nope", "."},
+		{"status", "--nope"}, {"status", "extra"}, {"status", "--admin", "nohostport"}} {
+		code, out, errText := runCapture(args...)
+		if code != exitUsage || errText == "" || out != "" {
+			t.Errorf("loopgate %q: exit %d, stdout %q, stderr %q; want 2 with a message on stderr", args, code, out, errText)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := runCapture("version")
+	if code != 0 || !strings.HasPrefix(out, "loopgate "+version+" (go") {
+		t.Errorf("version: %d %q", code, out)
+	}
+}
+
+func TestParseServeDefaults(t *testing.T) {
+	dir := t.TempDir()
+	c, err := parseServe([]string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &serveConfig{Listen: []string{":8080"}, Admin: "127.0.0.1:9180", Accel: "auto", DrainTimeout: 30 * time.Second,
+		LogLevel: "info", AccessLog: true, Apps: []appArg{{arg: dir, vpath: "/", dir: dir}}}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("parseServe(%q) =\n%+v\nwant\n%+v", dir, c, want)
+	}
+}
+
+func TestParseServeInterspersed(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	c, err := parseServe([]string{a, "--listen", "127.0.0.1:1", "/api=" + b, "-listen=[::1]:2", "--access-log=false",
+		"--admin=", "--drain-timeout", "5s", "--accel", "off", "--log-format", "console", "--log-level", "debug",
+		"--tls-listen", ":443", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &serveConfig{Listen: []string{"127.0.0.1:1", "[::1]:2"}, TLSListen: []string{":443"}, TLSCert: "c.pem", TLSKey: "k.pem",
+		TLSClientCA: "ca.pem", Admin: "", Accel: "off", DrainTimeout: 5 * time.Second, LogFormat: "console", LogLevel: "debug",
+		AccessLog: false, Apps: []appArg{{arg: a, vpath: "/", dir: a}, {arg: "/api=" + b, vpath: "/api", dir: b}}}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("got\n%+v\nwant\n%+v", c, want)
+	}
+	// Only --tls-listen: no plain listener is added behind the user's back.
+	c, err = parseServe([]string{a, "--tls-listen", ":443", "--tls-cert", "c", "--tls-key", "k"})
+	if err != nil || len(c.Listen) != 0 {
+		t.Errorf("TLS only: listen %v, %v", c.Listen, err)
+	}
+	// After "--" everything is an APP, even what looks like a flag.
+	c, err = parseServe([]string{"--", "--listen"})
+	if err != nil || len(c.Apps) != 1 || c.Apps[0].arg != "--listen" || !reflect.DeepEqual(c.Listen, []string{":8080"}) {
+		t.Errorf(`"-- --listen": %+v, %v`, c, err)
+	}
+}
+
+func TestParseServeErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{}, "no APP given"},
+		{[]string{dir, "--listen", "8080"}, `--listen "8080": want HOST:PORT`},
+		{[]string{dir, "--admin", "localhost"}, `--admin "localhost"`},
+		{[]string{dir, "--tls-listen", ":443"}, "--tls-listen needs --tls-cert and --tls-key"},
+		{[]string{dir, "--tls-cert", "c.pem"}, "need a --tls-listen address"},
+		{[]string{dir, "--accel", "yes"}, `--accel "yes": want auto, on or off`},
+		{[]string{dir, "--drain-timeout", "-1s"}, "must not be negative"},
+		{[]string{dir, "--drain-timeout", "soon"}, "drain-timeout"},
+		{[]string{dir, "--log-format", "xml"}, `--log-format "xml": want json or console`},
+		{[]string{dir, "--log-level", "loud"}, `--log-level "loud"`},
+		{[]string{dir, dir}, "virtual path / is already used"},
+		{[]string{"/api=" + dir, "/api/=" + dir}, "virtual path /api is already used"},
+		{[]string{"api=" + dir}, `must start with "/"`},
+		{[]string{"/a/../b=" + dir}, `".." segments`},
+		{[]string{"/api="}, "no directory"},
+	} {
+		_, err := parseServe(c.args)
+		var ue *usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("parseServe(%q) = %v, want a usage error containing %q", c.args, err, c.want)
+		}
+	}
+	if _, err := parseServe([]string{"-h"}); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: %v", err)
+	}
+}
+
+func TestStatusCommand(t *testing.T) {
+	snap := status.Snapshot{Version: "v7", UptimeSeconds: 61, Listeners: []status.Listener{{Addr: "127.0.0.1:8080"}},
+		Acceleration: status.Accel{Mode: "off"},
+		Apps: []status.App{{Name: "/", VirtualPath: "/", Dir: "/srv/hello", State: "ready", Starts: 1,
+			Processes: []status.Process{{PID: 321, Port: 4567, State: "ready", Started: time.Now(), UptimeSeconds: 30, Requests: 9}}}}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(snap)
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+
+	code, out, errText := runCapture("status", "--admin", addr)
+	if code != 0 {
+		t.Fatalf("status: exit %d, %s", code, errText)
+	}
+	for _, want := range []string{"loopgate v7, up 1m1s, serving", "http://127.0.0.1:8080", "/srv/hello", "321", "4567", "30s"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status table lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = runCapture("status", "--json", "--admin="+addr)
+	var got status.Snapshot
+	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || got.Apps[0].Processes[0].PID != 321 {
+		t.Errorf("status --json: exit %d, %q", code, out)
+	}
+}
+
+func TestStatusUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	code, out, errText := runCapture("status", "--admin", addr)
+	if code != exitFailure || out != "" || !strings.Contains(errText, "is `loopgate serve` running with --admin "+addr) {
+		t.Errorf("unreachable: exit %d, stdout %q, stderr %q", code, out, errText)
+	}
+}

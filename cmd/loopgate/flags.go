@@ -1,0 +1,165 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/loopgate/loopgate/internal/logsetup"
+)
+
+// serveFlagsHelp is the serve part of --help. TestHelpNamesEveryFlag keeps
+// it in step with newServeFlags.
+const serveFlagsHelp = `  --listen ADDR            plain HTTP listener, repeatable (default :8080 when
+                           neither --listen nor --tls-listen is given)
+  --tls-listen ADDR        HTTPS listener, repeatable; needs --tls-cert and --tls-key
+  --tls-cert FILE          PEM certificate chain for --tls-listen; re-read on SIGHUP
+  --tls-key FILE           PEM private key for --tls-cert; re-read on SIGHUP
+  --tls-client-ca FILE     PEM CA bundle: require client certificates signed by it
+  --admin ADDR             /metrics (Prometheus), /status (JSON), /healthz
+                           (default 127.0.0.1:9180; empty disables)
+  --accel auto|on|off      eBPF sockmap loopback acceleration (default auto): on
+                           refuses to start without it, auto falls back to plain
+                           TCP and logs why
+  --drain-timeout D        how long SIGTERM waits for in-flight requests (default 30s)
+  --log-format json|console  (default json unless stderr is a terminal)
+  --log-level LEVEL        trace, debug, info, warn or error (default info)
+  --log-file FILE          append logs to FILE instead of stderr; SIGUSR1 reopens it
+  --access-log=true|false  one info line per request (default true)
+`
+
+// serveConfig is the parsed `loopgate serve` command line.
+type serveConfig struct {
+	Listen       []string
+	TLSListen    []string
+	TLSCert      string
+	TLSKey       string
+	TLSClientCA  string
+	Admin        string
+	Accel        string
+	DrainTimeout time.Duration
+	LogFormat    string
+	LogLevel     string
+	LogFile      string
+	AccessLog    bool
+	Apps         []appArg
+}
+
+// usageError is a command-line mistake: exit 2 with the message and a hint.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+func newServeFlags(c *serveConfig) *flag.FlagSet {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported by the caller, help by --help
+	fs.Var((*stringList)(&c.Listen), "listen", "")
+	fs.Var((*stringList)(&c.TLSListen), "tls-listen", "")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "")
+	fs.StringVar(&c.Admin, "admin", "127.0.0.1:9180", "")
+	fs.StringVar(&c.Accel, "accel", "auto", "")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "")
+	fs.StringVar(&c.LogFormat, "log-format", "", "")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "")
+	fs.StringVar(&c.LogFile, "log-file", "", "")
+	fs.BoolVar(&c.AccessLog, "access-log", true, "")
+	return fs
+}
+
+// parseInterspersed parses flags that may come before, between or after
+// positional arguments (`serve ./app --listen :80` works), stopping at "--".
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		consumed := len(args) - len(rest)
+		if consumed > 0 && args[consumed-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
+
+// parseServe parses and checks the serve command line. It returns
+// flag.ErrHelp for -h/--help and a *usageError for every mistake.
+func parseServe(args []string) (*serveConfig, error) {
+	c := &serveConfig{}
+	fs := newServeFlags(c)
+	positional, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	if len(positional) == 0 {
+		return nil, usagef("no APP given: name at least one directory that holds a web.config")
+	}
+	if len(c.Listen) == 0 && len(c.TLSListen) == 0 {
+		c.Listen = []string{":8080"}
+	}
+	for _, group := range []struct {
+		flag  string
+		addrs []string
+	}{{"--listen", c.Listen}, {"--tls-listen", c.TLSListen}} {
+		for _, a := range group.addrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return nil, usagef("%s %q: want HOST:PORT or :PORT", group.flag, a)
+			}
+		}
+	}
+	if c.Admin != "" {
+		if _, _, err := net.SplitHostPort(c.Admin); err != nil {
+			return nil, usagef("--admin %q: want HOST:PORT, or empty to disable", c.Admin)
+		}
+	}
+	if len(c.TLSListen) > 0 && (c.TLSCert == "" || c.TLSKey == "") {
+		return nil, usagef("--tls-listen needs --tls-cert and --tls-key")
+	}
+	if len(c.TLSListen) == 0 && (c.TLSCert != "" || c.TLSKey != "" || c.TLSClientCA != "") {
+		return nil, usagef("--tls-cert, --tls-key and --tls-client-ca need a --tls-listen address")
+	}
+	switch c.Accel {
+	case "auto", "on", "off":
+	default:
+		return nil, usagef("--accel %q: want auto, on or off", c.Accel)
+	}
+	if c.DrainTimeout < 0 {
+		return nil, usagef("--drain-timeout %v: must not be negative", c.DrainTimeout)
+	}
+	if err := logsetup.CheckFormat(c.LogFormat); err != nil {
+		return nil, usagef("%v", strings.TrimPrefix(err.Error(), logsetup.ErrUsage.Error()+": "))
+	}
+	if _, err := logsetup.ParseLevel(c.LogLevel); err != nil {
+		return nil, usagef("%v", strings.TrimPrefix(err.Error(), logsetup.ErrUsage.Error()+": "))
+	}
+	apps, errs := parseAppArgs(positional)
+	if len(errs) > 0 {
+		return nil, usagef("%v", errors.Join(errs...))
+	}
+	c.Apps = apps
+	return c, nil
+}

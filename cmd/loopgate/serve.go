@@ -1,0 +1,490 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/loopgate/loopgate/bpf"
+	"github.com/loopgate/loopgate/configload"
+	"github.com/loopgate/loopgate/internal/admin"
+	"github.com/loopgate/loopgate/internal/logsetup"
+	"github.com/loopgate/loopgate/internal/metrics"
+	"github.com/loopgate/loopgate/internal/sdnotify"
+	"github.com/loopgate/loopgate/internal/status"
+	"github.com/loopgate/loopgate/supervisor"
+	"github.com/rs/zerolog"
+)
+
+// runServe is `loopgate serve`.
+func runServe(args, environ []string, stdout, stderr io.Writer) int {
+	cfg, err := parseServe(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, helpText)
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "loopgate serve: %v\nRun 'loopgate --help' for usage.\n", err)
+		return exitUsage
+	}
+	// Millisecond timestamps: access logs and lifecycle events are read
+	// against each other.
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
+	log, sink, err := logsetup.New(logsetup.Options{Format: cfg.LogFormat, Level: cfg.LogLevel, File: cfg.LogFile, Stderr: stderrFile(stderr)})
+	if err != nil {
+		fmt.Fprintf(stderr, "loopgate serve: %v\n", err)
+		return exitFailure
+	}
+	defer sink.Close()
+	return serve(cfg, environ, log, sink, stderr)
+}
+
+// stderrFile lets logsetup see whether stderr is a terminal.
+func stderrFile(w io.Writer) io.Writer {
+	if w == nil {
+		return os.Stderr
+	}
+	return w
+}
+
+// loadSpecs reads every app's web.config. On any error it returns all of
+// them, so one run shows every problem.
+func loadSpecs(apps []appArg, environ []string, log zerolog.Logger) ([]*configload.AppSpec, []error) {
+	var specs []*configload.AppSpec
+	var errs []error
+	for _, a := range apps {
+		spec, err := configload.Load(a.dir, configload.Options{VirtualPath: a.vpath, Environ: environ, Logger: log})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, w := range spec.Warnings {
+			log.Warn().Str("event", "config_warning").Str("app", spec.VirtualPath).Msg(w.String())
+		}
+		specs = append(specs, spec)
+	}
+	return specs, errs
+}
+
+// backendEnviron is loopgate's environment minus what belongs to loopgate's
+// own service manager: a backend that speaks sd_notify (a .NET app with
+// UseSystemd) must not report READY=1 on loopgate's behalf.
+func backendEnviron(environ []string) []string {
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		switch name {
+		case sdnotify.EnvVar, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// startAccel applies --accel. With "on" a failure is fatal (the error is
+// returned); with "auto" it is logged and serve goes on over plain TCP.
+func startAccel(mode string, log zerolog.Logger) (*bpf.Accel, status.Accel, error) {
+	st := status.Accel{Mode: mode}
+	if mode == "off" {
+		st.Reason = "disabled with --accel off"
+		return nil, st, nil
+	}
+	err := bpf.Probe()
+	var acc *bpf.Accel
+	if err == nil {
+		acc, err = bpf.Load(bpf.Options{})
+	}
+	if err != nil {
+		if mode == "on" {
+			return nil, st, fmt.Errorf("--accel on: eBPF sockmap acceleration unavailable: %w", err)
+		}
+		st.Reason = err.Error()
+		log.Warn().Str("event", "accel_unavailable").Err(err).Msg("eBPF sockmap acceleration unavailable; forwarding over plain loopback TCP (--accel off silences this)")
+		return nil, st, nil
+	}
+	st.Active = true
+	log.Info().Str("event", "accel_on").Str("cgroup", acc.CgroupPath()).
+		Msg("eBPF sockmap acceleration on: loopback traffic to backends bypasses the TCP stack")
+	return acc, st, nil
+}
+
+// server is everything a running serve holds.
+type server struct {
+	cfg      *serveConfig
+	log      zerolog.Logger
+	sink     *logsetup.Sink
+	notify   *sdnotify.Notifier
+	sup      *supervisor.Supervisor
+	front    *front
+	admin    *admin.Server
+	adminLn  net.Listener
+	accel    *bpf.Accel
+	accelSt  status.Accel
+	started  time.Time
+	draining atomic.Bool
+}
+
+// serve runs the edge until a signal stops it and returns the exit status.
+func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetup.Sink, stderr io.Writer) int {
+	rt := &server{cfg: cfg, log: log, sink: sink, started: time.Now()}
+	notify, err := sdnotify.FromEnviron(environ)
+	if err != nil {
+		log.Warn().Err(err).Msg("not notifying the service manager")
+	}
+	rt.notify = notify
+
+	specs, errs := loadSpecs(cfg.Apps, environ, log)
+	if len(errs) > 0 {
+		for _, err := range errs {
+			var invalid *configload.Error
+			if errors.As(err, &invalid) {
+				for _, p := range invalid.Problems {
+					fmt.Fprintln(stderr, p.String())
+				}
+			} else {
+				fmt.Fprintf(stderr, "loopgate serve: %v\n", err)
+			}
+		}
+		fmt.Fprintf(stderr, "loopgate serve: configuration invalid; nothing started (check it with 'loopgate check')\n")
+		return exitUsage
+	}
+
+	// Signals are caught from here on, before anything is started, so a
+	// SIGTERM during start-up still stops what was started.
+	sigc := make(chan os.Signal, 4)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(sigc)
+
+	rt.accel, rt.accelSt, err = startAccel(cfg.Accel, log)
+	if err != nil {
+		log.Error().Err(err).Msg("not starting")
+		return exitFailure
+	}
+	defer rt.closeAccel()
+
+	var ports supervisor.PortRegistry
+	if rt.accel != nil {
+		ports = rt.accel
+	}
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.VirtualPath
+	}
+	m := metrics.New(metrics.Options{Version: version, Apps: names, Snapshot: rt.snapshot, Front: rt.frontGauges})
+	// The supervisor needs the forwarder's upstream factory and the
+	// forwarder needs the supervisor's apps. NewUpstream is first called
+	// when a backend starts, on a request, so after fp is set.
+	var fp *front
+	rt.sup, err = supervisor.New(specs, supervisor.Options{
+		Logger:  log,
+		Environ: backendEnviron(environ),
+		Ports:   ports,
+		NewUpstream: func(p *supervisor.Process) supervisor.Upstream {
+			return fp.srv.NewUpstream(p)
+		},
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("not starting")
+		return exitFailure
+	}
+	fp, err = newFront(cfg, rt.sup, newObserver(m, names, log, cfg.AccessLog), log)
+	if err != nil {
+		log.Error().Err(err).Msg("not starting")
+		rt.sup.Kill()
+		return exitFailure
+	}
+	rt.front = fp
+	if cfg.Admin != "" {
+		rt.admin = admin.New(admin.Options{Snapshot: rt.snapshot, Gatherer: m.Registry(), Logger: log})
+		rt.adminLn, err = net.Listen("tcp", cfg.Admin)
+		if err != nil {
+			log.Error().Err(err).Str("admin", cfg.Admin).Msg("not starting: admin listener")
+			rt.stopFront(context.Background())
+			rt.sup.Kill()
+			return exitFailure
+		}
+	}
+
+	failc := make(chan error, 2)
+	go func() {
+		if err := rt.front.Serve(); err != nil {
+			failc <- err
+		}
+	}()
+	if rt.admin != nil {
+		go func() {
+			if err := rt.admin.Serve(rt.adminLn); err != nil {
+				failc <- err
+			}
+		}()
+	}
+	rt.logStartup(specs)
+	if rt.admin != nil {
+		rt.admin.SetHealth(admin.Serving)
+	}
+	rt.sdNotify(rt.notify.Ready, rt.statusLine())
+	return rt.loop(sigc, failc)
+}
+
+// loop handles signals until loopgate stops.
+func (rt *server) loop(sigc <-chan os.Signal, failc <-chan error) int {
+	for {
+		select {
+		case sig := <-sigc:
+			switch sig {
+			case syscall.SIGHUP:
+				rt.reload()
+			case syscall.SIGUSR1:
+				if err := rt.sink.Reopen(); err != nil {
+					rt.log.Error().Err(err).Msg("SIGUSR1: reopening the log file failed; still logging to the old one")
+				} else if rt.sink.Path() != "" {
+					rt.log.Info().Str("event", "log_reopen").Str("file", rt.sink.Path()).Msg("SIGUSR1: log file reopened")
+				}
+			case syscall.SIGQUIT:
+				rt.log.Warn().Str("event", "kill").Msg("SIGQUIT: stopping at once; killing every backend")
+				rt.kill()
+				return exitOK
+			default: // SIGTERM, SIGINT
+				return rt.drain(sig, sigc, exitOK)
+			}
+		case err := <-failc:
+			rt.log.Error().Err(err).Msg("a listener failed; draining and stopping")
+			return rt.drain(nil, sigc, exitFailure)
+		}
+	}
+}
+
+// reload is SIGHUP: every web.config and the TLS certificates again.
+func (rt *server) reload() {
+	rt.sdNotify(rt.notify.Reloading, "reloading configuration")
+	rt.log.Info().Str("event", "reload").Msg("SIGHUP: re-reading every web.config and the TLS certificates")
+	errs := rt.sup.Reload()
+	for _, err := range errs {
+		rt.log.Error().Str("event", "config_error").Err(err).Msg("web.config invalid; the app keeps its running configuration")
+	}
+	if err := rt.front.ReloadCertificates(); err != nil {
+		errs = append(errs, err)
+		rt.log.Error().Str("event", "tls_reload_failed").Err(err).Msg("TLS certificates not reloaded; the previous ones stay in use")
+	}
+	line := rt.statusLine()
+	if len(errs) > 0 {
+		line = fmt.Sprintf("%s; last reload had %d error(s), see the log", line, len(errs))
+	} else {
+		rt.log.Info().Str("event", "reload_done").Msg("reload done")
+	}
+	rt.sdNotify(rt.notify.Ready, line)
+}
+
+// drain is the graceful stop of DESIGN.md §1: health red first, listeners
+// closed, in-flight requests finished up to --drain-timeout, then every
+// backend shut down as in spec §4.5. A second SIGTERM/SIGINT or a SIGQUIT
+// during the drain stops at once.
+func (rt *server) drain(sig os.Signal, sigc <-chan os.Signal, code int) int {
+	rt.draining.Store(true)
+	if rt.admin != nil {
+		rt.admin.SetHealth(admin.Draining)
+	}
+	name := "failure"
+	if sig != nil {
+		name = signame(sig)
+	}
+	rt.sdNotify(rt.notify.Stopping, "draining ("+name+")")
+	rt.log.Info().Str("event", "drain").Str("signal", name).Str("drain_timeout", rt.cfg.DrainTimeout.String()).
+		Msg("draining: health is red, listeners closed, waiting for in-flight requests")
+
+	done := make(chan int, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), rt.cfg.DrainTimeout)
+		defer cancel()
+		if err := rt.stopFront(ctx); err != nil {
+			rt.log.Warn().Str("event", "drain_timeout").Err(err).Msg("--drain-timeout reached; cutting the requests still in flight")
+		}
+		rt.log.Info().Str("event", "backends_stop").Msg("stopping backends")
+		// The supervisor bounds each backend by its shutdownTimeLimit; this
+		// only guards against a stuck stop.
+		ctx2, cancel2 := context.WithTimeout(context.Background(), rt.backendStopBound())
+		defer cancel2()
+		if err := rt.sup.Shutdown(ctx2); err != nil {
+			rt.log.Error().Err(err).Msg("backends did not stop in time; killed")
+		}
+		done <- code
+	}()
+	for {
+		select {
+		case c := <-done:
+			rt.shutdownAdmin()
+			rt.log.Info().Str("event", "stopped").Msg("loopgate stopped")
+			return c
+		case s := <-sigc:
+			switch s {
+			case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
+				rt.log.Warn().Str("event", "kill").Str("signal", signame(s)).Msg("signal during drain: stopping at once; killing every backend")
+				rt.kill()
+				return code
+			case syscall.SIGUSR1:
+				rt.sink.Reopen()
+			}
+		}
+	}
+}
+
+// kill stops everything at once (SIGQUIT).
+func (rt *server) kill() {
+	rt.draining.Store(true)
+	if rt.admin != nil {
+		rt.admin.SetHealth(admin.Draining)
+	}
+	rt.sdNotify(rt.notify.Stopping, "stopping at once")
+	rt.sup.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	rt.stopFront(ctx)
+	rt.shutdownAdmin()
+}
+
+// frontGauges feeds the scrape-time gauges of the front server.
+func (rt *server) frontGauges() (int64, int) {
+	if rt.front == nil {
+		return 0, 0
+	}
+	return rt.front.srv.InFlight(), rt.front.srv.OpenConns()
+}
+
+func (rt *server) stopFront(ctx context.Context) error {
+	if rt.front == nil {
+		return nil
+	}
+	return rt.front.Shutdown(ctx)
+}
+
+// backendStopBound is the longest shutdownTimeLimit of any app plus a
+// margin for the shutdown request and process reaping.
+func (rt *server) backendStopBound() time.Duration {
+	var longest time.Duration
+	for _, a := range rt.sup.Apps() {
+		if d := a.Spec().ShutdownTimeLimit; d > longest {
+			longest = d
+		}
+	}
+	return longest + 5*time.Second
+}
+
+func (rt *server) shutdownAdmin() {
+	if rt.admin == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	rt.admin.Shutdown(ctx)
+}
+
+func (rt *server) closeAccel() {
+	if rt.accel != nil {
+		if err := rt.accel.Close(); err != nil {
+			rt.log.Warn().Err(err).Msg("detaching the eBPF programs")
+		}
+	}
+}
+
+func (rt *server) sdNotify(send func(string) error, line string) {
+	if err := send(line); err != nil {
+		rt.log.Warn().Err(err).Msg("notifying the service manager")
+	}
+}
+
+// statusLine is the one-line summary for `systemctl status`.
+func (rt *server) statusLine() string {
+	var ls []string
+	for _, l := range rt.front.Listeners() {
+		ls = append(ls, l.Addr)
+	}
+	return fmt.Sprintf("serving %d app(s) on %s", len(rt.sup.Apps()), strings.Join(ls, ", "))
+}
+
+// logStartup says what listens where and which apps are mounted: the first
+// thing a newcomer reads.
+func (rt *server) logStartup(specs []*configload.AppSpec) {
+	for _, l := range rt.front.Listeners() {
+		scheme := "http"
+		if l.TLS {
+			scheme = "https"
+		}
+		rt.log.Info().Str("event", "listening").Str("addr", l.Addr).Bool("tls", l.TLS).
+			Msgf("listening on %s://%s", scheme, l.Addr)
+	}
+	if rt.adminLn != nil {
+		addr := rt.adminLn.Addr().String()
+		rt.log.Info().Str("event", "admin").Str("addr", addr).
+			Msgf("admin endpoint on http://%s (/healthz /status /metrics)", addr)
+	}
+	for _, s := range specs {
+		cmd := strings.Join(append([]string{s.ProcessPath}, s.Arguments...), " ")
+		rt.log.Info().Str("event", "mounted").Str("app", s.VirtualPath).Str("dir", s.Dir).Str("command", cmd).
+			Msgf("app %s mounted from %s; it starts on the first request", s.VirtualPath, s.Dir)
+	}
+	rt.log.Info().Str("event", "ready").Str("version", version).Msg("loopgate ready")
+}
+
+// snapshot builds the /status document.
+func (rt *server) snapshot() status.Snapshot {
+	now := time.Now()
+	s := status.Snapshot{
+		Version:       version,
+		Started:       rt.started,
+		UptimeSeconds: now.Sub(rt.started).Seconds(),
+		Draining:      rt.draining.Load(),
+		Acceleration:  rt.accelSt,
+	}
+	if rt.front != nil {
+		s.Listeners = rt.front.Listeners()
+	}
+	if rt.accel != nil {
+		if c, err := rt.accel.Counters(); err == nil {
+			s.Acceleration.Redirected, s.Acceleration.Passed = c.Redirected, c.Passed
+		}
+	}
+	if rt.sup == nil {
+		return s
+	}
+	for _, a := range rt.sup.Status() {
+		app := status.App{
+			Name: a.Name, VirtualPath: a.VirtualPath, Dir: a.Dir, State: string(a.State),
+			ConfigError: a.ConfigError, LastStartError: a.LastStartError, Offline: a.Offline,
+			Starts: a.Starts, Crashes: a.Crashes, Restarts: a.Restarts, RapidFailBlocks: a.RapidFailBlocks,
+			Recycles: a.Recycles, ConfigReloadsOK: a.ConfigReloadsOK, ConfigReloadsFailed: a.ConfigReloadsFailed,
+			Processes: make([]status.Process, 0, len(a.Processes)),
+		}
+		for _, p := range a.Processes {
+			ps := status.Process{Slot: p.Slot, PID: p.PID, Port: p.Port, State: string(p.State), Started: p.Started,
+				Restarts: p.Restarts, Requests: p.Requests, LastExit: p.LastExit}
+			if !p.Started.IsZero() {
+				ps.UptimeSeconds = now.Sub(p.Started).Seconds()
+			}
+			app.Processes = append(app.Processes, ps)
+		}
+		s.Apps = append(s.Apps, app)
+	}
+	return s
+}
+
+func signame(s os.Signal) string {
+	switch s {
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGQUIT:
+		return "SIGQUIT"
+	}
+	return s.String()
+}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loopgate/loopgate/bpf"
+)
+
+// runBinary runs loopgate to completion (bounded) and returns exit status
+// and stderr.
+func runBinary(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	needBinaries(t)
+	cmd := exec.Command(loopgateBin, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("loopgate %q did not exit", args)
+	}
+	return cmd.ProcessState.ExitCode(), stderr.String()
+}
+
+// A configuration error at start-up prints every problem of every app with
+// its file and line, starts nothing and exits 2.
+func TestConfigErrorsExit2(t *testing.T) {
+	bad1, bad2 := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(bad1, "web.config"), []byte(`<configuration>
+<system.webServer>
+<aspNetCore processPath="x"
+  startupTimeLimit="4000"
+  rapidFailsPerMinute="many" />
+</system.webServer>
+</configuration>`), 0o644)
+	missing := filepath.Join(bad2, "nothing-here")
+	code, stderr := runBinary(t, "serve", "--listen", "127.0.0.1:0", "--admin", "", bad1, "/b="+missing)
+	if code != exitUsage {
+		t.Errorf("exit status %d, want 2", code)
+	}
+	for _, want := range []string{
+		filepath.Join(bad1, "web.config") + `:4: startupTimeLimit="4000"`,
+		filepath.Join(bad1, "web.config") + `:5: rapidFailsPerMinute="many"`,
+		filepath.Join(missing, "web.config"),
+		"nothing started",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if strings.Contains(stderr, `"event":"ready"`) {
+		t.Error("loopgate got ready despite the errors")
+	}
+}
+
+func TestUsageErrorsExit2(t *testing.T) {
+	dir := backendApp(t, "")
+	for _, args := range [][]string{
+		{"serve", dir, dir},
+		{"serve", "--accel", "maybe", dir},
+		{"serve"},
+		{"bogus"},
+	} {
+		code, stderr := runBinary(t, args...)
+		if code != exitUsage || stderr == "" {
+			t.Errorf("loopgate %q: exit %d, stderr %q", args, code, stderr)
+		}
+	}
+}
+
+// A port already taken is a runtime failure: exit 1 and nothing left
+// running.
+func TestListenFailureExit1(t *testing.T) {
+	in := start(t, nil, backendApp(t, ""))
+	code, stderr := runBinary(t, "serve", "--listen", in.front, "--admin", "", backendApp(t, ""))
+	if code != exitFailure || !strings.Contains(stderr, in.front) {
+		t.Errorf("listening on a taken port: exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
+// --accel on refuses to start where the sockmap cannot be loaded, saying
+// why; where it can, it runs accelerated and /status says so.
+func TestAccelOn(t *testing.T) {
+	dir := backendApp(t, "")
+	if probe := bpf.Probe(); probe != nil {
+		code, stderr := runBinary(t, "serve", "--listen", "127.0.0.1:0", "--admin", "", "--accel", "on", dir)
+		if code != exitFailure || !strings.Contains(stderr, "--accel on") {
+			t.Errorf("--accel on without support (%v): exit %d, stderr:\n%s", probe, code, stderr)
+		}
+		in := start(t, nil, "--accel", "auto", dir)
+		if s := in.status(t); s.Acceleration.Active || s.Acceleration.Reason == "" {
+			t.Errorf("--accel auto without support: /status acceleration %+v, want inactive with a reason", s.Acceleration)
+		}
+		return
+	}
+	in := start(t, nil, "--accel", "on", dir)
+	get(t, "http://"+in.front+"/pid")
+	if s := in.status(t); !s.Acceleration.Active || s.Acceleration.Mode != "on" {
+		t.Errorf("--accel on with support: /status acceleration %+v", s.Acceleration)
+	}
+}
