@@ -88,13 +88,19 @@ func TestParseServeInterspersed(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
 	c, err := parseServe([]string{a, "--listen", "127.0.0.1:1", "/api=" + b, "-listen=[::1]:2", "--access-log=false",
 		"--admin=", "--drain-timeout", "5s", "--accel", "off", "--log-format", "console", "--log-level", "debug",
-		"--tls-listen", ":443", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem"})
+		"--tls-listen", ":443", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem",
+		"--max-conns", "5", "--max-header-bytes", "4096", "--header-read-timeout", "1s", "--body-read-timeout", "2s",
+		"--send-timeout", "3s", "--idle-timeout", "4s", "--backend-connect-timeout", "5s", "--backend-max-conns", "6",
+		"--backend-queue-timeout", "7s", "--backend-idle-timeout", "8s", "--backend-max-response-header-bytes", "9000"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := &serveConfig{Listen: []string{"127.0.0.1:1", "[::1]:2"}, TLSListen: []string{":443"}, TLSCert: "c.pem", TLSKey: "k.pem",
 		TLSClientCA: "ca.pem", Admin: "", Accel: "off", DrainTimeout: 5 * time.Second, LogFormat: "console", LogLevel: "debug",
-		AccessLog: false, Apps: []appArg{{arg: a, vpath: "/", dir: a}, {arg: "/api=" + b, vpath: "/api", dir: b}}}
+		AccessLog: false, Limits: limits{MaxConns: 5, MaxHeaderBytes: 4096, HeaderReadTimeout: time.Second, BodyReadTimeout: 2 * time.Second,
+			SendTimeout: 3 * time.Second, IdleTimeout: 4 * time.Second, BackendConnectTimeout: 5 * time.Second, BackendMaxConns: 6,
+			BackendQueueTimeout: 7 * time.Second, BackendIdleTimeout: 8 * time.Second, BackendMaxResponseHeaderBytes: 9000},
+		Apps: []appArg{{arg: a, vpath: "/", dir: a}, {arg: "/api=" + b, vpath: "/api", dir: b}}}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", c, want)
 	}
@@ -126,6 +132,8 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{dir, "--drain-timeout", "soon"}, "drain-timeout"},
 		{[]string{dir, "--log-format", "xml"}, `--log-format "xml": want json or console`},
 		{[]string{dir, "--log-level", "loud"}, `--log-level "loud"`},
+		{[]string{dir, "--max-conns", "-1"}, "--max-conns: must not be negative"},
+		{[]string{dir, "--backend-queue-timeout", "-1s"}, "--backend-queue-timeout: must not be negative"},
 		{[]string{dir, dir}, "virtual path / is already used"},
 		{[]string{"/api=" + dir, "/api/=" + dir}, "virtual path /api is already used"},
 		{[]string{"api=" + dir}, `must start with "/"`},

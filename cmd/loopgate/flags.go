@@ -30,6 +30,21 @@ const serveFlagsHelp = `  --listen ADDR            plain HTTP listener, repeatab
   --log-level LEVEL        trace, debug, info, warn or error (default info)
   --log-file FILE          append logs to FILE instead of stderr; SIGUSR1 reopens it
   --access-log=true|false  one info line per request (default true)
+
+  Limits (0 keeps the default shown):
+  --max-conns N                 client connections at once, over all listeners;
+                                more wait in the accept queue (default 10000)
+  --max-header-bytes N          request line + headers; larger gets 431 (default 16384)
+  --header-read-timeout D       time for a client to send its headers; 408 after (default 10s)
+  --body-read-timeout D         longest pause while reading a request body (default 1m0s)
+  --send-timeout D              longest pause while a client takes a response (default 1m0s)
+  --idle-timeout D              closes an idle keep-alive client connection (default 1m15s)
+  --backend-connect-timeout D   connect to a backend; retried once (default 2s)
+  --backend-max-conns N         connections (= requests at once) per backend process (default 512)
+  --backend-queue-timeout D     wait for a free backend connection before a 503 (default 10s)
+  --backend-idle-timeout D      closes an idle pooled backend connection (default 30s)
+  --backend-max-response-header-bytes N
+                                backend status line + headers; larger is a 502.3 (default 65536)
 `
 
 // serveConfig is the parsed `loopgate serve` command line.
@@ -46,7 +61,15 @@ type serveConfig struct {
 	LogLevel     string
 	LogFile      string
 	AccessLog    bool
+	Limits       limits
 	Apps         []appArg
+}
+
+// limits are the front server's limits; zero means fastpath's default.
+type limits struct {
+	MaxConns, MaxHeaderBytes, BackendMaxConns, BackendMaxResponseHeaderBytes int
+	HeaderReadTimeout, BodyReadTimeout, SendTimeout, IdleTimeout             time.Duration
+	BackendConnectTimeout, BackendQueueTimeout, BackendIdleTimeout           time.Duration
 }
 
 // usageError is a command-line mistake: exit 2 with the message and a hint.
@@ -79,6 +102,18 @@ func newServeFlags(c *serveConfig) *flag.FlagSet {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "")
 	fs.StringVar(&c.LogFile, "log-file", "", "")
 	fs.BoolVar(&c.AccessLog, "access-log", true, "")
+	l := &c.Limits
+	fs.IntVar(&l.MaxConns, "max-conns", 0, "")
+	fs.IntVar(&l.MaxHeaderBytes, "max-header-bytes", 0, "")
+	fs.DurationVar(&l.HeaderReadTimeout, "header-read-timeout", 0, "")
+	fs.DurationVar(&l.BodyReadTimeout, "body-read-timeout", 0, "")
+	fs.DurationVar(&l.SendTimeout, "send-timeout", 0, "")
+	fs.DurationVar(&l.IdleTimeout, "idle-timeout", 0, "")
+	fs.DurationVar(&l.BackendConnectTimeout, "backend-connect-timeout", 0, "")
+	fs.IntVar(&l.BackendMaxConns, "backend-max-conns", 0, "")
+	fs.DurationVar(&l.BackendQueueTimeout, "backend-queue-timeout", 0, "")
+	fs.DurationVar(&l.BackendIdleTimeout, "backend-idle-timeout", 0, "")
+	fs.IntVar(&l.BackendMaxResponseHeaderBytes, "backend-max-response-header-bytes", 0, "")
 	return fs
 }
 
@@ -150,6 +185,9 @@ func parseServe(args []string) (*serveConfig, error) {
 	if c.DrainTimeout < 0 {
 		return nil, usagef("--drain-timeout %v: must not be negative", c.DrainTimeout)
 	}
+	if err := c.Limits.check(); err != nil {
+		return nil, err
+	}
 	if err := logsetup.CheckFormat(c.LogFormat); err != nil {
 		return nil, usagef("%v", strings.TrimPrefix(err.Error(), logsetup.ErrUsage.Error()+": "))
 	}
@@ -162,4 +200,29 @@ func parseServe(args []string) (*serveConfig, error) {
 	}
 	c.Apps = apps
 	return c, nil
+}
+
+// check rejects negative limits (zero selects the default).
+func (l *limits) check() error {
+	for _, v := range []struct {
+		flag string
+		neg  bool
+	}{
+		{"--max-conns", l.MaxConns < 0},
+		{"--max-header-bytes", l.MaxHeaderBytes < 0},
+		{"--header-read-timeout", l.HeaderReadTimeout < 0},
+		{"--body-read-timeout", l.BodyReadTimeout < 0},
+		{"--send-timeout", l.SendTimeout < 0},
+		{"--idle-timeout", l.IdleTimeout < 0},
+		{"--backend-connect-timeout", l.BackendConnectTimeout < 0},
+		{"--backend-max-conns", l.BackendMaxConns < 0},
+		{"--backend-queue-timeout", l.BackendQueueTimeout < 0},
+		{"--backend-idle-timeout", l.BackendIdleTimeout < 0},
+		{"--backend-max-response-header-bytes", l.BackendMaxResponseHeaderBytes < 0},
+	} {
+		if v.neg {
+			return usagef("%s: must not be negative (0 selects the default)", v.flag)
+		}
+	}
+	return nil
 }

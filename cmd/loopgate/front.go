@@ -19,7 +19,7 @@ type front struct {
 }
 
 // fastpathConfig maps the serve flags onto the front server's
-// configuration; limits not on the command line keep fastpath's defaults.
+// configuration; a limit left at 0 keeps fastpath's default.
 func fastpathConfig(cfg *serveConfig, obs fastpath.Observer) fastpath.Config {
 	return fastpath.Config{
 		Listen:          cfg.Listen,
@@ -27,7 +27,20 @@ func fastpathConfig(cfg *serveConfig, obs fastpath.Observer) fastpath.Config {
 		TLSCertFile:     cfg.TLSCert,
 		TLSKeyFile:      cfg.TLSKey,
 		TLSClientCAFile: cfg.TLSClientCA,
-		Observer:        obs,
+
+		MaxConns:               cfg.Limits.MaxConns,
+		MaxHeaderBytes:         cfg.Limits.MaxHeaderBytes,
+		HeaderReadTimeout:      cfg.Limits.HeaderReadTimeout,
+		BodyReadTimeout:        cfg.Limits.BodyReadTimeout,
+		SendTimeout:            cfg.Limits.SendTimeout,
+		IdleTimeout:            cfg.Limits.IdleTimeout,
+		ConnectTimeout:         cfg.Limits.BackendConnectTimeout,
+		MaxConnsPerBackend:     cfg.Limits.BackendMaxConns,
+		BackendQueueTimeout:    cfg.Limits.BackendQueueTimeout,
+		BackendIdleTimeout:     cfg.Limits.BackendIdleTimeout,
+		MaxResponseHeaderBytes: cfg.Limits.BackendMaxResponseHeaderBytes,
+
+		Observer: obs,
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/loopgate/loopgate/bpf"
 	"github.com/loopgate/loopgate/configload"
+	"github.com/loopgate/loopgate/fastpath"
 	"github.com/loopgate/loopgate/internal/admin"
 	"github.com/loopgate/loopgate/internal/logsetup"
 	"github.com/loopgate/loopgate/internal/metrics"
@@ -199,8 +200,12 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 	}
 	fp, err = newFront(cfg, rt.sup, newObserver(m, names, log, cfg.AccessLog), log)
 	if err != nil {
-		log.Error().Err(err).Msg("not starting")
 		rt.sup.Kill()
+		if errors.Is(err, fastpath.ErrConfig) {
+			fmt.Fprintf(stderr, "loopgate serve: %v\n", err)
+			return exitUsage
+		}
+		log.Error().Err(err).Msg("not starting")
 		return exitFailure
 	}
 	rt.front = fp

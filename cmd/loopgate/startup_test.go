@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,5 +110,25 @@ func TestAccelOn(t *testing.T) {
 	get(t, "http://"+in.front+"/pid")
 	if s := in.status(t); !s.Acceleration.Active || s.Acceleration.Mode != "on" {
 		t.Errorf("--accel on with support: /status acceleration %+v", s.Acceleration)
+	}
+}
+
+// The limit flags reach the front server: a header block over
+// --max-header-bytes gets 431, and a value fastpath refuses is a usage error.
+func TestLimitFlags(t *testing.T) {
+	in := start(t, nil, "--max-header-bytes", "1024", backendApp(t, ""))
+	req, _ := http.NewRequest("GET", "http://"+in.front+"/pid", nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 2048))
+	resp, err := httpc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("2 KiB header with --max-header-bytes 1024: %d, want 431", resp.StatusCode)
+	}
+	code, stderr := runBinary(t, "serve", "--listen", "127.0.0.1:0", "--admin", "", "--max-header-bytes", "100", backendApp(t, ""))
+	if code != exitUsage || !strings.Contains(stderr, "MaxHeaderBytes=100") {
+		t.Errorf("--max-header-bytes 100: exit %d, stderr:\n%s", code, stderr)
 	}
 }
