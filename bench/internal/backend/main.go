@@ -1,0 +1,96 @@
+// Command backend is the benchmarks' app: a fasthttp server that answers
+// every GET with a fixed body, hosted by loopgate through a generated
+// web.config or started directly by the benchmark (bench package) and the
+// comparison harness (bench/cmd/compare).
+//
+// It listens on 127.0.0.1:$ASPNETCORE_PORT and serves
+//
+//	GET /       "Hello, World!" (13 bytes, text/plain)
+//	GET /16k    16 KiB of 'x' (16384 bytes, text/plain)
+//
+// Any other path gets 404. With -pairing=on (the default) requests pass
+// through pairing/fastpairing, as a real Go app behind loopgate does: the
+// MS-ASPNETCORE-TOKEN header must carry $ASPNETCORE_TOKEN (else 400) and
+// X-Forwarded-For is applied. With -pairing=off nothing is checked, so
+// nginx and HAProxy, which know no token, see the same cost per request as
+// loopgate does. It stops on SIGTERM, SIGINT and, with pairing on, on
+// loopgate's shutdown request.
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/loopgate/loopgate/pairing"
+	"github.com/loopgate/loopgate/pairing/fastpairing"
+)
+
+var (
+	hello   = []byte("Hello, World!")
+	big     = bytes.Repeat([]byte("x"), 16<<10)
+	pathBig = []byte("/16k")
+	textCT  = []byte("text/plain")
+)
+
+func handle(ctx *fasthttp.RequestCtx) {
+	switch p := ctx.Path(); {
+	case len(p) == 1 && p[0] == '/':
+		ctx.SetContentTypeBytes(textCT)
+		ctx.SetBody(hello)
+	case bytes.Equal(p, pathBig):
+		ctx.SetContentTypeBytes(textCT)
+		ctx.SetBody(big)
+	default:
+		ctx.SetStatusCode(fasthttp.StatusNotFound)
+	}
+}
+
+func main() {
+	mode := flag.String("pairing", "on", "on: check the pairing token with fastpairing; off: check nothing")
+	flag.Parse()
+	if err := run(*mode); err != nil {
+		fmt.Fprintln(os.Stderr, "backend:", err)
+		os.Exit(1)
+	}
+}
+
+func run(mode string) error {
+	cfg, _ := pairing.FromEnv()
+	if cfg.Port == "" {
+		return errors.New("ASPNETCORE_PORT is not set")
+	}
+	stop := make(chan struct{}, 1)
+	var h fasthttp.RequestHandler = handle
+	switch mode {
+	case "on":
+		h = fastpairing.Middleware(cfg, pairing.Options{Stop: func() { stop <- struct{}{} }})(handle)
+	case "off":
+	default:
+		return fmt.Errorf("-pairing=%q: want on or off", mode)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", cfg.Port))
+	if err != nil {
+		return fmt.Errorf("listening: %w", err)
+	}
+	srv := &fasthttp.Server{Handler: h}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	fmt.Printf("listening on %s (pairing %s, pid %d)\n", ln.Addr(), mode, os.Getpid())
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case <-signals:
+	case <-stop:
+	case err := <-served:
+		return fmt.Errorf("serving: %w", err)
+	}
+	return srv.Shutdown()
+}

@@ -1,0 +1,157 @@
+package harness
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Proxy is a running nginx or HAProxy in front of one backend address.
+type Proxy struct {
+	*Proc
+}
+
+// PIDs returns the proxy's process and its children (nginx's worker).
+func (p *Proxy) PIDs() []int { return append([]int{p.PID()}, Children(p.PID())...) }
+
+// nginxConf is configured like loopgate forwards: one worker, upstream
+// keep-alive, no access log, Host passed through, X-Forwarded-For and
+// X-Forwarded-Proto added, the backend's answer relayed.
+const nginxConf = `worker_processes 1;
+daemon off;
+pid {{dir}}/nginx.pid;
+error_log {{dir}}/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path {{dir}}/body;
+    proxy_temp_path {{dir}}/proxy;
+    fastcgi_temp_path {{dir}}/fastcgi;
+    uwsgi_temp_path {{dir}}/uwsgi;
+    scgi_temp_path {{dir}}/scgi;
+    keepalive_requests 1000000;
+    upstream backend {
+        server {{backend}};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen {{listen}};
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }
+    }
+}
+`
+
+// haproxyConf: one thread, connections to the server kept alive and
+// shared between clients (http-reuse always), no log, X-Forwarded-For
+// (option forwardfor) and X-Forwarded-Proto added.
+const haproxyConf = `global
+    nbthread 1
+    maxconn 10000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 75s
+    timeout server 120s
+    timeout http-keep-alive 75s
+    option http-keep-alive
+    http-reuse always
+frontend fe
+    bind {{listen}}
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    default_backend be
+backend be
+    server app {{backend}}
+`
+
+func render(tmpl, dir, listen, backend string) string {
+	return strings.NewReplacer("{{dir}}", dir, "{{listen}}", listen, "{{backend}}", backend).Replace(tmpl)
+}
+
+// StartNginx runs nginx (from PATH or /usr/sbin) with a configuration in
+// dir, proxying a free loopback port to backend.
+func StartNginx(dir, backend string, cpu int) (*Proxy, error) {
+	bin, err := lookSbin("nginx")
+	if err != nil {
+		return nil, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	listen := "127.0.0.1:" + strconv.Itoa(port)
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, []byte(render(nginxConf, dir, listen, backend)), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := start("nginx", exec.Command(bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log")), cpu)
+	if err != nil {
+		return nil, err
+	}
+	p.Addr = listen
+	if err := p.waitListening(); err != nil {
+		return nil, err
+	}
+	return &Proxy{p}, nil
+}
+
+// StartHAProxy runs haproxy in the foreground with a configuration in dir,
+// proxying a free loopback port to backend.
+func StartHAProxy(dir, backend string, cpu int) (*Proxy, error) {
+	bin, err := lookSbin("haproxy")
+	if err != nil {
+		return nil, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	listen := "127.0.0.1:" + strconv.Itoa(port)
+	conf := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(conf, []byte(render(haproxyConf, dir, listen, backend)), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := start("haproxy", exec.Command(bin, "-db", "-f", conf), cpu)
+	if err != nil {
+		return nil, err
+	}
+	p.Addr = listen
+	if err := p.waitListening(); err != nil {
+		return nil, err
+	}
+	return &Proxy{p}, nil
+}
+
+func lookSbin(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	p := "/usr/sbin/" + name
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("%s is not installed (apt-get install %s)", name, name)
+	}
+	return p, nil
+}
+
+// Version returns the first line a proxy prints for -v, e.g.
+// "nginx version: nginx/1.22.1".
+func Version(name string) string {
+	bin, err := lookSbin(name)
+	if err != nil {
+		return name + ": not installed"
+	}
+	out, _ := exec.Command(bin, "-v").CombinedOutput()
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return line
+}
