@@ -273,10 +273,8 @@ func (rt *server) loop(sigc <-chan os.Signal, failc <-chan error) int {
 func (rt *server) reload() {
 	rt.sdNotify(rt.notify.Reloading, "reloading configuration")
 	rt.log.Info().Str("event", "reload").Msg("SIGHUP: re-reading every web.config and the TLS certificates")
+	// The supervisor logs each broken web.config itself (event config_error).
 	errs := rt.sup.Reload()
-	for _, err := range errs {
-		rt.log.Error().Str("event", "config_error").Err(err).Msg("web.config invalid; the app keeps its running configuration")
-	}
 	if err := rt.front.ReloadCertificates(); err != nil {
 		errs = append(errs, err)
 		rt.log.Error().Str("event", "tls_reload_failed").Err(err).Msg("TLS certificates not reloaded; the previous ones stay in use")
@@ -284,6 +282,7 @@ func (rt *server) reload() {
 	line := rt.statusLine()
 	if len(errs) > 0 {
 		line = fmt.Sprintf("%s; last reload had %d error(s), see the log", line, len(errs))
+		rt.log.Warn().Str("event", "reload_done").Int("errors", len(errs)).Msg("reload done with errors; what failed keeps its running configuration")
 	} else {
 		rt.log.Info().Str("event", "reload_done").Msg("reload done")
 	}
