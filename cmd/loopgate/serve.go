@@ -40,21 +40,13 @@ func runServe(args, environ []string, stdout, stderr io.Writer) int {
 	// Millisecond timestamps: access logs and lifecycle events are read
 	// against each other.
 	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
-	log, sink, err := logsetup.New(logsetup.Options{Format: cfg.LogFormat, Level: cfg.LogLevel, File: cfg.LogFile, Stderr: stderrFile(stderr)})
+	log, sink, err := logsetup.New(logsetup.Options{Format: cfg.LogFormat, Level: cfg.LogLevel, File: cfg.LogFile, Stderr: stderr})
 	if err != nil {
 		fmt.Fprintf(stderr, "loopgate serve: %v\n", err)
 		return exitFailure
 	}
 	defer sink.Close()
 	return serve(cfg, environ, log, sink, stderr)
-}
-
-// stderrFile lets logsetup see whether stderr is a terminal.
-func stderrFile(w io.Writer) io.Writer {
-	if w == nil {
-		return os.Stderr
-	}
-	return w
 }
 
 // loadSpecs reads every app's web.config. On any error it returns all of
@@ -182,6 +174,15 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 		names[i] = s.VirtualPath
 	}
 	m := metrics.New(metrics.Options{Version: version, Apps: names, Snapshot: rt.snapshot, Front: rt.frontGauges})
+	if cfg.Admin != "" {
+		rt.admin = admin.New(admin.Options{Snapshot: rt.snapshot, Gatherer: m.Registry(), Logger: log})
+		rt.adminLn, err = net.Listen("tcp", cfg.Admin)
+		if err != nil {
+			log.Error().Err(err).Str("admin", cfg.Admin).Msg("not starting: admin listener")
+			return exitFailure
+		}
+		defer rt.adminLn.Close() // a no-op after the admin server closed it
+	}
 	// The supervisor needs the forwarder's upstream factory and the
 	// forwarder needs the supervisor's apps. NewUpstream is first called
 	// when a backend starts, on a request, so after fp is set.
@@ -209,17 +210,6 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 		return exitFailure
 	}
 	rt.front = fp
-	if cfg.Admin != "" {
-		rt.admin = admin.New(admin.Options{Snapshot: rt.snapshot, Gatherer: m.Registry(), Logger: log})
-		rt.adminLn, err = net.Listen("tcp", cfg.Admin)
-		if err != nil {
-			log.Error().Err(err).Str("admin", cfg.Admin).Msg("not starting: admin listener")
-			rt.stopFront(context.Background())
-			rt.sup.Kill()
-			return exitFailure
-		}
-	}
-
 	failc := make(chan error, 2)
 	go func() {
 		if err := rt.front.Serve(); err != nil {

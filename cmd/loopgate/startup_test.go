@@ -81,13 +81,16 @@ func TestUsageErrorsExit2(t *testing.T) {
 	}
 }
 
-// A port already taken is a runtime failure: exit 1 and nothing left
-// running.
+// A port already taken (front or admin) is a runtime failure: exit 1.
 func TestListenFailureExit1(t *testing.T) {
 	in := start(t, nil, backendApp(t, ""))
 	code, stderr := runBinary(t, "serve", "--listen", in.front, "--admin", "", backendApp(t, ""))
 	if code != exitFailure || !strings.Contains(stderr, in.front) {
 		t.Errorf("listening on a taken port: exit %d, stderr:\n%s", code, stderr)
+	}
+	code, stderr = runBinary(t, "serve", "--listen", "127.0.0.1:0", "--admin", in.admin, backendApp(t, ""))
+	if code != exitFailure || !strings.Contains(stderr, in.admin) {
+		t.Errorf("admin on a taken port: exit %d, stderr:\n%s", code, stderr)
 	}
 }
 
