@@ -57,7 +57,7 @@ http {
 // (option forwardfor) and X-Forwarded-Proto added.
 const haproxyConf = `global
     nbthread 1
-    maxconn 10000
+    maxconn 4096
 defaults
     mode http
     timeout connect 2s
