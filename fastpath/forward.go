@@ -25,6 +25,14 @@ const smallBodyBytes = 8 << 10
 // maxInterim bounds the 1xx responses accepted before the final one.
 const maxInterim = 16
 
+// sameBackendRetries bounds how often a retry asks the supervisor again
+// when it is handed the process that just failed; the pauses between asks
+// grow from sameBackendPause (5+10+20+40 ms at most, only on this path).
+const (
+	sameBackendRetries = 5
+	sameBackendPause   = 5 * time.Millisecond
+)
+
 var (
 	errTooLarge   = errors.New("request body exceeds maxAllowedContentLength")
 	errTruncated  = errors.New("backend closed the connection before the end of the response body")
@@ -159,11 +167,22 @@ func (x *exchange) forward() bool {
 	}
 }
 
-// try makes one attempt at forwarding. retry is true when nothing reached
-// a backend and the request may be sent again.
+// try makes one attempt at forwarding. retry is true when the request may
+// be sent again: nothing reached a backend, or an idempotent request whose
+// whole body is in memory got no byte of response.
 func (x *exchange) try(attempt int) (done, retry bool) {
 	ctx := x.ctx
 	b, outcome := x.rt.app.Acquire(ctx)
+	// A retry that is handed the process that just failed (the supervisor
+	// has not yet seen it die or probed it) asks again: the next process in
+	// rotation, or, with one process, the restarted one after a pause.
+	for i := 0; attempt > 0 && outcome == supervisor.Ready && b.PID() == x.pid && i < sameBackendRetries; i++ {
+		b.Release()
+		if i > 0 {
+			time.Sleep(sameBackendPause << (i - 1))
+		}
+		b, outcome = x.rt.app.Acquire(ctx)
+	}
 	switch outcome {
 	case supervisor.Ready:
 	case supervisor.StartFailed:
@@ -258,9 +277,12 @@ func (x *exchange) try(attempt int) (done, retry bool) {
 					return x.answerClientError(ce), false
 				}
 			}
-			if err == io.EOF && attempt == 0 && reused && x.idempotent && x.reqLen <= 0 && x.reqLen != -1 {
-				// A stale keep-alive connection: the backend closed it
-				// without reading the request.
+			if err == io.EOF && attempt == 0 && x.idempotent && !streamed {
+				// No byte of response (fasthttp reports any failure on the
+				// first byte as EOF): a stale keep-alive connection the
+				// backend closed without reading the request, or a backend
+				// that died with it. An idempotent request may be sent
+				// again (RFC 9110 §9.2.2), once.
 				up.flushIdle()
 				x.releaseBackend()
 				return false, true

@@ -456,9 +456,34 @@ func TestRetryRules(t *testing.T) {
 		if r.StatusCode != 502 || !strings.Contains(string(body), "HTTP Error 502.3") {
 			t.Errorf("%d %q", r.StatusCode, body)
 		}
-		waitFor(t, func() bool { return b.released.Load() == 2 }, "both attempts released")
-		if b.unreachable.Load() != 2 || b.released.Load() != 2 {
-			t.Errorf("unreachable %d released %d, want 2 and 2", b.unreachable.Load(), b.released.Load())
+		// The retry is handed the same (only) process and asks again a
+		// bounded number of times before it tries it: every acquire is
+		// released, and two connects were made.
+		waitFor(t, func() bool { return b.released.Load() == b.acquired.Load() }, "every acquire released")
+		if b.unreachable.Load() != 2 || b.acquired.Load() != 2+sameBackendRetries {
+			t.Errorf("unreachable %d acquired %d, want 2 and %d", b.unreachable.Load(), b.acquired.Load(), 2+sameBackendRetries)
+		}
+	})
+
+	t.Run("a retry does not go back to the process that just failed", func(t *testing.T) {
+		dead, _ := net.Listen("tcp", "127.0.0.1:0")
+		deadAddr := dead.Addr().String()
+		dead.Close()
+		addr, got := capturingBackend(t, okResponse)
+		h := newHarness(t, Config{}, "/")
+		bDead := h.backend("/", deadAddr)
+		h.backend("/", addr)
+		// The retry's first acquire gets the dead process again, as it
+		// does when the supervisor has not yet seen it die.
+		h.apps["/"].next.Store(0)
+		h.apps["/"].backends = append(h.apps["/"].backends[:1], bDead, h.apps["/"].backends[1])
+		c := dialRaw(t, h.addr)
+		if r, _ := c.roundTrip(get("a", "/")); r.StatusCode != 200 {
+			t.Fatalf("status %d", r.StatusCode)
+		}
+		recv(t, got)
+		if n := bDead.unreachable.Load(); n != 1 {
+			t.Errorf("dead process tried %d times, want 1", n)
 		}
 	})
 
@@ -519,6 +544,34 @@ func TestRetryRules(t *testing.T) {
 		}
 		if i := h.obs.wait(t, 2); !i.Retried {
 			t.Errorf("second request not marked retried: %+v", i)
+		}
+	})
+
+	t.Run("idempotent request whose backend died before answering is resent, body and all", func(t *testing.T) {
+		var conns atomic.Int64
+		bodies := make(chan string, 4)
+		dies := rawBackend(t, func(c net.Conn) {
+			r, err := readRawRequest(bufio.NewReader(c))
+			if err != nil {
+				return
+			}
+			bodies <- string(r.body)
+			if conns.Add(1)%2 == 1 {
+				return // read it, then die without a byte of answer
+			}
+			io.WriteString(c, okResponse)
+		})
+		h := newHarness(t, Config{}, "/")
+		h.backend("/", dies)
+		c := dialRaw(t, h.addr)
+		if r, _ := c.roundTrip("PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"); r.StatusCode != 200 {
+			t.Fatalf("PUT whose first backend connection died: %d, want 200", r.StatusCode)
+		}
+		if a, b := recv(t, bodies), recv(t, bodies); a != "abc" || b != "abc" {
+			t.Errorf("bodies %q and %q, want abc twice", a, b)
+		}
+		if i := h.obs.wait(t, 1); !i.Retried {
+			t.Errorf("not marked retried: %+v", i)
 		}
 	})
 
