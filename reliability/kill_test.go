@@ -1,0 +1,170 @@
+package reliability
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// loadResult is what a load run saw.
+type loadResult struct {
+	ok, failed int64
+	kills      int
+	errs       map[string]int // failure kind -> count
+}
+
+func (r loadResult) String() string {
+	var kinds []string
+	for k, n := range r.errs {
+		kinds = append(kinds, fmt.Sprintf("%dx %s", n, k))
+	}
+	return fmt.Sprintf("%d ok, %d failed, %d kills %v", r.ok, r.failed, r.kills, kinds)
+}
+
+// TestBackendSIGKILLUnderLoad runs 32 keep-alive connections of GETs
+// against an app while one of its backends is SIGKILLed every 2 s, with
+// processesPerApplication 1 and 3. GETs are idempotent and carry no body:
+// one whose backend died before it answered is sent again, so with three
+// processes none may fail; with one, the client waits for the restart.
+// The run lasts 10 s (20 s with LOOPGATE_LONG=1).
+func TestBackendSIGKILLUnderLoad(t *testing.T) {
+	dur := 10 * time.Second
+	if long() {
+		dur = 20 * time.Second
+	}
+	for _, ppa := range []int{1, 3} {
+		t.Run(fmt.Sprintf("processes=%d", ppa), func(t *testing.T) {
+			dir := appDir(t, fmt.Sprintf(`processesPerApplication="%d" rapidFailsPerMinute="100"`, ppa), nil)
+			l := startLoopgate(t, lgOptions{apps: []string{dir}, args: []string{"--access-log=false"}})
+			warm := client(t, 10*time.Second)
+			if code, _, err := get(warm, l.url("/")); err != nil || code != 200 {
+				t.Fatalf("first request: %d %v", code, err)
+			}
+			l.waitReady(t, ppa, 10*time.Second)
+			r := killUnderLoad(t, l, 32, dur, 2*time.Second)
+			t.Logf("processes=%d, 32 connections, %v, a SIGKILL every 2 s: %v", ppa, dur, r)
+			if r.kills < int(dur/(2*time.Second))-1 {
+				t.Errorf("only %d kills happened", r.kills)
+			}
+			if r.ok < 1000 {
+				t.Errorf("only %d requests succeeded: the load did not run", r.ok)
+			}
+			if r.failed != 0 {
+				t.Errorf("%d requests failed (want 0): %v; loopgate said %v", r.failed, r, badGateways(l))
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for int(l.status(t).Apps[0].Crashes) < r.kills && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if crashes := l.status(t).Apps[0].Crashes; int(crashes) < r.kills {
+				t.Errorf("supervisor counted %d crashes for %d kills", crashes, r.kills)
+			}
+		})
+	}
+}
+
+// killUnderLoad runs conns client loops of GET / for dur and SIGKILLs one
+// ready backend (rotating over slots) every period.
+func killUnderLoad(t *testing.T, l *lg, conns int, dur, period time.Duration) loadResult {
+	t.Helper()
+	var ok, failed atomic.Int64
+	var mu sync.Mutex
+	errs := map[string]int{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range conns {
+		c := client(t, 15*time.Second)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				code, body, err := get(c, l.url("/"))
+				switch {
+				case err != nil:
+					failed.Add(1)
+					mu.Lock()
+					errs[errKind(err)]++
+					mu.Unlock()
+				case code != 200 || !strings.HasPrefix(body, "pid="):
+					failed.Add(1)
+					mu.Lock()
+					errs[fmt.Sprintf("status %d", code)]++
+					mu.Unlock()
+				default:
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	kills := 0
+	var killed []int
+	tick := time.NewTicker(period)
+	end := time.After(dur)
+loop:
+	for {
+		select {
+		case <-tick.C:
+			pids := l.readyPIDs(t)
+			if len(pids) == 0 {
+				continue
+			}
+			pid := pids[kills%len(pids)]
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				kills++
+				killed = append(killed, pid)
+			}
+		case <-end:
+			break loop
+		}
+	}
+	tick.Stop()
+	close(stop)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("client loops did not stop within 20 s")
+	}
+	waitDead(t, killed, 5*time.Second)
+	return loadResult{ok: ok.Load(), failed: failed.Load(), kills: kills, errs: errs}
+}
+
+// badGateways tallies loopgate's "bad gateway" log lines by error, with
+// addresses left out.
+func badGateways(l *lg) map[string]int {
+	out := map[string]int{}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range l.lines {
+		if line.str("message") != "bad gateway" {
+			continue
+		}
+		e := line.str("error")
+		if i := strings.LastIndex(e, ": "); i >= 0 {
+			e = e[i+2:]
+		}
+		out[e]++
+	}
+	return out
+}
+
+// errKind shortens a client error to its kind for the report.
+func errKind(err error) string {
+	s := err.Error()
+	for _, k := range []string{"connection reset", "EOF", "timeout", "refused", "broken pipe"} {
+		if strings.Contains(s, k) {
+			return k
+		}
+	}
+	return s
+}
