@@ -17,13 +17,16 @@ import (
 
 // output takes a backend's stdout and stderr (DESIGN.md §4): into the stdout
 // log file when stdoutLogEnabled and the file could be created, otherwise
-// line by line into loopgate's log. Either way the first outputCaptureLimit
-// bytes are kept for a start-failure report. Safe for concurrent use.
+// line by line into loopgate's log. A file that stops taking writes (disk
+// full, I/O error) is closed with one warning and the rest of the output is
+// relayed instead, so nothing is lost silently. Either way the first
+// outputCaptureLimit bytes are kept for a start-failure report. Safe for
+// concurrent use.
 type output struct {
-	log  zerolog.Logger // has app and pid fields
-	file *os.File       // nil: relay to log
+	log zerolog.Logger // has app and pid fields
 
 	mu      sync.Mutex
+	file    *os.File // nil: relay to log
 	capture []byte
 	done    chan struct{} // closed when both streams reached EOF
 }
@@ -69,9 +72,11 @@ func startOutput(proc Proc, log zerolog.Logger, file *os.File) *output {
 	}
 	go func() {
 		wg.Wait()
+		o.mu.Lock()
 		if o.file != nil {
 			o.file.Close()
 		}
+		o.mu.Unlock()
 		close(o.done)
 	}()
 	return o
@@ -96,11 +101,17 @@ func (o *output) line(line []byte, stream string) {
 	if n := outputCaptureLimit - len(o.capture); n > 0 {
 		o.capture = append(o.capture, line[:min(n, len(line))]...)
 	}
-	if o.file != nil {
-		o.file.Write(line)
+	relay := o.file == nil
+	if !relay {
+		if _, err := o.file.Write(line); err != nil {
+			o.log.Warn().Err(err).Str("file", o.file.Name()).
+				Msg("could not write the stdout log file; relaying the rest of the output into this log")
+			o.file.Close()
+			o.file, relay = nil, true
+		}
 	}
 	o.mu.Unlock()
-	if o.file == nil {
+	if relay {
 		o.log.Info().Str("stream", stream).Msg(string(bytes.TrimRight(line, "\r\n")))
 	}
 }
