@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -218,7 +219,7 @@ func (s *Server) ServeListener(ln net.Listener, isTLS bool) error {
 		return nil
 	}
 	s.mu.Unlock()
-	var l net.Listener = &limitedListener{Listener: ln, lim: s.limiter, done: make(chan struct{})}
+	var l net.Listener = &limitedListener{Listener: ln, lim: s.limiter, log: s.log, done: make(chan struct{})}
 	if isTLS {
 		l = tls.NewListener(l, s.tlsConf)
 	}
@@ -365,13 +366,24 @@ func (l *connLimiter) closeAll() {
 }
 
 // limitedListener accepts only while the limiter has room, so connections
-// past MaxConns wait in the kernel's accept queue.
+// past MaxConns wait in the kernel's accept queue. It also rides out a
+// shortage of file descriptors or kernel memory (EMFILE, ENFILE, ENOBUFS,
+// ENOMEM), which fasthttp would take as the listener's end: it logs the
+// first failure, retries with a backoff from 5 ms to 1 s (the connections
+// wait in the accept queue meanwhile), and logs once more when accepting
+// works again. Accept is called from one goroutine.
 type limitedListener struct {
 	net.Listener
 	lim       *connLimiter
+	log       zerolog.Logger
 	done      chan struct{}
 	closeOnce sync.Once
 }
+
+const (
+	minAcceptBackoff = 5 * time.Millisecond
+	maxAcceptBackoff = time.Second
+)
 
 func (l *limitedListener) Accept() (net.Conn, error) {
 	select {
@@ -380,6 +392,9 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 		return nil, net.ErrClosed
 	}
 	c, err := l.Listener.Accept()
+	if err != nil && resourceShortage(err) {
+		c, err = l.retryAccept(err)
+	}
 	if err != nil {
 		<-l.lim.sem
 		return nil, err
@@ -390,6 +405,41 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 	l.lim.conns[tc] = struct{}{}
 	l.lim.mu.Unlock()
 	return tc, nil
+}
+
+// retryAccept keeps accepting after a resource shortage until it works,
+// another error comes or the listener closes.
+func (l *limitedListener) retryAccept(first error) (net.Conn, error) {
+	l.log.Error().Str("event", "accept_failing").Err(first).Str("addr", l.Addr().String()).
+		Msg("cannot accept connections; retrying, new connections wait in the kernel's accept queue")
+	since := time.Now()
+	failures := 1
+	backoff := minAcceptBackoff
+	t := time.NewTimer(backoff)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
+		c, err := l.Listener.Accept()
+		if err == nil || !resourceShortage(err) {
+			l.log.Warn().Str("event", "accept_recovered").Str("addr", l.Addr().String()).Int("failures", failures).
+				Dur("after", time.Since(since)).Msg("accepting connections again")
+			return c, err
+		}
+		failures++
+		backoff = min(2*backoff, maxAcceptBackoff)
+		t.Reset(backoff)
+	}
+}
+
+// resourceShortage reports whether an accept failed for want of file
+// descriptors or kernel memory: a passing condition, not the listener's end.
+func resourceShortage(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 func (l *limitedListener) Close() error {
