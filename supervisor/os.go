@@ -18,7 +18,9 @@ type OS interface {
 	// PortFree reports whether 127.0.0.1:port can be bound right now.
 	PortFree(port int) bool
 	// Probe reports whether a TCP connection to 127.0.0.1:port is accepted
-	// within timeout. It is the readiness and liveness check.
+	// within timeout. It is the readiness and liveness check. A connect that
+	// fails for want of loopgate's own resources (EMFILE, ENFILE, ENOBUFS,
+	// ENOMEM) cannot tell and reports true.
 	Probe(port int, timeout time.Duration) bool
 	// SendShutdown POSTs the graceful shutdown request of spec §4.5 to url
 	// with the headers MS-ASPNETCORE-EVENT: shutdown and

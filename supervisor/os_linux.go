@@ -172,10 +172,18 @@ func (realOS) PortFree(port int) bool {
 func (realOS) Probe(port int, timeout time.Duration) bool {
 	c, err := net.DialTimeout("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), timeout)
 	if err != nil {
-		return false
+		return localShortage(err)
 	}
 	c.Close()
 	return true
+}
+
+// localShortage reports whether a connect failed for want of loopgate's own
+// file descriptors or kernel memory. Such a probe says nothing about the
+// backend, and killing a healthy backend would only add a failed restart.
+func localShortage(err error) bool {
+	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) ||
+		errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM)
 }
 
 func (realOS) SendShutdown(url, token string, timeout time.Duration) (int, error) {
