@@ -8,8 +8,8 @@
 //	                        "token_ok": bool}: the header block as it arrived
 //	                        from loopgate (MS-ASPNETCORE-TOKEN values left out)
 //	                        and as the app sees it after the middleware
-//	GET  /hang              never answers (the request stays open until the
-//	                        process dies)
+//	GET  /hang              never answers (until loopgate gives up on it)
+//	GET  /sleep?ms=N        answers "slept" after N ms
 //	GET  /big?mb=N          N MiB of body (Content-Length), for slow readers
 //	GET  /stream?chunks=N   N lines, each flushed, 5 ms apart (chunked)
 //	POST /upload            reads the body and answers "n=<bytes> sum=<sum of
@@ -67,6 +67,15 @@ func main() {
 	})
 	mux.HandleFunc("GET /hang", func(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done() // loopgate gave up and closed the connection
+	})
+	mux.HandleFunc("GET /sleep", func(w http.ResponseWriter, r *http.Request) {
+		ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+		if err != nil || ms < 0 || ms > 600000 {
+			http.Error(w, "ms: want 0..600000", http.StatusBadRequest)
+			return
+		}
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		fmt.Fprint(w, "slept")
 	})
 	mux.HandleFunc("GET /big", func(w http.ResponseWriter, r *http.Request) {
 		mb, err := strconv.Atoi(r.URL.Query().Get("mb"))
