@@ -18,12 +18,12 @@
 # Run with --init (or tini): loopgate then is not PID 1 and orphaned
 # grandchildren of a backend get reaped.
 #
-# eBPF loopback acceleration (--accel auto, the default) needs CAP_BPF and
+# eBPF loopback acceleration (--accel auto, the default) needs CAP_BPF, CAP_PERFMON and
 # CAP_NET_ADMIN in the effective set and a cgroup v2 hierarchy, which a
 # non-root user does not get from --cap-add. Without them loopgate logs why
 # and forwards over plain loopback TCP, which is what this image does by
 # default. To enable it:
-#   docker run --init --user 0 --cap-add BPF --cap-add NET_ADMIN ... loopgate
+#   docker run --init --user 0 --cap-add BPF --cap-add PERFMON --cap-add NET_ADMIN ... loopgate
 # (the backends then run as root too).
 
 ARG GO_VERSION=1.26
