@@ -242,8 +242,14 @@ func (x *exchange) try(attempt int) (done, retry bool) {
 	x.head = appendRequestHead(x.head[:0], &ctx.Request.Header, &x.ri, &in)
 	x.head = append(x.head, x.body...)
 	streamed := x.reqLen > smallBodyBytes || x.reqLen == -1
-	setDeadline(conn.SetWriteDeadline, rt)
-	if _, err := conn.Write(x.head); err != nil {
+	// One deadline for the write and the response head that follows it.
+	setDeadline(conn.SetDeadline, rt)
+	if streamed {
+		_, err = conn.Write(x.head)
+	} else {
+		err = writeAwait(conn, x.head)
+	}
+	if err != nil {
 		x.dropConn()
 		if attempt == 0 {
 			// The backend had closed this connection (or never took it):
@@ -263,7 +269,9 @@ func (x *exchange) try(attempt int) (done, retry bool) {
 	rh := &ctx.Response.Header
 	rh.EnableNormalizing()
 	for interim := 0; ; interim++ {
-		setDeadline(conn.SetReadDeadline, rt)
+		if interim > 0 {
+			setDeadline(conn.SetReadDeadline, rt)
+		}
 		err = rh.Read(x.br)
 		if err != nil {
 			x.stopPump()

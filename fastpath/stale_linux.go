@@ -7,13 +7,14 @@ import (
 )
 
 // backendConn is a dialed backend connection with what the staleness probe
-// needs prepared once, at dial time, so probing allocates nothing. It is
-// used by one request at a time.
+// and writeAwait need prepared once, at dial time, so neither allocates. It
+// is used by one request at a time.
 type backendConn struct {
 	*net.TCPConn
 	rc    syscall.RawConn
 	peek  func(fd uintptr) bool
 	stale bool
+	await awaitState
 }
 
 func newBackendConn(c *net.TCPConn) (*backendConn, error) {
@@ -31,6 +32,7 @@ func newBackendConn(c *net.TCPConn) (*backendConn, error) {
 		bc.stale = errno != syscall.EAGAIN
 		return true
 	}
+	bc.await.init()
 	return bc, nil
 }
 

@@ -1,0 +1,78 @@
+package fastpath
+
+import (
+	"net"
+	"syscall"
+)
+
+// awaitState is writeAwait's per-connection state, with the callback made
+// once so that a call allocates nothing.
+type awaitState struct {
+	out   []byte
+	n     int   // bytes of out written
+	wrote bool  // the write was attempted
+	err   error // a write error other than EAGAIN
+	fn    func(fd uintptr) bool
+}
+
+func (a *awaitState) init() {
+	a.fn = func(fd uintptr) bool {
+		if a.wrote {
+			return true // called again: the answer is readable
+		}
+		a.wrote = true
+		for a.n < len(a.out) {
+			n, err := syscall.Write(int(fd), a.out[a.n:])
+			if n > 0 {
+				a.n += n
+			}
+			switch err {
+			case nil:
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return true // the rest goes out through the blocking Write
+			default:
+				a.err = err
+				return true
+			}
+		}
+		return false // wait for readability
+	}
+}
+
+// writeAwait writes a whole request (nothing follows it) to the backend and
+// returns when the answer can be read, or when the read deadline passes:
+// the next read then finds what it waits for, or reports the deadline.
+//
+// Why: a plain Write followed by a Read always costs one read(2) that fails
+// with EAGAIN, since the backend cannot have answered yet; on a loaded host
+// that is one of the five system calls a proxied request needs. Waiting
+// first is only safe if readiness is reset before the write (Go's netpoller
+// forgets an edge that came before the wait began), so the write is made
+// from inside RawConn.Read, whose reset precedes the callback. The write
+// deadline applies when the socket buffer is full and the rest is written
+// by the ordinary Write.
+//
+// An error means the request may not have been sent whole; nothing of it
+// was if the error came before the first byte.
+func writeAwait(c net.Conn, p []byte) error {
+	bc, ok := c.(*backendConn)
+	if !ok {
+		_, err := c.Write(p)
+		return err
+	}
+	a := &bc.await
+	a.out, a.n, a.wrote, a.err = p, 0, false, nil
+	err := bc.rc.Read(a.fn)
+	a.out = nil
+	switch {
+	case !a.wrote:
+		return &net.OpError{Op: "write", Net: "tcp", Err: err} // failed before the write
+	case a.err != nil:
+		return &net.OpError{Op: "write", Net: "tcp", Err: a.err}
+	case a.n < len(p):
+		_, err = bc.TCPConn.Write(p[a.n:])
+		return err
+	}
+	return nil // a wait that ended on the deadline is for the next read to report
+}
