@@ -1,0 +1,74 @@
+package fastpath
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestSlowReaderCut: a client that requests a large response and stops
+// reading is disconnected SendTimeout after its buffers filled, the
+// backend request ends with it, and another client is served meanwhile.
+func TestSlowReaderCut(t *testing.T) {
+	const size = 256 << 20
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/big" {
+			io.WriteString(w, "ok")
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		buf := make([]byte, 1<<20)
+		for range size >> 20 {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(backend.Close)
+	h := newHarness(t, Config{SendTimeout: 500 * time.Millisecond}, "/")
+	b := h.backend("/", backend.Listener.Addr().String())
+
+	slow := dialRaw(t, h.addr)
+	slow.send(get("a", "/big"))
+	start := time.Now()
+	other := h.client()
+	for i := 0; time.Since(start) < 2*time.Second; i++ {
+		resp, err := other.Get(h.url("/small"))
+		if err != nil {
+			t.Fatalf("other client, request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("other client, request %d: %d", i, resp.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitFor(t, func() bool { return h.srv.InFlight() == 0 }, "the slow reader's exchange ended")
+	if b.released.Load() != b.acquired.Load() {
+		t.Errorf("backend acquired %d, released %d", b.acquired.Load(), b.released.Load())
+	}
+	_ = slow.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, _ := io.Copy(io.Discard, slow.c)
+	if n >= size {
+		t.Errorf("the slow reader got all %d bytes: not cut", n)
+	}
+	h.obs.mu.Lock()
+	defer h.obs.mu.Unlock()
+	found := false
+	for _, i := range h.obs.infos {
+		if i.BytesOut > 0 && i.BytesOut < size && i.Status == 200 && i.BytesOut != 2 {
+			found = true
+			if !i.Aborted {
+				t.Errorf("slow reader's request not recorded as aborted: %+v", i)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no observation of the slow reader's request")
+	}
+	t.Logf("slow reader cut after %d bytes", n)
+}
