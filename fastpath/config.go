@@ -47,8 +47,9 @@ type Config struct {
 	// request for this long. Default 75 s (nginx keepalive_timeout).
 	IdleTimeout time.Duration
 	// MaxConns bounds concurrent client connections over all listeners.
-	// Past it, new connections wait in the kernel's accept queue (HAProxy
-	// maxconn). Default 10000.
+	// Past it, the keep-alive connection idle longest is closed to admit a
+	// new one (nginx does the same); with none idle, new connections wait in
+	// the kernel's accept queue (HAProxy maxconn). Default 10000.
 	MaxConns int
 
 	// ConnectTimeout bounds a connect to a backend on loopback. A refused or

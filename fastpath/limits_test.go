@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -55,7 +56,7 @@ func TestEdgeLimits(t *testing.T) {
 		}
 	})
 
-	t.Run("connections past MaxConns wait for a free slot", func(t *testing.T) {
+	t.Run("past MaxConns the longest-idle keep-alive connection makes room", func(t *testing.T) {
 		waitFor(t, func() bool { return h.srv.OpenConns() == 0 }, "earlier connections closed")
 		a, b := dialRaw(t, h.addr), dialRaw(t, h.addr)
 		for _, c := range []*rawConn{a, b} {
@@ -63,25 +64,61 @@ func TestEdgeLimits(t *testing.T) {
 				t.Fatal(r.StatusCode)
 			}
 			recv(t, got)
+			time.Sleep(10 * time.Millisecond) // a is idle longer than b
 		}
-		third := dialRaw(t, h.addr) // the kernel accepts; loopgate does not yet
-		third.send(get("a", "/third"))
-		_ = third.c.SetReadDeadline(time.Now().Add(150 * time.Millisecond))
-		if _, err := third.br.Peek(1); err == nil {
-			t.Fatalf("third connection served past MaxConns")
-		}
-		select {
-		case r := <-got:
-			t.Fatalf("backend got %q past MaxConns", r.lines()[0])
-		default:
-		}
-		a.c.Close()
-		_ = third.c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		r, _ := third.response("GET")
+		third := dialRaw(t, h.addr)
+		r, _ := third.roundTrip(get("a", "/third"))
 		if r.StatusCode != 200 || !strings.Contains(recv(t, got).lines()[0], "/third") {
-			t.Errorf("third connection after a slot freed: %d", r.StatusCode)
+			t.Errorf("third connection: %d", r.StatusCode)
 		}
+		if !a.closedByPeer(time.Second) {
+			t.Errorf("the longest-idle connection was not closed")
+		}
+		if r, _ := b.roundTrip(get("a", "/b-again")); r.StatusCode != 200 {
+			t.Errorf("the other idle connection: %d", r.StatusCode)
+		}
+		recv(t, got)
 	})
+}
+
+// TestMaxConnsBusyWait: past MaxConns with every connection busy, a new
+// connection waits in the accept queue until one is free.
+func TestMaxConnsBusyWait(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			select {
+			case <-release:
+			case <-time.After(10 * time.Second):
+			}
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(backend.Close)
+	h := newHarness(t, Config{MaxConns: 2}, "/")
+	h.backend("/", backend.Listener.Addr().String())
+	a, b := dialRaw(t, h.addr), dialRaw(t, h.addr)
+	a.send(get("a", "/hold"))
+	b.send(get("a", "/hold"))
+	waitFor(t, func() bool { return h.srv.InFlight() == 2 }, "both requests in flight")
+	third := dialRaw(t, h.addr) // the kernel accepts; loopgate does not yet
+	third.send(get("a", "/third"))
+	_ = third.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := third.br.Peek(1); err == nil {
+		t.Fatalf("third connection served past MaxConns while both others were busy")
+	}
+	once.Do(func() { close(release) })
+	for _, c := range []*rawConn{a, b} {
+		if r, _ := c.response("GET"); r.StatusCode != 200 {
+			t.Errorf("held request: %d", r.StatusCode)
+		}
+	}
+	_ = third.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if r, _ := third.response("GET"); r.StatusCode != 200 {
+		t.Errorf("third connection once the others were idle: %d", r.StatusCode)
+	}
 }
 
 // TestShutdownDrains: Shutdown waits for a response in flight, then

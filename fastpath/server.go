@@ -110,6 +110,7 @@ func New(cfg Config, apps []App, logger zerolog.Logger) (*Server, error) {
 		Concurrency:                   c.MaxConns + 1, // the listener limit is the real one
 		CloseOnShutdown:               true,
 		SecureErrorLogMessage:         true,
+		ConnState:                     connState,
 	}
 	return s, nil
 }
@@ -341,12 +342,93 @@ func resetConn(c net.Conn) {
 }
 
 // connLimiter bounds open client connections across listeners and can
-// close them all at a forced shutdown. Safe for concurrent use.
+// close them all at a forced shutdown. At the limit it makes room by
+// closing the keep-alive connection that has been idle longest, as nginx
+// does: a client reopens an idle connection for free, while a new client
+// kept waiting gets nothing. Safe for concurrent use.
 type connLimiter struct {
-	sem   chan struct{} // a slot is taken before Accept, so accepting waits when full
-	open  atomic.Int64  // accepted and not yet closed
-	mu    sync.Mutex
-	conns map[*trackedConn]struct{}
+	sem      chan struct{} // a slot per handed-out connection
+	open     atomic.Int64  // accepted and not yet closed
+	reclaims atomic.Int64  // idle connections closed to make room
+	lastWarn atomic.Int64  // unix ns of the last "limit reached" warning
+	mu       sync.Mutex
+	conns    map[*trackedConn]struct{}
+}
+
+// reclaimWait is how long Accept waits at the limit for a slot before it
+// looks for an idle connection to close again.
+const reclaimWait = 50 * time.Millisecond
+
+// take waits for a connection slot, closing idle connections to make room;
+// false when done closes first.
+func (l *connLimiter) take(done <-chan struct{}, log *zerolog.Logger) bool {
+	select {
+	case l.sem <- struct{}{}:
+		return true
+	case <-done:
+		return false
+	default:
+	}
+	var t *time.Timer
+	for {
+		if l.closeIdlest() {
+			l.reclaims.Add(1)
+			if now := time.Now().UnixNano(); now-l.lastWarn.Load() > int64(time.Minute) {
+				l.lastWarn.Store(now)
+				log.Warn().Str("event", "max_conns").Int("max_conns", cap(l.sem)).Int64("reclaimed", l.reclaims.Load()).
+					Msg("connection limit reached; closing the longest-idle keep-alive connections to admit new ones")
+			}
+		}
+		if t == nil {
+			t = time.NewTimer(reclaimWait)
+			defer t.Stop()
+		} else {
+			t.Reset(reclaimWait)
+		}
+		select {
+		case l.sem <- struct{}{}:
+			return true
+		case <-done:
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+// closeIdlest closes the connection idle longest between two requests, if
+// any is; connections that are new, busy or hijacked are never closed.
+func (l *connLimiter) closeIdlest() bool {
+	var idlest *trackedConn
+	var since int64
+	l.mu.Lock()
+	for c := range l.conns {
+		if at := c.idleSince.Load(); at != 0 && (idlest == nil || at < since) {
+			idlest, since = c, at
+		}
+	}
+	l.mu.Unlock()
+	if idlest == nil {
+		return false
+	}
+	_ = idlest.Close()
+	return true
+}
+
+// connState is fasthttp's ConnState hook: it marks connections idle between
+// requests, for the limiter.
+func connState(c net.Conn, st fasthttp.ConnState) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	tc, ok := c.(*trackedConn)
+	if !ok {
+		return
+	}
+	if st == fasthttp.StateIdle {
+		tc.idleSince.Store(time.Now().UnixNano())
+	} else {
+		tc.idleSince.Store(0)
+	}
 }
 
 func newConnLimiter(n int) *connLimiter {
@@ -365,8 +447,10 @@ func (l *connLimiter) closeAll() {
 	}
 }
 
-// limitedListener accepts only while the limiter has room, so connections
-// past MaxConns wait in the kernel's accept queue. It also rides out a
+// limitedListener hands out a connection only while the limiter has room
+// (closing idle keep-alive connections to make some): past MaxConns with
+// none idle, one accepted connection waits for a slot and the others in
+// the kernel's accept queue. It also rides out a
 // shortage of file descriptors or kernel memory (EMFILE, ENFILE, ENOBUFS,
 // ENOMEM), which fasthttp would take as the listener's end: it logs the
 // first failure, retries with a backoff from 5 ms to 1 s (the connections
@@ -386,18 +470,18 @@ const (
 )
 
 func (l *limitedListener) Accept() (net.Conn, error) {
-	select {
-	case l.lim.sem <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
 	c, err := l.Listener.Accept()
 	if err != nil && resourceShortage(err) {
 		c, err = l.retryAccept(err)
 	}
 	if err != nil {
-		<-l.lim.sem
 		return nil, err
+	}
+	// The slot is taken after the accept, so idle connections are closed
+	// only for a client that is really waiting.
+	if !l.lim.take(l.done, &l.log) {
+		_ = c.Close()
+		return nil, net.ErrClosed
 	}
 	tc := &trackedConn{Conn: c, lim: l.lim}
 	l.lim.open.Add(1)
@@ -450,8 +534,9 @@ func (l *limitedListener) Close() error {
 // trackedConn gives its limiter slot back when closed.
 type trackedConn struct {
 	net.Conn
-	lim    *connLimiter
-	closed atomic.Bool
+	lim       *connLimiter
+	closed    atomic.Bool
+	idleSince atomic.Int64 // unix ns since it waits for a next request; 0: new, busy or hijacked
 }
 
 func (c *trackedConn) Close() error {
