@@ -1,0 +1,148 @@
+package reliability
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestTenThousandIdleConnections opens 10,000 keep-alive connections, each
+// after one request, and holds them idle for 5 s (30 s with
+// LOOPGATE_LONG=1) while a fresh client makes a new connection and a
+// request every 100 ms. --max-conns is set just above 10,000 (at the
+// default 10000, each new connection would close the longest-idle one:
+// fastpath's TestEdgeLimits). Every new request must be served, loopgate's
+// RSS per held connection stays under a bound, all 10,000 stay open and a
+// sample of them is still usable at the end.
+func TestTenThousandIdleConnections(t *testing.T) {
+	const (
+		conns     = 10000
+		maxPerCon = 48 << 10 // bytes of loopgate RSS per idle connection
+	)
+	hold := 5 * time.Second
+	if long() {
+		hold = 30 * time.Second
+	}
+	// Both ends need a descriptor per connection: raise the soft limit to
+	// the hard one (loopgate inherits it; the Go runtime raises its own
+	// soft limit the same way) and skip where the hard limit is too low.
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Max < conns+conns/2 {
+		t.Skipf("RLIMIT_NOFILE hard limit %d: too low for %d connections", lim.Max, conns)
+	}
+	lim.Cur = lim.Max
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	dir := appDir(t, "", nil)
+	l := startLoopgate(t, lgOptions{apps: []string{dir}, noFile: lim.Max, args: []string{"--access-log=false", "--accel", "off", "--max-conns", "10100"}})
+	c := client(t, 10*time.Second)
+	if code, _, err := get(c, l.url("/")); err != nil || code != 200 {
+		t.Fatalf("first request: %d %v", code, err)
+	}
+	killAtCleanup(t, l.waitReady(t, 1, 5*time.Second)...)
+	base, _ := readProc(l.cmd.Process.Pid)
+
+	held := make([]*clientConn, conns)
+	var wg sync.WaitGroup
+	errc := make(chan error, 16)
+	start := time.Now()
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < conns; i += 16 {
+				nc, err := net.DialTimeout("tcp", l.front, 10*time.Second)
+				if err != nil {
+					errc <- err
+					return
+				}
+				cc := &clientConn{c: nc, br: bufio.NewReaderSize(nc, 512)}
+				held[i] = cc
+				if code, err := cc.roundTrip("/"); err != nil || code != 200 {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, cc := range held {
+			if cc != nil {
+				cc.c.Close()
+			}
+		}
+	})
+	select {
+	case err := <-errc:
+		t.Fatalf("opening the idle connections: %v", err)
+	default:
+	}
+	opened := time.Since(start)
+
+	// New connections and requests while they are held.
+	var slow time.Duration
+	served := 0
+	for end := time.Now().Add(hold); time.Now().Before(end); {
+		fresh := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		t0 := time.Now()
+		code, _, err := get(fresh, l.url("/"))
+		d := time.Since(t0)
+		if err != nil || code != 200 {
+			t.Fatalf("new request while %d connections are held: %d %v", conns, code, err)
+		}
+		served++
+		slow = max(slow, d)
+		time.Sleep(100 * time.Millisecond)
+	}
+	st, err := readProc(l.cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perConn := (st.rssKB - base.rssKB) * 1024 / conns
+	t.Logf("%d idle keep-alive connections opened in %v and held %v: loopgate RSS %d MiB -> %d MiB (%d KiB per connection), %d fds, %d threads; %d new requests served meanwhile, slowest %v",
+		conns, opened.Round(time.Millisecond), hold, base.rssKB>>10, st.rssKB>>10, perConn>>10, st.openFDs, st.threads, served, slow.Round(time.Millisecond))
+	if perConn > maxPerCon {
+		t.Errorf("%d bytes of RSS per idle connection, bound %d", perConn, maxPerCon)
+	}
+	if open := metric(t, l, "loopgate_client_connections"); open < conns {
+		t.Errorf("loopgate has %v client connections open, want the %d held", open, conns)
+	}
+	// The held connections still work: a sample of them, one request each.
+	for i := 0; i < conns; i += conns / 100 {
+		if code, err := held[i].roundTrip("/"); err != nil || code != 200 {
+			t.Fatalf("held connection %d after %v: %d %v", i, hold, code, err)
+		}
+	}
+}
+
+// metric reads one unlabelled gauge or counter from /metrics.
+func metric(t *testing.T, l *lg, name string) float64 {
+	t.Helper()
+	_, body, err := get(&http.Client{Timeout: 5 * time.Second}, "http://"+l.admin+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", name)
+	return 0
+}
