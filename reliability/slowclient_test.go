@@ -11,16 +11,18 @@ import (
 )
 
 // TestSlowloris holds 200 connections that send a request head one byte a
-// second. loopgate's header timeout (10 s, fastpath's default: serve has
-// no flag for it) must cut every one of them, while four ordinary clients
-// keep being served; their latency is measured and bounded generously.
+// second. loopgate's header timeout (--header-read-timeout 3s; the
+// default 10 s with LOOPGATE_LONG=1) must cut every one of them, while
+// four ordinary clients keep being served; their latency is measured and
+// bounded generously.
 func TestSlowloris(t *testing.T) {
-	const (
-		attackers     = 200
+	const attackers = 200
+	headerTimeout := 3 * time.Second
+	if long() {
 		headerTimeout = 10 * time.Second
-	)
+	}
 	dir := appDir(t, "", nil)
-	l := startLoopgate(t, lgOptions{apps: []string{dir}, args: []string{"--access-log=false"}})
+	l := startLoopgate(t, lgOptions{apps: []string{dir}, args: []string{"--access-log=false", "--header-read-timeout", headerTimeout.String()}})
 	if code, _, err := get(client(t, 10*time.Second), l.url("/")); err != nil || code != 200 {
 		t.Fatalf("first request: %d %v", code, err)
 	}
@@ -75,27 +77,28 @@ func TestSlowloris(t *testing.T) {
 	lat.check(t)
 }
 
-// TestSlowReaderE2E requests 64 MiB and reads none of it. With
-// LOOPGATE_LONG=1 only: loopgate's send timeout is fastpath's default 60 s
-// (fastpath's TestSlowReaderCut covers the mechanism with a short one).
-func TestSlowReaderE2E(t *testing.T) {
-	if !long() {
-		t.Skip("takes over a minute (fastpath's 60 s send timeout); run with LOOPGATE_LONG=1")
+// TestSlowReader requests 64 MiB and reads none of it: once the kernel
+// buffers are full, loopgate's writes stall and the send timeout
+// (--send-timeout 2s; the default 60 s with LOOPGATE_LONG=1) cuts the
+// connection, while four ordinary clients keep being served.
+func TestSlowReader(t *testing.T) {
+	sendTimeout := 2 * time.Second
+	if long() {
+		sendTimeout = 60 * time.Second
 	}
-	const sendTimeout = 60 * time.Second
 	dir := appDir(t, "", nil)
-	l := startLoopgate(t, lgOptions{apps: []string{dir}, args: []string{"--access-log=false"}})
+	l := startLoopgate(t, lgOptions{apps: []string{dir}, args: []string{"--access-log=false", "--send-timeout", sendTimeout.String()}})
 	c := dialRaw(t, l.front, 3*time.Minute)
 	if _, err := io.WriteString(c, "GET /big?mb=64 HTTP/1.1\r\nHost: slow\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	// Read nothing; the kernel buffers fill, then loopgate's writes stall.
-	lat := normalLoad(t, l, 4, sendTimeout+5*time.Second)
+	lat := normalLoad(t, l, 4, sendTimeout+3*time.Second)
 	// Now drain: the connection must end short of 64 MiB.
 	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	n, _ := io.Copy(io.Discard, c)
-	t.Logf("slow reader got %d of %d bytes before being cut; ordinary clients meanwhile: %v", n, 64<<20, lat)
+	t.Logf("slow reader (send timeout %v) got %d of %d bytes before being cut; ordinary clients meanwhile: %v", sendTimeout, n, 64<<20, lat)
 	if n >= 64<<20 {
 		t.Errorf("the slow reader got the whole body after %v: not cut", time.Since(start))
 	}
