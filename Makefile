@@ -31,6 +31,17 @@ run: build example
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./fastpath/... ./supervisor/... ./bench/...
 
+# loopgate vs nginx vs HAProxy on this machine (installs them from Debian as
+# root when missing); writes bench/results/latest.md and latest.svg.
+.PHONY: bench-compare bench-guard
+bench-compare:
+	$(GO) run ./bench/cmd/compare
+
+# Hot-path micro-benchmarks (-count=6) against bench/baseline.txt: fails on
+# any allocation or a significant slowdown beyond 15 %. Not part of test.
+bench-guard:
+	$(GO) run ./bench/cmd/guard
+
 # bpf2go needs clang, llvm (llvm-strip) and libbpf-dev (bpf_helpers.h).
 generate: bpf-deps
 	$(GO) generate ./bpf/...
