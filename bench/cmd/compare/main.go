@@ -294,6 +294,7 @@ func startTargets(c config, bins harness.Binaries, tmp string, cpu int) (map[str
 // sample is one repetition's numbers for one target and body.
 type sample struct {
 	rps, p50, p90, proxyCPU, backendCPU float64 // req/s, µs, µs, µs/req, µs/req
+	satP99                              float64 // µs at saturation
 	errors                              int64
 }
 
@@ -381,6 +382,7 @@ func measureOne(self string, c config, t *target, b body, loadCPU int) (sample, 
 	s.rps = sat.RPS()
 	s.p50 = float64(lat.P50) / 1e3
 	s.p90 = float64(lat.P90) / 1e3
+	s.satP99 = float64(sat.P99) / 1e3
 	s.proxyCPU = float64(p1-p0) / 1e3 / float64(sat.Requests)
 	s.backendCPU = float64(b1-b0) / 1e3 / float64(sat.Requests)
 	s.errors = sat.Errors + lat.Errors

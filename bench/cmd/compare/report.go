@@ -102,12 +102,12 @@ func (r report) markdown() string {
 				cpu, cpuRatio, s.backendCPU, s.errors)
 		}
 	}
-	fmt.Fprintf(&b, "\n## Every repetition\n\nreq/s @%d conns / p50 µs / proxy CPU µs per request, in measurement order.\n\n", r.cfg.conns)
+	fmt.Fprintf(&b, "\n## Every repetition\n\nreq/s @%d conns / p99 µs @%d conns / p50 µs @1 conn / proxy CPU µs per request / errors, in measurement order.\n\n", r.cfg.conns, r.cfg.conns)
 	for _, bd := range r.cfg.bodies {
 		for _, t := range r.targets {
 			fmt.Fprintf(&b, "- %s %s:", bd.Name, t)
 			for _, s := range r.results[bd.Name][t] {
-				fmt.Fprintf(&b, " %.0f/%.1f/%.1f;", s.rps, s.p50, s.proxyCPU)
+				fmt.Fprintf(&b, " %.0f/%.0f/%.1f/%.1f/%d;", s.rps, s.satP99, s.p50, s.proxyCPU, s.errors)
 			}
 			b.WriteString("\n")
 		}

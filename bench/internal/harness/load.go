@@ -187,8 +187,8 @@ func RunLoad(o LoadOptions) (LoadResult, error) {
 					if c, err = Dial(o.Addr, o.Request, o.WantBody); err != nil {
 						fail(err)
 						time.Sleep(10 * time.Millisecond)
-						continue
 					}
+					continue // the dial is not part of the next request's time
 				}
 				if err := c.Do(); err != nil {
 					fail(err)
