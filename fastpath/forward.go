@@ -25,6 +25,10 @@ const smallBodyBytes = 8 << 10
 // maxInterim bounds the 1xx responses accepted before the final one.
 const maxInterim = 16
 
+// maxDiscardBytes bounds the request body loopgate reads and drops to give
+// its own early answer on a clean connection (see answer).
+const maxDiscardBytes = 4 << 20
+
 // sameBackendRetries bounds how often a retry asks the supervisor again
 // when it is handed the process that just failed; the pauses between asks
 // grow from sameBackendPause (5+10+20+40 ms at most, only on this path).
@@ -842,9 +846,17 @@ var strTextHTML = []byte("text/html")
 
 // answer answers status with body (nil for none) from loopgate itself. A
 // request body that was not read to its end makes the client connection
-// close after the answer, so its rest is never taken for a request.
+// close after the answer, so its rest is never taken for a request. An
+// answer given before any of a body of at most maxDiscardBytes was read
+// (503 offline, 502.5, 404) reads and drops that body first: a client
+// still sending it would otherwise meet a reset on the closed connection
+// and lose the answer, and the connection stays usable.
 func (x *exchange) answer(status int, body []byte) bool {
 	x.releaseBackend()
+	if !x.consumed && x.pumpBuf == nil && x.reqLen > 0 && x.reqLen <= maxDiscardBytes &&
+		status != fasthttp.StatusRequestEntityTooLarge && status != fasthttp.StatusBadRequest {
+		x.consumed = x.discardBody()
+	}
 	r := &x.ctx.Response
 	r.Header.SetStatusCode(status)
 	r.SetBodyRaw(body)
@@ -855,4 +867,24 @@ func (x *exchange) answer(status int, body []byte) bool {
 	x.bodyEnd = true
 	setDeadline(x.ctx.Conn().SetWriteDeadline, x.s.cfg.SendTimeout)
 	return true
+}
+
+// discardBody reads the rest of the request body and drops it, each read
+// bounded by BodyReadTimeout; false when the client failed or stalled.
+func (x *exchange) discardBody() bool {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	r := x.ctx.RequestBodyStream()
+	cc := x.ctx.Conn()
+	for {
+		setDeadline(cc.SetReadDeadline, x.s.cfg.BodyReadTimeout)
+		n, err := r.Read(*bp)
+		x.bytesIn += int64(n)
+		if err == io.EOF {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
 }
