@@ -16,6 +16,9 @@
 //	                        the bytes mod 2^32>"
 //	GET  /ws                WebSocket echo
 //
+// It stops gracefully (in-flight requests and WebSocket sessions finish, at
+// most 10 s) on loopgate's shutdown request, SIGTERM or SIGINT.
+//
 // Environment:
 //
 //	FA_BACKLOG=n            listen(2) backlog (default: the kernel's somaxconn);
@@ -26,14 +29,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -131,17 +137,43 @@ func main() {
 		}
 		fmt.Fprintf(w, "n=%d sum=%d", n, sum)
 	})
+	// WebSocket sessions are hijacked, so Shutdown does not wait for them;
+	// the graceful stop does.
+	var sessions sync.WaitGroup
 	mux.Handle("GET /ws", websocket.Handler(func(c *websocket.Conn) {
+		sessions.Add(1)
+		defer sessions.Done()
 		_, _ = io.Copy(c, c)
 	}))
 
-	app := cfg.Middleware(pairing.Options{})(mux)
+	stop := make(chan struct{})
+	var once sync.Once
+	app := cfg.Middleware(pairing.Options{Stop: func() { once.Do(func() { close(stop) }) }})(mux)
 	srv := &http.Server{Handler: headersFirst(cfg, app), ReadHeaderTimeout: 10 * time.Second}
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
+	served := make(chan error, 1)
 	fmt.Printf("listening on %s pid %d\n", ln.Addr(), os.Getpid())
-	if err := srv.Serve(ln); err != nil {
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case <-stop:
+	case <-sigc:
+	case err := <-served:
 		fmt.Fprintln(os.Stderr, "faultapp:", err)
 		os.Exit(1)
 	}
+	// The graceful stop of a hosted app: finish what is in flight (up to
+	// 10 s, loopgate's default shutdownTimeLimit), then exit.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+	done := make(chan struct{})
+	go func() { sessions.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	fmt.Printf("stopped pid %d\n", os.Getpid())
 }
 
 // headersFirst answers /headers itself, with the header block as loopgate
