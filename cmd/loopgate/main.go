@@ -22,6 +22,9 @@ const (
 )
 
 func main() {
+	if code, ok := runAsInit(os.Environ(), os.Stderr); ok {
+		os.Exit(code)
+	}
 	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
 
