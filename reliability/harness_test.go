@@ -114,6 +114,7 @@ type lgOptions struct {
 	args   []string // extra serve flags; --listen 127.0.0.1:0 unless one is given
 	apps   []string // APP arguments
 	noFile uint64   // RLIMIT_NOFILE (soft and hard) for loopgate; 0 keeps the inherited one
+	wrap   []string // a command loopgate runs under, e.g. unshare
 }
 
 // startLoopgate runs loopgate serve, waits for "ready" and learns the bound
@@ -131,6 +132,9 @@ func startLoopgate(t *testing.T, o lgOptions) *lg {
 	}
 	args = append(append(args, o.args...), o.apps...)
 	cmd := exec.Command(loopgateBin, args...)
+	if len(o.wrap) > 0 {
+		cmd = exec.Command(o.wrap[0], append(append(o.wrap[1:], loopgateBin), args...)...)
+	}
 	cmd.Env = os.Environ()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -15,6 +15,8 @@
 //	POST /upload            reads the body and answers "n=<bytes> sum=<sum of
 //	                        the bytes mod 2^32>"
 //	GET  /ws                WebSocket echo
+//	GET  /orphan            starts a shell that leaves a short sleep behind it
+//	                        (an orphan, re-parented to PID 1) and exits
 //
 // It stops gracefully (in-flight requests and WebSocket sessions finish, at
 // most 10 s) on loopgate's shutdown request, SIGTERM or SIGINT.
@@ -36,6 +38,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -136,6 +139,13 @@ func main() {
 			}
 		}
 		fmt.Fprintf(w, "n=%d sum=%d", n, sum)
+	})
+	mux.HandleFunc("GET /orphan", func(w http.ResponseWriter, r *http.Request) {
+		if err := exec.Command("/bin/sh", "-c", "sleep 0.2 & exit 0").Run(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprint(w, "orphaned")
 	})
 	// WebSocket sessions are hijacked, so Shutdown does not wait for them;
 	// the graceful stop does.

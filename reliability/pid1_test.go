@@ -1,0 +1,93 @@
+package reliability
+
+import (
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestPID1ReapsOrphans runs loopgate as PID 1 of a new PID namespace, as in
+// a container started without --init, and has the backend leave an orphan
+// behind that exits 200 ms later. The orphan is re-parented to PID 1; it
+// must be reaped, not left a zombie, and loopgate must serve and stop as
+// usual.
+func TestPID1ReapsOrphans(t *testing.T) {
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("no unshare(1)")
+	}
+	if out, err := exec.Command("unshare", "--pid", "--fork", "--mount-proc", "true").CombinedOutput(); err != nil {
+		t.Skipf("cannot make a PID namespace here: %v %s", err, out)
+	}
+	dir := appDir(t, "", nil)
+	l := startLoopgate(t, lgOptions{apps: []string{dir}, args: []string{"--accel", "off"},
+		wrap: []string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child"}})
+	init := childOf(t, l.cmd.Process.Pid)
+	c := client(t, 10*time.Second)
+	for range 5 {
+		if code, body, err := get(c, l.url("/orphan")); err != nil || code != 200 {
+			t.Fatalf("/orphan: %d %q %v", code, body, err)
+		}
+	}
+	time.Sleep(time.Second) // the orphans' sleeps end after 200 ms
+	var zombies []int
+	for _, pid := range childrenOf(init) {
+		if ps, err := readProc(pid); err == nil && ps.state == 'Z' {
+			zombies = append(zombies, pid)
+		}
+	}
+	if len(zombies) > 0 {
+		t.Errorf("PID 1 (host pid %d) has %d zombie children: %v", init, len(zombies), zombies)
+	}
+	if code, _, err := get(c, l.url("/")); err != nil || code != 200 {
+		t.Errorf("serving as PID 1: %d %v", code, err)
+	}
+
+	// SIGTERM to PID 1 reaches the serving loopgate, which drains; PID 1
+	// then exits with its status, and the namespace with it.
+	if err := syscall.Kill(init, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-l.exitc:
+		if err != nil {
+			t.Errorf("loopgate as PID 1 after SIGTERM: %v, want a clean exit", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("loopgate as PID 1 did not stop within 20 s of SIGTERM")
+	}
+	if l.waitLog(0, func(line logLine) bool { return line.str("event") == "stopped" }) == nil {
+		t.Errorf("no stopped event: the SIGTERM was not forwarded to the serving process")
+	}
+	waitDead(t, []int{init}, 5*time.Second)
+}
+
+// childOf returns the one child of pid, waiting for it briefly.
+func childOf(t *testing.T, pid int) int {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if kids := childrenOf(pid); len(kids) == 1 {
+			return kids[0]
+		}
+	}
+	t.Fatalf("process %d has no single child", pid)
+	return 0
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(pid int) []int {
+	var kids []int
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		p, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		if ps, err := readProc(p); err == nil && ps.ppid == pid {
+			kids = append(kids, p)
+		}
+	}
+	return kids
+}
