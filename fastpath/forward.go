@@ -447,7 +447,15 @@ func (x *exchange) WriteTo(w io.Writer) (int64, error) {
 		p, err := x.nextBody()
 		if len(p) > 0 {
 			setDeadline(cc.SetWriteDeadline, x.s.cfg.SendTimeout)
-			n, werr := w.Write(p)
+			var n int
+			var werr error
+			gathered := false
+			if bw != nil && bw.Buffered() > 0 && len(p) > bw.Available() {
+				n, gathered, werr = writeGathered(bw, cc, p)
+			}
+			if !gathered {
+				n, werr = w.Write(p)
+			}
 			x.consume(n)
 			total += int64(n)
 			if werr != nil {

@@ -537,6 +537,7 @@ type trackedConn struct {
 	lim       *connLimiter
 	closed    atomic.Bool
 	idleSince atomic.Int64 // unix ns since it waits for a next request; 0: new, busy or hijacked
+	gather    gatherState  // owned by the connection's serving goroutine
 }
 
 func (c *trackedConn) Close() error {
