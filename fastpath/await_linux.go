@@ -3,6 +3,7 @@ package fastpath
 import (
 	"net"
 	"syscall"
+	"unsafe"
 )
 
 // awaitState is writeAwait's per-connection state, with the callback made
@@ -22,12 +23,10 @@ func (a *awaitState) init() {
 		}
 		a.wrote = true
 		for a.n < len(a.out) {
-			n, err := syscall.Write(int(fd), a.out[a.n:])
-			if n > 0 {
-				a.n += n
-			}
+			n, _, err := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&a.out[a.n])), uintptr(len(a.out)-a.n))
 			switch err {
-			case nil:
+			case 0:
+				a.n += int(n)
 			case syscall.EINTR:
 			case syscall.EAGAIN:
 				return true // the rest goes out through the blocking Write

@@ -42,6 +42,9 @@ func writeGathered(bw *bufio.Writer, c net.Conn, p []byte) (n int, ok bool, err 
 func (c *trackedConn) Write(p []byte) (int, error) {
 	g := &c.gather
 	if g.tail == nil {
+		if c.raw != nil {
+			return c.raw.write(p)
+		}
 		return c.Conn.Write(p)
 	}
 	g.arr = [2][]byte{p, g.tail}

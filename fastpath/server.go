@@ -483,7 +483,7 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 		_ = c.Close()
 		return nil, net.ErrClosed
 	}
-	tc := &trackedConn{Conn: c, lim: l.lim}
+	tc := &trackedConn{Conn: c, lim: l.lim, raw: newRawIO(c)}
 	l.lim.open.Add(1)
 	l.lim.mu.Lock()
 	l.lim.conns[tc] = struct{}{}
@@ -538,6 +538,7 @@ type trackedConn struct {
 	closed    atomic.Bool
 	idleSince atomic.Int64 // unix ns since it waits for a next request; 0: new, busy or hijacked
 	gather    gatherState  // owned by the connection's serving goroutine
+	raw       *rawIO       // nil: not TCP, the Conn's own Read and Write are used
 }
 
 func (c *trackedConn) Close() error {

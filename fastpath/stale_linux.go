@@ -15,6 +15,7 @@ type backendConn struct {
 	peek  func(fd uintptr) bool
 	stale bool
 	await awaitState
+	raw   *rawIO
 }
 
 func newBackendConn(c *net.TCPConn) (*backendConn, error) {
@@ -33,6 +34,7 @@ func newBackendConn(c *net.TCPConn) (*backendConn, error) {
 		return true
 	}
 	bc.await.init()
+	bc.raw = newRawIO(c)
 	return bc, nil
 }
 
