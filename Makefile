@@ -24,6 +24,8 @@ test: bpf-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./configload
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzHeaderRewrite$$' -fuzztime $(FUZZTIME) ./fastpath
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzRoute$$' -fuzztime $(FUZZTIME) ./fastpath
 
 run: build example
 	$(BIN) serve --listen $(LISTEN) --admin $(ADMIN) $(EXAMPLE)

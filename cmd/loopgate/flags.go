@@ -33,7 +33,9 @@ const serveFlagsHelp = `  --listen ADDR            plain HTTP listener, repeatab
 
   Limits (0 keeps the default shown):
   --max-conns N                 client connections at once, over all listeners;
-                                more wait in the accept queue (default 10000)
+                                past it the longest-idle keep-alive connection
+                                makes room, else new ones wait in the accept
+                                queue (default 10000)
   --max-header-bytes N          request line + headers; larger gets 431 (default 16384)
   --header-read-timeout D       time for a client to send its headers; 408 after (default 10s)
   --body-read-timeout D         longest pause while reading a request body (default 1m0s)
