@@ -10,6 +10,8 @@
 //     -threshold (default 15 %, the noise of a shared 2-core machine) in a
 //     CPU-bound benchmark: header rewrite, routing, backend pick.
 //
+// A slowdown is measured twice before it fails the guard (see run).
+//
 // BenchmarkForward (a request through loopgate and back over loopback) is
 // checked for allocations only: its time is dominated by wake-ups and
 // varies by ±40 % on a shared host, so a timing gate on it would only
@@ -60,17 +62,12 @@ func main() {
 }
 
 func run(count int, threshold float64, baseline string, update bool) error {
-	var results bytes.Buffer
-	for _, s := range suites {
-		fmt.Fprintf(os.Stderr, "bench-guard: go test -bench '%s' -count %d %s\n", s.bench, count, s.pkg)
-		cmd := exec.Command("go", "test", "-run", "^$", "-bench", s.bench, "-benchmem", "-count", strconv.Itoa(count), s.pkg)
-		cmd.Stdout, cmd.Stderr = &results, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("benchmarks in %s failed: %w\n%s", s.pkg, err, results.String())
-		}
+	results, err := runSuites(count)
+	if err != nil {
+		return err
 	}
 	if update {
-		if err := os.WriteFile(baseline, results.Bytes(), 0o644); err != nil {
+		if err := os.WriteFile(baseline, results, 0o644); err != nil {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "bench-guard: wrote %s; commit it with the change that justifies it\n", baseline)
@@ -79,38 +76,84 @@ func run(count int, threshold float64, baseline string, update bool) error {
 	if _, err := os.Stat(baseline); err != nil {
 		return fmt.Errorf("no baseline: %w (record one with go run ./bench/cmd/guard -update)", err)
 	}
-	tmp, err := os.MkdirTemp("", "bench-guard-")
+	allocs, slower, err := compare(baseline, results, threshold)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
-	// benchstat labels columns by file name.
-	current := filepath.Join(tmp, "current.txt")
-	if err := os.WriteFile(current, results.Bytes(), 0o644); err != nil {
-		return err
+	if len(allocs) == 0 && len(slower) > 0 {
+		// A slowdown must show twice: a neighbour's burst of load moves a
+		// 25 ns benchmark's median by 15 % now and then, a real regression
+		// stays.
+		fmt.Fprintf(os.Stderr, "bench-guard: %s; measuring again to rule out a busy moment\n", strings.Join(slower, "; "))
+		if results, err = runSuites(count); err != nil {
+			return err
+		}
+		again := slower
+		if allocs, slower, err = compare(baseline, results, threshold); err != nil {
+			return err
+		}
+		slower = persistent(again, slower)
 	}
-
-	text, err := benchstat("text", baseline, current)
-	if err != nil {
-		return err
-	}
-	fmt.Print(text)
-	table, err := benchstat("csv", baseline, current)
-	if err != nil {
-		return err
-	}
-	var failures []string
-	failures = append(failures, allocFailures(results.Bytes())...)
-	slower, err := timingFailures(table, threshold)
-	if err != nil {
-		return err
-	}
-	failures = append(failures, slower...)
-	if len(failures) > 0 {
+	if failures := append(allocs, slower...); len(failures) > 0 {
 		return fmt.Errorf("the hot path got worse:\n  %s", strings.Join(failures, "\n  "))
 	}
 	fmt.Fprintf(os.Stderr, "bench-guard: ok: no allocation, no significant slowdown beyond %.0f %%\n", threshold)
 	return nil
+}
+
+// runSuites runs every suite and returns the benchmark output.
+func runSuites(count int) ([]byte, error) {
+	var results bytes.Buffer
+	for _, s := range suites {
+		fmt.Fprintf(os.Stderr, "bench-guard: go test -bench '%s' -count %d %s\n", s.bench, count, s.pkg)
+		cmd := exec.Command("go", "test", "-run", "^$", "-bench", s.bench, "-benchmem", "-count", strconv.Itoa(count), s.pkg)
+		cmd.Stdout, cmd.Stderr = &results, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("benchmarks in %s failed: %w\n%s", s.pkg, err, results.String())
+		}
+	}
+	return results.Bytes(), nil
+}
+
+// compare prints benchstat's table of baseline against results and
+// returns the allocation and timing failures.
+func compare(baseline string, results []byte, threshold float64) (allocs, slower []string, err error) {
+	tmp, err := os.MkdirTemp("", "bench-guard-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(tmp)
+	// benchstat labels columns by file name.
+	current := filepath.Join(tmp, "current.txt")
+	if err := os.WriteFile(current, results, 0o644); err != nil {
+		return nil, nil, err
+	}
+	text, err := benchstat("text", baseline, current)
+	if err != nil {
+		return nil, nil, err
+	}
+	fmt.Print(text)
+	table, err := benchstat("csv", baseline, current)
+	if err != nil {
+		return nil, nil, err
+	}
+	slower, err = timingFailures(table, threshold)
+	return allocFailures(results), slower, err
+}
+
+// persistent keeps the failures of now whose benchmark also failed before.
+func persistent(before, now []string) []string {
+	var out []string
+	for _, n := range now {
+		name, _, _ := strings.Cut(n, ":")
+		for _, b := range before {
+			if strings.HasPrefix(b, name+":") {
+				out = append(out, n)
+				break
+			}
+		}
+	}
+	return out
 }
 
 func benchstat(format string, files ...string) (string, error) {

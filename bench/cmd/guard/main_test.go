@@ -46,3 +46,13 @@ HeaderRewrite-2,1,0%,2,0%,+100.00%,p=0.002 n=6
 		t.Errorf("timingFailures = %q, want %q", got, want)
 	}
 }
+
+func TestPersistent(t *testing.T) {
+	before := []string{"Route/target=root-2: sec/op +16.3% (p=0.041 n=6), more than 15 %", "HeaderRewrite-2: sec/op +30.0% (p=0.002 n=6), more than 15 %"}
+	now := []string{"HeaderRewrite-2: sec/op +28.0% (p=0.002 n=6), more than 15 %", "Route/target=deep-2: sec/op +17.0% (p=0.002 n=6), more than 15 %"}
+	got := persistent(before, now)
+	want := []string{"HeaderRewrite-2: sec/op +28.0% (p=0.002 n=6), more than 15 %"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("persistent = %q, want %q", got, want)
+	}
+}
