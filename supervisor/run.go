@@ -377,7 +377,7 @@ func (a *App) onStarted(ev event) {
 	sl.crashloop = false
 	a.lastFailed = false
 	a.logEvent(zerolog.InfoLevel, "ready", "backend ready", func(e *zerolog.Event) {
-		e.Int("pid", p.pid).Int("port", p.port).Int("slot", sl.idx).Dur("startup", time.Since(p.started))
+		e.Int("pid", p.pid).Int("port", p.port).Int("slot", sl.idx).Float64("startup_ms", float64(time.Since(p.started).Microseconds())/1000)
 	})
 	if old != nil {
 		a.queueStop(old, a.spec.Load().ShutdownTimeLimit, "recycle")
