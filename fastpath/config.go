@@ -75,6 +75,15 @@ type Config struct {
 	// Observer, if not nil, is told about every finished request (metrics,
 	// access log). Default: none.
 	Observer Observer
+
+	// DisableHTTP2 makes TLS listeners offer only http/1.1 in ALPN. By
+	// default they offer h2 too, and HTTP/2 connections are served by
+	// golang.org/x/net/http2 with the same forwarding (see h2.go).
+	DisableHTTP2 bool
+
+	// HTTP2MaxConcurrentStreams bounds the streams one HTTP/2 connection
+	// may have open at once. Default 250.
+	HTTP2MaxConcurrentStreams int
 }
 
 const (
@@ -89,6 +98,7 @@ const (
 	defaultBackendQueueTimeout    = 10 * time.Second
 	defaultBackendIdleTimeout     = 30 * time.Second
 	defaultMaxResponseHeaderBytes = 64 << 10
+	defaultHTTP2MaxStreams        = 250
 )
 
 // ErrConfig is wrapped by every configuration error New returns.
@@ -126,6 +136,7 @@ func (c *Config) withDefaults() (Config, error) {
 		setDur(&out.BackendQueueTimeout, defaultBackendQueueTimeout, "BackendQueueTimeout"),
 		setDur(&out.BackendIdleTimeout, defaultBackendIdleTimeout, "BackendIdleTimeout"),
 		setInt(&out.MaxResponseHeaderBytes, defaultMaxResponseHeaderBytes, "MaxResponseHeaderBytes"),
+		setInt(&out.HTTP2MaxConcurrentStreams, defaultHTTP2MaxStreams, "HTTP2MaxConcurrentStreams"),
 	} {
 		if err != nil {
 			return out, err

@@ -101,6 +101,13 @@ type exchange struct {
 	bodyEnd   bool  // the backend's body ended cleanly
 	backendOK bool  // the backend connection can carry another request
 
+	// HTTP/2 front (h2.go) only: keepTrailers asks skipTrailers to keep
+	// the backend's trailer lines (each ending in CRLF) in trailers; start
+	// is the request's arrival (its ctx has no time of its own).
+	keepTrailers bool
+	trailers     []byte
+	start        time.Time
+
 	status   int
 	bytesOut int64
 	retried  bool
@@ -114,6 +121,7 @@ func (x *exchange) reset() {
 		s:        x.s,
 		head:     x.head[:0],
 		body:     x.body[:0],
+		trailers: x.trailers[:0],
 		pumpDone: x.pumpDone,
 	}
 }
@@ -237,7 +245,7 @@ func (x *exchange) try(attempt int) (done, retry bool) {
 	// Head (and a small body) in one write.
 	in := headInput{token: b.Token(), remote: ctx.RemoteAddr(), https: ctx.IsTLS(), contentLength: x.reqLen}
 	if in.https && x.s.clientCAs {
-		if tc, ok := ctx.Conn().(*tls.Conn); ok {
+		if tc, ok := ctx.Conn().(connStater); ok {
 			if st := tc.ConnectionState(); len(st.VerifiedChains) > 0 {
 				in.clientCert = st.PeerCertificates[0].Raw
 			}
@@ -402,6 +410,12 @@ func (x *exchange) closeDelimited(client net.Conn) {
 }
 
 var strHTTP11 = []byte("HTTP/1.1")
+
+// connStater is a client connection that knows its TLS state: *tls.Conn,
+// and the HTTP/2 stream's stand-in (h2Conn).
+type connStater interface {
+	ConnectionState() tls.ConnectionState
+}
 
 // filterResponseHead applies the response header rules (ancm-spec.md §2.6):
 // the backend's status code and reason phrase stay; Date is loopgate's;
@@ -646,6 +660,10 @@ func (x *exchange) skipTrailers() error {
 		if len(line) == 0 {
 			return nil
 		}
+		if x.keepTrailers {
+			x.trailers = append(x.trailers, line...)
+			x.trailers = append(x.trailers, "\r\n"...)
+		}
 	}
 }
 
@@ -783,11 +801,15 @@ func (x *exchange) finish() {
 		if x.rt != nil {
 			name = x.rt.name
 		}
+		start := x.ctx.Time()
+		if !x.start.IsZero() {
+			start = x.start
+		}
 		s.cfg.Observer.ObserveRequest(RequestInfo{
 			App:        name,
 			Method:     classifyMethod(h.Method()),
 			Status:     x.status,
-			Duration:   time.Since(x.ctx.Time()),
+			Duration:   time.Since(start),
 			BytesIn:    x.bytesIn,
 			BytesOut:   x.bytesOut,
 			PID:        x.pid,

@@ -35,6 +35,7 @@ type Server struct {
 	exchanges sync.Pool
 	inflight  atomic.Int64
 	limiter   *connLimiter
+	h2        *h2Front // nil: HTTP/2 off or no TLS listener
 
 	mu        sync.Mutex
 	listeners []boundListener
@@ -90,6 +91,10 @@ func New(cfg Config, apps []App, logger zerolog.Logger) (*Server, error) {
 			s.tlsConf.ClientCAs = pool
 			s.tlsConf.ClientAuth = tls.VerifyClientCertIfGiven
 			s.clientCAs = true
+		}
+		if !c.DisableHTTP2 {
+			s.tlsConf.NextProtos = []string{"h2", "http/1.1"}
+			s.h2 = newH2Front(s)
 		}
 	}
 	s.srv = &fasthttp.Server{
@@ -223,6 +228,9 @@ func (s *Server) ServeListener(ln net.Listener, isTLS bool) error {
 	var l net.Listener = &limitedListener{Listener: ln, lim: s.limiter, log: s.log, done: make(chan struct{})}
 	if isTLS {
 		l = tls.NewListener(l, s.tlsConf)
+		if s.h2 != nil {
+			l = s.h2.listener(l)
+		}
 	}
 	return s.srv.Serve(l)
 }
@@ -242,6 +250,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case err = <-errc:
 	case <-ctx.Done():
 		err = ctx.Err()
+	}
+	if s.h2 != nil {
+		if h2err := s.h2.shutdown(ctx); err == nil {
+			err = h2err
+		}
 	}
 	if err != nil {
 		s.limiter.closeAll()

@@ -28,7 +28,7 @@ func TestHelpNamesEveryFlag(t *testing.T) {
 	defined := map[string]bool{}
 	newServeFlags(&serveConfig{}).VisitAll(func(f *flag.Flag) { defined[f.Name] = true })
 	documented := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^  --([a-z-]+)`).FindAllStringSubmatch(serveFlagsHelp, -1) {
+	for _, m := range regexp.MustCompile(`(?m)^  --([a-z0-9-]+)`).FindAllStringSubmatch(serveFlagsHelp, -1) {
 		documented[m[1]] = true
 	}
 	if !reflect.DeepEqual(defined, documented) {
@@ -77,7 +77,7 @@ func TestParseServeDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &serveConfig{Listen: []string{":8080"}, Admin: "127.0.0.1:9180", Accel: "auto", DrainTimeout: 30 * time.Second,
+	want := &serveConfig{Listen: []string{":8080"}, HTTP2: true, Admin: "127.0.0.1:9180", Accel: "auto", DrainTimeout: 30 * time.Second,
 		LogLevel: "info", AccessLog: true, Apps: []appArg{{arg: dir, vpath: "/", dir: dir}}}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("parseServe(%q) =\n%+v\nwant\n%+v", dir, c, want)
@@ -88,7 +88,7 @@ func TestParseServeInterspersed(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
 	c, err := parseServe([]string{a, "--listen", "127.0.0.1:1", "/api=" + b, "-listen=[::1]:2", "--access-log=false",
 		"--admin=", "--drain-timeout", "5s", "--accel", "off", "--log-format", "console", "--log-level", "debug",
-		"--tls-listen", ":443", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem",
+		"--tls-listen", ":443", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem", "--h2=false",
 		"--max-conns", "5", "--max-header-bytes", "4096", "--header-read-timeout", "1s", "--body-read-timeout", "2s",
 		"--send-timeout", "3s", "--idle-timeout", "4s", "--backend-connect-timeout", "5s", "--backend-max-conns", "6",
 		"--backend-queue-timeout", "7s", "--backend-idle-timeout", "8s", "--backend-max-response-header-bytes", "9000"})

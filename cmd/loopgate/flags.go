@@ -20,6 +20,8 @@ const serveFlagsHelp = `  --listen ADDR            plain HTTP listener, repeatab
   --tls-cert FILE          PEM certificate chain for --tls-listen; re-read on SIGHUP
   --tls-key FILE           PEM private key for --tls-cert; re-read on SIGHUP
   --tls-client-ca FILE     PEM CA bundle: require client certificates signed by it
+  --h2=true|false          offer HTTP/2 (ALPN h2) on --tls-listen beside HTTP/1.1; the app is
+                           always spoken to in HTTP/1.1 (default true)
   --admin ADDR             /metrics (Prometheus), /status (JSON), /healthz
                            (default 127.0.0.1:9180; empty disables)
   --accel auto|on|off      eBPF sockmap loopback acceleration (default auto): on
@@ -56,6 +58,7 @@ type serveConfig struct {
 	TLSCert      string
 	TLSKey       string
 	TLSClientCA  string
+	HTTP2        bool
 	Admin        string
 	Accel        string
 	DrainTimeout time.Duration
@@ -97,6 +100,7 @@ func newServeFlags(c *serveConfig) *flag.FlagSet {
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "")
+	fs.BoolVar(&c.HTTP2, "h2", true, "")
 	fs.StringVar(&c.Admin, "admin", "127.0.0.1:9180", "")
 	fs.StringVar(&c.Accel, "accel", "auto", "")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "")

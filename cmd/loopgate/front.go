@@ -27,6 +27,7 @@ func fastpathConfig(cfg *serveConfig, obs fastpath.Observer) fastpath.Config {
 		TLSCertFile:     cfg.TLSCert,
 		TLSKeyFile:      cfg.TLSKey,
 		TLSClientCAFile: cfg.TLSClientCA,
+		DisableHTTP2:    !cfg.HTTP2,
 
 		MaxConns:               cfg.Limits.MaxConns,
 		MaxHeaderBytes:         cfg.Limits.MaxHeaderBytes,

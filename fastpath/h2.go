@@ -1,0 +1,361 @@
+package fastpath
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"log"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+)
+
+// HTTP/2 on the public edge, HTTP/1.1 to the app.
+//
+// TLS listeners offer ALPN h2 and http/1.1. The handshake is done before
+// fasthttp sees a connection (h2Front.handshake); an http/1.1 connection
+// then goes to fasthttp unchanged, an h2 one to the standard library's
+// HTTP/2 server, whose handler
+// (h2Front.ServeHTTP) forwards through the very same exchange as the
+// HTTP/1.1 front: each HTTP/2 request is turned into the HTTP/1.1 request
+// head it stands for (RFC 9113 §8.2.3: Cookie fields joined with "; " by
+// the library, :authority as Host), parsed by fasthttp into a RequestCtx
+// whose connection is the stream (h2Conn), and handed to exchange.forward.
+// So routing, the header rules of headers.go (MS-ASPNETCORE* stripped, the
+// token, X-Forwarded-For ip:port, X-Forwarded-Proto https, TE and the other
+// hop-by-hop headers dropped), maxAllowedContentLength, requestTimeout, the
+// retry rule, the error pages and the upstream wire code exist once.
+//
+// What differs on HTTP/2: header names arrive lowercase and the order of
+// different names is not kept (values of one name are); a 103 Early Hints
+// from the app is not relayed; a backend failure mid-body resets the stream
+// (RST_STREAM) instead of the connection; the backend's chunked trailers
+// are relayed as HTTP/2 trailers. Connection-specific headers cannot reach
+// loopgate on HTTP/2 (the library refuses such requests), and the app's
+// Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding and Upgrade
+// response headers are not sent (RFC 9113 §8.2.2).
+//
+// Limits: MaxConcurrentStreams (Config.HTTP2MaxConcurrentStreams), the
+// header list size (Config.MaxHeaderBytes, 431 above it), and the
+// library's defenses against rapid reset (CVE-2023-44487: handlers of
+// reset streams count against the stream limit, and a connection queueing
+// too many is closed with ENHANCE_YOUR_CALM) and CONTINUATION floods
+// (CVE-2024-27316: header blocks are bounded while they are read).
+
+// h2Front serves HTTP/2 connections with the standard library's HTTP/2
+// server (net/http's, which carries the same code and defenses as
+// golang.org/x/net/http2 without adding golang.org/x/text to the module).
+// Safe for concurrent use.
+type h2Front struct {
+	s   *Server
+	srv http.Server
+}
+
+// connKey keys the TLS connection in a request's context.
+type connKey struct{}
+
+func newH2Front(s *Server) *h2Front {
+	f := &h2Front{s: s}
+	f.srv = http.Server{
+		Handler:        h2Handler{f: f},
+		MaxHeaderBytes: s.cfg.MaxHeaderBytes,
+		IdleTimeout:    s.cfg.IdleTimeout,
+		HTTP2:          &http.HTTP2Config{MaxConcurrentStreams: s.cfg.HTTP2MaxConcurrentStreams},
+		ErrorLog:       log.New(h2LogWriter{s.log}, "", 0),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
+	}
+	return f
+}
+
+// h2LogWriter sends the HTTP/2 server's messages to the debug log.
+type h2LogWriter struct{ l zerolog.Logger }
+
+func (w h2LogWriter) Write(p []byte) (int, error) {
+	w.l.Debug().Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// listener routes the TLS connections of tl by the protocol their
+// handshake chose: h2 to the HTTP/2 server, the others to the returned
+// listener (for fasthttp).
+func (f *h2Front) listener(tl net.Listener) net.Listener {
+	h1 := &chanListener{addr: tl.Addr(), conns: make(chan net.Conn), errc: make(chan error, 1), done: make(chan struct{})}
+	h2 := &chanListener{addr: tl.Addr(), conns: make(chan net.Conn), errc: make(chan error, 1), done: make(chan struct{})}
+	go f.acceptLoop(tl, h1, h2)
+	go func() { _ = f.srv.Serve(h2) }()
+	return h1
+}
+
+// shutdown sends GOAWAY to every HTTP/2 connection and waits until they
+// have finished their streams and closed, or ctx ends.
+func (f *h2Front) shutdown(ctx context.Context) error {
+	return f.srv.Shutdown(ctx)
+}
+
+// acceptLoop accepts from the TLS listener until it fails or h1 (the
+// listener fasthttp serves) is closed, which closes the TLS listener too.
+func (f *h2Front) acceptLoop(tl net.Listener, h1, h2 *chanListener) {
+	go func() {
+		<-h1.done
+		_ = tl.Close()
+	}()
+	for {
+		c, err := tl.Accept()
+		if err != nil {
+			h1.fail(err)
+			h2.fail(err)
+			return
+		}
+		go f.handshake(c.(*tls.Conn), h1, h2)
+	}
+}
+
+// handshake completes a TLS handshake in its own goroutine, bounded by
+// HeaderReadTimeout, so a slow client cannot hold up the others, and hands
+// the connection on by its ALPN protocol.
+func (f *h2Front) handshake(tc *tls.Conn, h1, h2 *chanListener) {
+	setDeadline(tc.SetDeadline, f.s.cfg.HeaderReadTimeout)
+	if err := tc.Handshake(); err != nil {
+		f.s.log.Debug().Err(err).Msg("TLS handshake failed")
+		_ = tc.Close()
+		return
+	}
+	_ = tc.SetDeadline(time.Time{})
+	if tc.ConnectionState().NegotiatedProtocol == "h2" {
+		h2.give(tc)
+	} else {
+		h1.give(tc)
+	}
+}
+
+// chanListener is a listener fed with connections accepted elsewhere.
+type chanListener struct {
+	addr      net.Addr
+	conns     chan net.Conn
+	errc      chan error
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+func (l *chanListener) give(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		_ = c.Close()
+	}
+}
+
+func (l *chanListener) fail(err error) {
+	select {
+	case l.errc <- err:
+	default:
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case err := <-l.errc:
+		return nil, err
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// h2Handler forwards HTTP/2 requests.
+type h2Handler struct{ f *h2Front }
+
+// errBadTarget refuses an HTTP/2 :path that cannot be an HTTP/1.1 request
+// target.
+var errBadTarget = errors.New("request target with a space or control character")
+
+func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := h.f.s
+	start := time.Now()
+	tc, ok := r.Context().Value(connKey{}).(*tls.Conn)
+	if !ok {
+		w.WriteHeader(http.StatusInternalServerError) // not reached: every connection is TLS
+		return
+	}
+	ctx := new(fasthttp.RequestCtx)
+	rc := http.NewResponseController(w)
+	ctx.Init2(&h2Conn{tc: tc, rc: rc}, fasthttpLogger{s.log}, false)
+	head, err := appendH1Head(nil, r)
+	if err == nil {
+		err = ctx.Request.Header.Read(bufio.NewReaderSize(bytes.NewReader(head), len(head)+512))
+	}
+	if err != nil {
+		s.log.Debug().Err(err).Msg("HTTP/2 request refused")
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	if n := ctx.Request.Header.ContentLength(); n > 0 || n == -1 {
+		ctx.Request.SetBodyStream(r.Body, n)
+	}
+
+	s.inflight.Add(1)
+	x := s.exchanges.Get().(*exchange)
+	x.ctx, x.start, x.keepTrailers = ctx, start, true
+	if x.forward() {
+		x.finish()
+		resp := &ctx.Response
+		copyResponseHead(w.Header(), &resp.Header)
+		body := resp.Body()
+		if resp.Header.ContentLength() < 0 || len(body) > 0 {
+			w.Header().Set(fasthttp.HeaderContentLength, strconv.Itoa(len(body)))
+		}
+		w.WriteHeader(resp.StatusCode())
+		if len(body) > 0 && r.Method != http.MethodHead {
+			_, _ = w.Write(body)
+		}
+		return
+	}
+	// The backend's response head is in ctx.Response; its body streams.
+	copyResponseHead(w.Header(), &ctx.Response.Header)
+	w.WriteHeader(ctx.Response.StatusCode())
+	_, err = x.WriteTo(h2Writer{w: w, rc: rc})
+	complete := err == nil && x.bodyEnd
+	trailers := append([]byte(nil), x.trailers...)
+	_ = x.CloseWithError(err)
+	if !complete {
+		// RST_STREAM: the client must not take a cut body for a whole one.
+		panic(http.ErrAbortHandler)
+	}
+	for len(trailers) > 0 {
+		line, rest, err := nextHeaderLine(trailers)
+		if err != nil {
+			break
+		}
+		trailers = rest
+		if name, value, ok := splitHeader(line); ok && !responseHopHeader(name) && !equalFoldASCII(name, "content-length") {
+			w.Header().Add(http.TrailerPrefix+string(name), string(value))
+		}
+	}
+}
+
+// appendH1Head appends the HTTP/1.1 request head an HTTP/2 request stands
+// for: request line with the :path as sent, Host from :authority, the
+// header fields by name (sorted; values of one name in order), and the
+// body framing: Content-Length when the client declared one, else chunked
+// when a body may follow. The library has refused CR, LF and NUL in names
+// and values.
+func appendH1Head(dst []byte, r *http.Request) ([]byte, error) {
+	for i := 0; i < len(r.RequestURI); i++ {
+		if c := r.RequestURI[i]; c <= ' ' || c == 0x7f {
+			return nil, errBadTarget
+		}
+	}
+	dst = append(dst, r.Method...)
+	dst = append(dst, ' ')
+	dst = append(dst, r.RequestURI...)
+	dst = append(dst, " HTTP/1.1\r\nHost: "...)
+	dst = append(dst, r.Host...)
+	dst = append(dst, "\r\n"...)
+	names := make([]string, 0, len(r.Header))
+	for k := range r.Header {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		switch k {
+		case "Host", "Content-Length", "Transfer-Encoding":
+			continue
+		}
+		for _, v := range r.Header[k] {
+			dst = append(dst, k...)
+			dst = append(dst, ": "...)
+			dst = append(dst, v...)
+			dst = append(dst, "\r\n"...)
+		}
+	}
+	switch {
+	case r.ContentLength > 0 || (r.ContentLength == 0 && r.Header.Get("Content-Length") != ""):
+		dst = append(dst, "Content-Length: "...)
+		dst = strconv.AppendInt(dst, r.ContentLength, 10)
+		dst = append(dst, "\r\n"...)
+	case r.ContentLength < 0:
+		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
+	}
+	return append(dst, "\r\n"...), nil
+}
+
+// responseHopHeader reports a response header HTTP/2 forbids (RFC 9113
+// §8.2.2) or that framing replaces.
+func responseHopHeader(name []byte) bool {
+	return equalFoldASCII(name, "connection") || equalFoldASCII(name, "keep-alive") ||
+		equalFoldASCII(name, "proxy-connection") || equalFoldASCII(name, "transfer-encoding") ||
+		equalFoldASCII(name, "upgrade") || equalFoldASCII(name, "trailer")
+}
+
+// copyResponseHead copies the response head the HTTP/1.1 front would send
+// (filterResponseHead already applied) to an HTTP/2 response, minus the
+// connection-specific headers.
+func copyResponseHead(dst http.Header, rh *fasthttp.ResponseHeader) {
+	for k, v := range rh.All() {
+		if responseHopHeader(k) {
+			continue
+		}
+		if equalFoldASCII(k, "content-length") && rh.ContentLength() < 0 {
+			continue
+		}
+		dst.Add(string(k), string(v))
+	}
+}
+
+// h2Conn is the client "connection" of an HTTP/2 request's RequestCtx: the
+// stream. Deadlines go to the stream (http.ResponseController), TLS state
+// and addresses to the TLS connection. Writes are dropped: the only thing
+// fasthttp writes to a handler's connection is a 103 Early Hints, which is
+// not relayed on HTTP/2. Used by one request's goroutines.
+type h2Conn struct {
+	tc *tls.Conn
+	rc *http.ResponseController
+}
+
+func (c *h2Conn) Read([]byte) (int, error)             { return 0, net.ErrClosed }
+func (c *h2Conn) Write(p []byte) (int, error)          { return len(p), nil }
+func (c *h2Conn) Close() error                         { return nil }
+func (c *h2Conn) LocalAddr() net.Addr                  { return c.tc.LocalAddr() }
+func (c *h2Conn) RemoteAddr() net.Addr                 { return c.tc.RemoteAddr() }
+func (c *h2Conn) Handshake() error                     { return nil }
+func (c *h2Conn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
+func (c *h2Conn) SetReadDeadline(t time.Time) error    { return c.rc.SetReadDeadline(t) }
+func (c *h2Conn) SetWriteDeadline(t time.Time) error   { return c.rc.SetWriteDeadline(t) }
+func (c *h2Conn) SetDeadline(t time.Time) error {
+	return errors.Join(c.rc.SetReadDeadline(t), c.rc.SetWriteDeadline(t))
+}
+
+// h2Writer sends every write of the response body to the client at once,
+// so a streaming response reaches it as the app produces it; the library
+// applies the client's flow control.
+type h2Writer struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (h h2Writer) Write(p []byte) (int, error) {
+	n, err := h.w.Write(p)
+	if err == nil {
+		err = h.rc.Flush()
+	}
+	return n, err
+}
