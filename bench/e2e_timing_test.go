@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,7 +10,7 @@ import (
 	"time"
 
 	"github.com/loopgate/loopgate/bench/internal/harness"
-	"github.com/loopgate/loopgate/bpf"
+	"github.com/loopgate/loopgate/bpf/bpftest"
 )
 
 // The binaries are built on first use by a benchmark, never in TestMain:
@@ -43,24 +42,6 @@ func binaries(tb testing.TB) harness.Binaries {
 		tb.Fatal(buildErr)
 	}
 	return bins
-}
-
-// requireBPF skips a sockmap benchmark when the host cannot run the
-// sockmap fast path, naming the reason; with LOOPGATE_REQUIRE_BPF=1 (CI)
-// it fails instead. The same rule as the bpf package's tests.
-func requireBPF(tb testing.TB) {
-	tb.Helper()
-	err := bpf.Probe()
-	if err == nil {
-		return
-	}
-	if !errors.Is(err, bpf.ErrNotSupported) {
-		tb.Fatalf("probing sockmap support: %v", err)
-	}
-	if os.Getenv("LOOPGATE_REQUIRE_BPF") == "1" {
-		tb.Fatalf("LOOPGATE_REQUIRE_BPF=1 but sockmap acceleration is unavailable: %v", err)
-	}
-	tb.Skip(err)
 }
 
 // benchToken is the backend's pairing token. The backend runs with
@@ -164,7 +145,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			for _, path := range []string{"direct", "tcp", "sockmap"} {
 				b.Run(fmt.Sprintf("body=%s/conns=%d/path=%s", bd.name, conns, path), func(b *testing.B) {
 					if path == "sockmap" {
-						requireBPF(b)
+						bpftest.Require(b)
 					}
 					t := targets[path]
 					if t == nil {

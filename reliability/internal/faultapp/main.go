@@ -14,6 +14,7 @@
 //	GET  /stream?chunks=N   N lines, each flushed, 5 ms apart (chunked)
 //	POST /upload            reads the body and answers "n=<bytes> sum=<sum of
 //	                        the bytes mod 2^32>"
+//	POST /echo              answers with the request body (read whole first)
 //	GET  /ws                WebSocket echo
 //	GET  /orphan            starts a shell that leaves a short sleep behind it
 //	                        (an orphan, re-parented to PID 1) and exits
@@ -139,6 +140,17 @@ func main() {
 			}
 		}
 		fmt.Fprintf(w, "n=%d sum=%d", n, sum)
+	})
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		// Read whole before answering: net/http may close an HTTP/1.1
+		// request body once the response headers are out.
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		_, _ = w.Write(b)
 	})
 	mux.HandleFunc("GET /orphan", func(w http.ResponseWriter, r *http.Request) {
 		if err := exec.Command("/bin/sh", "-c", "sleep 0.2 & exit 0").Run(); err != nil {
