@@ -107,6 +107,7 @@ type exchange struct {
 	keepTrailers bool
 	trailers     []byte
 	start        time.Time
+	watch        *streamWatch // closes the backend connection when the client resets the stream
 
 	status   int
 	bytesOut int64
@@ -240,6 +241,9 @@ func (x *exchange) try(attempt int) (done, retry bool) {
 	}
 	x.handle, x.conn = handle, conn
 	x.backendOK = true
+	if x.watch != nil {
+		x.watch.attach(conn)
+	}
 	rt := x.spec.RequestTimeout
 
 	// Head (and a small body) in one write.
@@ -674,6 +678,10 @@ func (x *exchange) abortClient(err error) error {
 	x.aborted = true
 	x.backendOK = false
 	resetConn(x.ctx.Conn())
+	if x.watch != nil && x.watch.canceled() {
+		x.s.log.Debug().Err(err).Str("app", x.rt.name).Int("pid", x.pid).Msg("client reset the stream")
+		return err
+	}
 	x.s.log.Warn().Err(err).Str("app", x.rt.name).Int("pid", x.pid).Msg("response aborted")
 	return err
 }
@@ -848,7 +856,14 @@ func (x *exchange) dropConn() {
 // fail answers 502.3 for a backend that could not be reached or failed
 // before the response head was complete.
 func (x *exchange) fail(err error) bool {
-	x.s.log.Warn().Err(err).Str("app", x.rt.name).Int("pid", x.pid).Msg("bad gateway")
+	if x.watch != nil && x.watch.canceled() {
+		// The client reset the stream, and its backend connection was
+		// closed for it: not the backend's failure.
+		x.aborted = true
+		x.s.log.Debug().Err(err).Str("app", x.rt.name).Int("pid", x.pid).Msg("client reset the stream")
+	} else {
+		x.s.log.Warn().Err(err).Str("app", x.rt.name).Int("pid", x.pid).Msg("bad gateway")
+	}
 	x.stopPump()
 	x.dropConn()
 	x.releaseBackend()

@@ -214,8 +214,18 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	s.inflight.Add(1)
 	x := s.exchanges.Get().(*exchange)
-	x.ctx, x.start, x.keepTrailers = ctx, start, true
+	watch := &streamWatch{}
+	x.ctx, x.start, x.keepTrailers, x.watch = ctx, start, true, watch
+	// The request's context ends when the client resets the stream or its
+	// connection dies: the backend connection is closed then, so the app
+	// sees the disconnect and the exchange ends at once instead of at the
+	// backend's answer or requestTimeout.
+	stop := context.AfterFunc(r.Context(), watch.cancel)
+	defer stop()
 	if x.forward() {
+		if watch.end() {
+			x.backendOK = false
+		}
 		x.finish()
 		resp := &ctx.Response
 		copyResponseHead(w.Header(), &resp.Header)
@@ -235,6 +245,9 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, err = x.WriteTo(h2Writer{w: w, rc: rc})
 	complete := err == nil && x.bodyEnd
 	trailers := append([]byte(nil), x.trailers...)
+	if watch.end() {
+		x.backendOK = false
+	}
 	_ = x.CloseWithError(err)
 	if !complete {
 		// RST_STREAM: the client must not take a cut body for a whole one.
@@ -250,6 +263,57 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Add(http.TrailerPrefix+string(name), string(value))
 		}
 	}
+}
+
+// streamWatch closes the backend connection of an HTTP/2 request whose
+// client reset the stream (or lost the connection) while the exchange
+// waits on the backend. The exchange reports each backend connection it
+// takes (attach) and ends the watch before the connection may go back to
+// the pool (end), so a late reset never closes a connection another
+// request uses. Safe for concurrent use.
+type streamWatch struct {
+	mu     sync.Mutex
+	conn   net.Conn // the backend connection in use; nil when none or ended
+	reset  bool     // the client reset the stream
+	closed bool     // end was called
+}
+
+// attach records the exchange's backend connection, closing it at once if
+// the stream is already reset.
+func (w *streamWatch) attach(c net.Conn) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.reset {
+		_ = c.Close()
+		return
+	}
+	w.conn = c
+}
+
+// cancel is called when the request's context ends.
+func (w *streamWatch) cancel() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.reset = true
+	if w.conn != nil && !w.closed {
+		_ = w.conn.Close()
+	}
+}
+
+// canceled reports whether the client reset the stream.
+func (w *streamWatch) canceled() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.reset
+}
+
+// end stops the watch and reports whether the stream was reset (and so the
+// backend connection closed) before it.
+func (w *streamWatch) end() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed, w.conn = true, nil
+	return w.reset
 }
 
 // appendH1Head appends the HTTP/1.1 request head an HTTP/2 request stands
