@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/loopgate/loopgate/configload"
@@ -53,6 +54,12 @@ type route struct {
 	// startupPage caches the 502.5 page for the spec's
 	// AdditionalErrorPageLink, so the page is built once, not per request.
 	startupPage atomic.Pointer[startupPage]
+	// inflight counts the app's requests from routing to finish.
+	inflight atomic.Int64
+	// ups are the upstreams (processes) this app's requests have used,
+	// for AppLoad; retired ones are forgotten there once drained.
+	upsMu sync.Mutex
+	ups   []*upstream
 }
 
 type startupPage struct {

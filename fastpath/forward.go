@@ -155,6 +155,7 @@ func (x *exchange) forward() bool {
 	if x.rt == nil {
 		return x.answer(fasthttp.StatusNotFound, nil)
 	}
+	x.rt.inflight.Add(1) // until finish
 	x.spec = x.rt.app.Spec()
 	x.limit = x.spec.MaxAllowedContentLength
 	if x.reqLen > x.limit {
@@ -215,6 +216,7 @@ func (x *exchange) try(attempt int) (done, retry bool) {
 		return x.fail(errNoUpstream), false
 	}
 	x.up = up
+	x.rt.adopt(up)
 	handle, conn, reused, err := up.get()
 	if err != nil {
 		if errors.Is(err, fasthttp.ErrNoFreeConns) {
@@ -828,6 +830,9 @@ func (x *exchange) finish() {
 			Target:     h.RequestURI(),
 			RemoteAddr: x.ctx.RemoteAddr(),
 		})
+	}
+	if x.rt != nil {
+		x.rt.inflight.Add(-1)
 	}
 	x.reset()
 	s.exchanges.Put(x)

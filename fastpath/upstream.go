@@ -32,6 +32,12 @@ type upstream struct {
 	hc     fasthttp.HostClient
 	ops    poolOps
 	closed atomic.Bool
+	// busy counts the connections handed out by get and not yet given back
+	// by put or drop: requests (and WebSocket tunnels) on this process now.
+	busy atomic.Int64
+	// owner is the app whose requests use this process, set by the first
+	// one (route.adopt); nil until then.
+	owner atomic.Pointer[route]
 }
 
 // poolOps reaches HostClient's exported pool methods, whose connection type
@@ -96,12 +102,17 @@ func newUpstream(addr string, cfg *Config) *upstream {
 
 // get returns a pooled or freshly dialed connection to the backend.
 func (u *upstream) get() (handle any, conn net.Conn, reused bool, err error) {
-	return u.ops.acquire()
+	handle, conn, reused, err = u.ops.acquire()
+	if err == nil {
+		u.busy.Add(1)
+	}
+	return handle, conn, reused, err
 }
 
 // put returns a connection whose last exchange ended cleanly to the pool,
 // or closes it when the upstream is already closed.
 func (u *upstream) put(handle any) {
+	u.busy.Add(-1)
 	if u.closed.Load() {
 		u.ops.discard(handle)
 		return
@@ -110,7 +121,10 @@ func (u *upstream) put(handle any) {
 }
 
 // drop closes a connection that cannot carry another request.
-func (u *upstream) drop(handle any) { u.ops.discard(handle) }
+func (u *upstream) drop(handle any) {
+	u.busy.Add(-1)
+	u.ops.discard(handle)
+}
 
 // flushIdle closes every idle pooled connection: after one of them turned
 // out stale, the others (as old or older) likely are too, and the retry
