@@ -121,7 +121,7 @@ func TestAccelOnTraffic(t *testing.T) {
 	if code, body, err := get(c, l.url("/")); err != nil || code != 200 || !strings.HasPrefix(body, "pid=") {
 		t.Fatalf("GET / after the WebSocket session: %d %q %v", code, body, err)
 	}
-	if m := l.sockmapRedirected(t); m < redirected {
+	if m := uint64(l.metric(t, `loopgate_sockmap_messages_total{verdict="redirected"}`)); m < redirected {
 		t.Errorf("/metrics loopgate_sockmap_messages_total{verdict=\"redirected\"} = %d, below /status's earlier %d", m, redirected)
 	}
 	t.Logf("%d messages redirected by the sockmap", redirected)
@@ -141,8 +141,10 @@ func firstDiff(want, got []byte) int {
 	return -1
 }
 
-// sockmapRedirected scrapes /metrics for the redirected message counter.
-func (l *lg) sockmapRedirected(t *testing.T) uint64 {
+// metric scrapes /metrics for one series, given as it is printed (name and
+// labels), and returns its value; it fails the test when the series is
+// missing.
+func (l *lg) metric(t *testing.T, series string) float64 {
 	t.Helper()
 	c := http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get("http://" + l.admin + "/metrics")
@@ -150,17 +152,16 @@ func (l *lg) sockmapRedirected(t *testing.T) uint64 {
 		t.Fatalf("/metrics: %v", err)
 	}
 	defer resp.Body.Close()
-	const series = `loopgate_sockmap_messages_total{verdict="redirected"} `
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
 				t.Fatalf("/metrics: %q: %v", sc.Text(), err)
 			}
-			return uint64(f)
+			return f
 		}
 	}
-	t.Fatalf("/metrics has no %s series (read error: %v)", strings.TrimSpace(series), sc.Err())
+	t.Fatalf("/metrics has no %s series (read error: %v)", series, sc.Err())
 	return 0
 }

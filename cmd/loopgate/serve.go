@@ -173,7 +173,7 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 	for i, s := range specs {
 		names[i] = s.VirtualPath
 	}
-	m := metrics.New(metrics.Options{Version: version, Apps: names, Snapshot: rt.snapshot, Front: rt.frontGauges})
+	m := metrics.New(metrics.Options{Version: version, Apps: names, Snapshot: rt.snapshot, Front: rt.frontGauges, AppLoad: rt.appLoad})
 	if cfg.Admin != "" {
 		rt.admin = admin.New(admin.Options{Snapshot: rt.snapshot, Gatherer: m.Registry(), Logger: log})
 		rt.adminLn, err = net.Listen("tcp", cfg.Admin)
@@ -352,6 +352,15 @@ func (rt *server) frontGauges() (int64, int) {
 		return 0, 0
 	}
 	return rt.front.srv.InFlight(), rt.front.srv.OpenConns()
+}
+
+// appLoad feeds the scrape-time per-app gauges of the front server.
+func (rt *server) appLoad(app string) (int64, int, int) {
+	if rt.front == nil {
+		return 0, 0, 0
+	}
+	l, _ := rt.front.srv.AppLoad(app)
+	return l.InFlight, l.UpstreamOpen, l.UpstreamBusy
 }
 
 func (rt *server) stopFront(ctx context.Context) error {

@@ -27,6 +27,10 @@ var (
 		"Backend process slots, by app and state.", []string{"app", "state"}, nil)
 	descInFlight = prometheus.NewDesc("loopgate_requests_in_flight",
 		"Requests being forwarded now, WebSocket tunnels included.", nil, nil)
+	descAppInFlight = prometheus.NewDesc("loopgate_app_requests_in_flight",
+		"Requests routed to the app and not yet answered (waiting for a backend, forwarded or tunnelled), by app.", []string{"app"}, nil)
+	descUpstreamConns = prometheus.NewDesc("loopgate_upstream_connections",
+		"Keep-alive connections open from loopgate to the app's backend processes, by app and state (busy: carrying a request or WebSocket tunnel; idle: pooled).", []string{"app", "state"}, nil)
 	descClientConns = prometheus.NewDesc("loopgate_client_connections",
 		"Client connections open now, over all listeners.", nil, nil)
 	descSockmap = prometheus.NewDesc("loopgate_sockmap_messages_total",
@@ -52,7 +56,7 @@ var _ prometheus.Collector = (*snapshotCollector)(nil)
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descStarts, descCrashes, descRestarts, descRapidFail, descRecycles,
-		descReloads, descConfigError, descOffline, descProcesses, descInFlight, descClientConns, descSockmap,
+		descReloads, descConfigError, descOffline, descProcesses, descInFlight, descAppInFlight, descUpstreamConns, descClientConns, descSockmap,
 		descAccel, descDraining, descBuild} {
 		ch <- d
 	}
@@ -64,6 +68,16 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		inFlight, conns := c.o.Front()
 		ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(inFlight))
 		ch <- prometheus.MustNewConstMetric(descClientConns, prometheus.GaugeValue, float64(conns))
+	}
+	if c.o.AppLoad != nil {
+		for _, app := range c.o.Apps {
+			inFlight, open, busy := c.o.AppLoad(app)
+			ch <- prometheus.MustNewConstMetric(descAppInFlight, prometheus.GaugeValue, float64(inFlight), app)
+			// The two counts are read one after the other, so a connection
+			// being handed out may show as busy before it shows as open.
+			ch <- prometheus.MustNewConstMetric(descUpstreamConns, prometheus.GaugeValue, float64(max(open-busy, 0)), app, "idle")
+			ch <- prometheus.MustNewConstMetric(descUpstreamConns, prometheus.GaugeValue, float64(busy), app, "busy")
+		}
 	}
 	if c.o.Snapshot == nil {
 		return

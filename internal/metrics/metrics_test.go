@@ -30,6 +30,12 @@ func newTest() *Metrics {
 		Apps:     []string{"/", "/api"},
 		Snapshot: snapshot,
 		Front:    func() (int64, int) { return 4, 9 },
+		AppLoad: func(app string) (int64, int, int) {
+			if app == "/" {
+				return 3, 5, 2
+			}
+			return 0, 1, 0
+		},
 	})
 }
 
@@ -143,6 +149,12 @@ func TestSnapshotMetrics(t *testing.T) {
 		{"loopgate_backend_processes", map[string]string{"app": "/api", "state": "idle"}, 1},
 		{"loopgate_requests_in_flight", nil, 4},
 		{"loopgate_client_connections", nil, 9},
+		{"loopgate_app_requests_in_flight", map[string]string{"app": "/"}, 3},
+		{"loopgate_app_requests_in_flight", map[string]string{"app": "/api"}, 0},
+		{"loopgate_upstream_connections", map[string]string{"app": "/", "state": "busy"}, 2},
+		{"loopgate_upstream_connections", map[string]string{"app": "/", "state": "idle"}, 3},
+		{"loopgate_upstream_connections", map[string]string{"app": "/api", "state": "busy"}, 0},
+		{"loopgate_upstream_connections", map[string]string{"app": "/api", "state": "idle"}, 1},
 		{"loopgate_sockmap_messages_total", map[string]string{"verdict": "redirected"}, 7},
 		{"loopgate_sockmap_messages_total", map[string]string{"verdict": "passed"}, 3},
 		{"loopgate_acceleration_active", nil, 1},
