@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -76,10 +77,10 @@ func (r *rawH2) closedWithin(d time.Duration) (goaway bool, closed bool) {
 	}
 }
 
-// floodHarness has a backend that counts requests and their peak
-// concurrency; /slow takes 500 ms.
-func floodHarness(t *testing.T) (*tlsHarness, *atomic.Int64, *atomic.Int64) {
-	h := newTLSHarness(t, Config{HTTP2MaxConcurrentStreams: 5})
+// floodHarness has a stream limit of maxStreams and a backend that counts
+// requests and their peak concurrency; /slow takes 500 ms.
+func floodHarness(t *testing.T, maxStreams int) (*tlsHarness, *atomic.Int64, *atomic.Int64) {
+	h := newTLSHarness(t, Config{HTTP2MaxConcurrentStreams: maxStreams})
 	var total, cur, peak atomic.Int64
 	h.backend(func(w http.ResponseWriter, r *http.Request) {
 		total.Add(1)
@@ -108,11 +109,48 @@ func healthy(t *testing.T, h *tlsHarness) {
 	}
 }
 
+// TestH2StreamLimitIsConfigured: the stream limit the flood tests lean on
+// is the one loopgate configures, not the library's default (250): a
+// client opening 12 slow streams at once gets exactly the limit through to
+// the app, the rest refused (RST_STREAM REFUSED_STREAM or PROTOCOL_ERROR).
+func TestH2StreamLimitIsConfigured(t *testing.T) {
+	for _, limit := range []int{5, 8} {
+		t.Run(strconv.Itoa(limit), func(t *testing.T) {
+			h, total, peak := floodHarness(t, limit)
+			r := dialRawH2(t, h)
+			var buf bytes.Buffer
+			for i := range 12 {
+				buf.Write(h2frame(0x1, 0x5, uint32(2*i+1), r.block("/slow", h.addr))) // HEADERS, END_STREAM|END_HEADERS
+			}
+			if _, err := r.c.Write(buf.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for total.Load() < int64(limit) && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(300 * time.Millisecond) // within the first requests' 500 ms: more would overlap them
+			if n, p := total.Load(), peak.Load(); n != int64(limit) || p != int64(limit) {
+				t.Errorf("stream limit %d: the app saw %d requests, %d at once; want %d and %d", limit, n, p, limit, limit)
+			}
+		})
+	}
+}
+
 // TestH2RapidReset opens and cancels streams as fast as it can
 // (CVE-2023-44487): the app never sees more concurrent requests than the
 // stream limit, the connection is closed, and other clients are served.
+//
+// The defense is the standard library's HTTP/2 server (net/http's bundled
+// copy of x/net/http2, Go 1.21.3 and later): a handler counts against
+// MaxConcurrentStreams until it returns, even when the client has reset its
+// stream, so resets do not free slots; streams beyond the limit wait in a
+// queue, and a connection queueing more than 4 x MaxConcurrentStreams of
+// them is closed with GOAWAY ENHANCE_YOUR_CALM. loopgate sets the limit
+// (HTTP2MaxConcurrentStreams, checked by TestH2StreamLimitIsConfigured)
+// and ends a reset stream's exchange at once (TestH2ClientResetClosesBackend).
 func TestH2RapidReset(t *testing.T) {
-	h, total, peak := floodHarness(t)
+	h, total, peak := floodHarness(t, 5)
 	r := dialRawH2(t, h)
 	const streams = 3000
 	go func() {
@@ -147,8 +185,16 @@ func TestH2RapidReset(t *testing.T) {
 // TestH2ContinuationFlood sends an endless header block in CONTINUATION
 // frames (CVE-2024-27316): the connection is closed long before the
 // flood ends and the app sees nothing.
+//
+// The defense is the standard library's HTTP/2 server (Go 1.22.2 and
+// later): it decodes a header block as its frames arrive and counts the
+// decoded size against the header list limit (MaxHeaderBytes, which
+// loopgate sets from --max-header-bytes); past the limit it keeps decoding
+// (HPACK state must stay in step) without storing fields, and once the
+// block's frames exceed the limit by a fixed allowance it closes the
+// connection instead of reading on.
 func TestH2ContinuationFlood(t *testing.T) {
-	h, total, _ := floodHarness(t)
+	h, total, _ := floodHarness(t, 5)
 	r := dialRawH2(t, h)
 	sent := make(chan int64, 1)
 	go func() {
