@@ -121,8 +121,8 @@ func TestAccelOnTraffic(t *testing.T) {
 	if code, body, err := get(c, l.url("/")); err != nil || code != 200 || !strings.HasPrefix(body, "pid=") {
 		t.Fatalf("GET / after the WebSocket session: %d %q %v", code, body, err)
 	}
-	if m := uint64(l.metric(t, `loopgate_sockmap_messages_total{verdict="redirected"}`)); m < redirected {
-		t.Errorf("/metrics loopgate_sockmap_messages_total{verdict=\"redirected\"} = %d, below /status's earlier %d", m, redirected)
+	if m := uint64(l.metric(t, `loopgate_sockmap_messages_total{verdict="redirect"}`)); m < redirected {
+		t.Errorf("/metrics loopgate_sockmap_messages_total{verdict=\"redirect\"} = %d, below /status's earlier %d", m, redirected)
 	}
 	t.Logf("%d messages redirected by the sockmap", redirected)
 }

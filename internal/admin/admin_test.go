@@ -118,7 +118,7 @@ func TestMetricsEndpointPassesPromlint(t *testing.T) {
 		`loopgate_backend_starts_total{app="/"} 1`,
 		`loopgate_requests_in_flight 2`,
 		`loopgate_client_connections 3`,
-		`loopgate_sockmap_messages_total{verdict="redirected"} 1`,
+		`loopgate_sockmap_messages_total{verdict="redirect"} 1`,
 		`loopgate_build_info{version="v1"} 1`,
 		`process_cpu_seconds_total`, `go_goroutines`,
 	} {

@@ -34,7 +34,7 @@ var (
 	descClientConns = prometheus.NewDesc("loopgate_client_connections",
 		"Client connections open now, over all listeners.", nil, nil)
 	descSockmap = prometheus.NewDesc("loopgate_sockmap_messages_total",
-		"Loopback messages seen by the eBPF sk_msg program, by verdict (redirected socket to socket, or passed to TCP).", []string{"verdict"}, nil)
+		"Loopback messages seen by the eBPF sk_msg program, by verdict: redirect (socket to socket) or pass (left to TCP).", []string{"verdict"}, nil)
 	descAccel = prometheus.NewDesc("loopgate_acceleration_active",
 		"1 when the eBPF sockmap acceleration is attached.", nil, nil)
 	descDraining = prometheus.NewDesc("loopgate_draining",
@@ -86,8 +86,8 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, b2f(s.Draining))
 	ch <- prometheus.MustNewConstMetric(descAccel, prometheus.GaugeValue, b2f(s.Acceleration.Active))
 	if s.Acceleration.Active {
-		ch <- prometheus.MustNewConstMetric(descSockmap, prometheus.CounterValue, float64(s.Acceleration.Redirected), "redirected")
-		ch <- prometheus.MustNewConstMetric(descSockmap, prometheus.CounterValue, float64(s.Acceleration.Passed), "passed")
+		ch <- prometheus.MustNewConstMetric(descSockmap, prometheus.CounterValue, float64(s.Acceleration.Redirected), "redirect")
+		ch <- prometheus.MustNewConstMetric(descSockmap, prometheus.CounterValue, float64(s.Acceleration.Passed), "pass")
 	}
 	for _, a := range s.Apps {
 		counter := func(d *prometheus.Desc, v uint64, labels ...string) {
