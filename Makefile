@@ -44,6 +44,12 @@ bench-compare:
 bench-guard:
 	$(GO) run ./bench/cmd/guard
 
+# HTTP/2 vs HTTP/1.1 over TLS with h2load (nghttp2-client, installed from
+# Debian as root when missing): loopgate and nginx; writes bench/results/h2-latest.md.
+.PHONY: bench-h2
+bench-h2:
+	$(GO) run ./bench/cmd/h2compare
+
 # bpf2go needs clang, llvm (llvm-strip) and libbpf-dev (bpf_helpers.h).
 generate: bpf-deps
 	$(GO) generate ./bpf/...

@@ -1,0 +1,309 @@
+// Command h2compare measures HTTP/2 against HTTP/1.1 over TLS with h2load
+// (Debian's nghttp2-client): loopgate with --tls-listen, and nginx with
+// HTTP/2 on in front of the same benchmark backend program
+// (bench/internal/backend -pairing=off). Servers run on CPU 0, h2load on
+// CPU 1 when both are available. It writes a Markdown table to
+// bench/results/h2-latest.md (or -out).
+//
+// Usage: go run ./bench/cmd/h2compare [-d 10s] [-c 16] [-m 10] [-out FILE]
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/loopgate/loopgate/bench/internal/harness"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "h2compare:", err)
+		os.Exit(1)
+	}
+}
+
+// nginxTLSConf is harness's nginx configuration with a TLS listener that
+// offers h2 and http/1.1 (nginx 1.22 spells "http2 on" as a listen
+// parameter).
+const nginxTLSConf = `worker_processes 1;
+daemon off;
+pid {{dir}}/nginx.pid;
+error_log {{dir}}/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path {{dir}}/body;
+    proxy_temp_path {{dir}}/proxy;
+    fastcgi_temp_path {{dir}}/fastcgi;
+    uwsgi_temp_path {{dir}}/uwsgi;
+    scgi_temp_path {{dir}}/scgi;
+    keepalive_requests 1000000;
+    http2_max_requests 1000000;
+    upstream backend {
+        server {{backend}};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen {{listen}} ssl http2;
+        ssl_certificate {{dir}}/cert.pem;
+        ssl_certificate_key {{dir}}/key.pem;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }
+    }
+}
+`
+
+type result struct {
+	target, proto   string
+	rps             float64
+	mean, sd, max   string
+	succeeded, fail int64
+}
+
+func run() error {
+	dur := flag.Duration("d", 10*time.Second, "measuring time per run")
+	conns := flag.Int("c", 16, "client connections")
+	streams := flag.Int("m", 10, "concurrent streams per HTTP/2 connection")
+	out := flag.String("out", "bench/results/h2-latest.md", "Markdown report")
+	flag.Parse()
+
+	h2load, err := exec.LookPath("h2load")
+	if err != nil {
+		if os.Geteuid() != 0 {
+			return errors.New("h2load is not installed (apt-get install nghttp2-client)")
+		}
+		fmt.Fprintln(os.Stderr, "h2compare: installing nghttp2-client")
+		cmd := exec.Command("apt-get", "-y", "install", "nghttp2-client")
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("apt-get install nghttp2-client: %w\n%s", err, b)
+		}
+		if h2load, err = exec.LookPath("h2load"); err != nil {
+			return err
+		}
+	}
+	tmp, err := os.MkdirTemp("", "h2compare-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	fmt.Fprintln(os.Stderr, "h2compare: building loopgate and the backend")
+	bins, err := harness.Build(tmp)
+	if err != nil {
+		return err
+	}
+	serverCPU, loadCPU := -1, -1
+	if harness.CanPin() {
+		serverCPU, loadCPU = 0, 1
+	} else {
+		fmt.Fprintln(os.Stderr, "h2compare: CPUs 0 and 1 are not both available: not pinning")
+	}
+	if err := writeCert(tmp); err != nil {
+		return err
+	}
+
+	// loopgate: TLS listener, HTTP/2 and HTTP/1.1 by ALPN.
+	app := filepath.Join(tmp, "app")
+	if err := harness.WriteApp(app, bins.Backend, "-pairing=off"); err != nil {
+		return err
+	}
+	lport, err := harness.FreePort()
+	if err != nil {
+		return err
+	}
+	laddr := "127.0.0.1:" + strconv.Itoa(lport)
+	lg := exec.Command(bins.Loopgate, "serve", "--tls-listen", laddr, "--tls-cert", filepath.Join(tmp, "cert.pem"),
+		"--tls-key", filepath.Join(tmp, "key.pem"), "--admin", "127.0.0.1:0", "--access-log=false", app)
+	var lgLog strings.Builder
+	lg.Stdout, lg.Stderr = &lgLog, &lgLog
+	lg.WaitDelay = 10 * time.Second // a backend left holding the output pipe must not hang Wait
+	if err := harness.StartPinned(lg, serverCPU); err != nil {
+		return err
+	}
+	defer stop(lg) // SIGTERM: loopgate stops its backend
+	if err := harness.WaitListening(laddr, 15*time.Second); err != nil {
+		return fmt.Errorf("loopgate: %w\n%s", err, lgLog.String())
+	}
+
+	// nginx with HTTP/2 in front of its own backend process.
+	be, err := harness.StartBackend(bins.Backend, "off", "", serverCPU)
+	if err != nil {
+		return err
+	}
+	defer be.Stop()
+	nport, err := harness.FreePort()
+	if err != nil {
+		return err
+	}
+	naddr := "127.0.0.1:" + strconv.Itoa(nport)
+	conf := filepath.Join(tmp, "nginx.conf")
+	text := strings.NewReplacer("{{dir}}", tmp, "{{listen}}", naddr, "{{backend}}", be.Addr).Replace(nginxTLSConf)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		return err
+	}
+	nginxBin, err := exec.LookPath("nginx")
+	if err != nil {
+		nginxBin = "/usr/sbin/nginx"
+	}
+	ng := exec.Command(nginxBin, "-p", tmp, "-c", conf, "-e", filepath.Join(tmp, "error.log"))
+	var ngLog strings.Builder
+	ng.Stdout, ng.Stderr = &ngLog, &ngLog
+	ng.WaitDelay = 10 * time.Second
+	if err := harness.StartPinned(ng, serverCPU); err != nil {
+		return fmt.Errorf("nginx: %w", err)
+	}
+	defer stop(ng)
+	if err := harness.WaitListening(naddr, 10*time.Second); err != nil {
+		return fmt.Errorf("nginx: %w\n%s", err, ngLog.String())
+	}
+
+	var results []result
+	for _, t := range []struct{ name, addr string }{{"loopgate", laddr}, {"nginx", naddr}} {
+		for _, proto := range []string{"h2", "http/1.1"} {
+			// A short warm-up run starts loopgate's backend and fills the pools.
+			if _, err := load(h2load, loadCPU, t.addr, proto, 2*time.Second, *conns, *streams); err != nil {
+				return fmt.Errorf("%s %s warm-up: %w", t.name, proto, err)
+			}
+			r, err := load(h2load, loadCPU, t.addr, proto, *dur, *conns, *streams)
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", t.name, proto, err)
+			}
+			r.target = t.name
+			fmt.Fprintf(os.Stderr, "h2compare: %-8s %-8s %9.0f req/s mean %s\n", r.target, r.proto, r.rps, r.mean)
+			results = append(results, r)
+		}
+	}
+	return report(*out, results, *dur, *conns, *streams)
+}
+
+// stop ends a server with SIGTERM and waits for it (bounded by its
+// WaitDelay after a SIGKILL if it does not exit within 10 s).
+func stop(cmd *exec.Cmd) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+var (
+	reFinished = regexp.MustCompile(`finished in [^,]+, ([0-9.]+) req/s`)
+	reRequests = regexp.MustCompile(`requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed`)
+	reTime     = regexp.MustCompile(`time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)`)
+	reProto    = regexp.MustCompile(`Application protocol: (\S+)`)
+)
+
+// load runs h2load for d: HTTP/2 with m streams per connection, or
+// HTTP/1.1 (--h1, one request at a time per connection) over TLS.
+func load(bin string, cpu int, addr, proto string, d time.Duration, c, m int) (result, error) {
+	args := []string{"-D", strconv.Itoa(int(d.Seconds())), "-c", strconv.Itoa(c), "-t", "1", "https://" + addr + "/"}
+	if proto == "h2" {
+		args = append(args, "-m", strconv.Itoa(m))
+	} else {
+		args = append(args, "--h1")
+	}
+	cmd := exec.Command(bin, args...)
+	var b strings.Builder
+	cmd.Stdout, cmd.Stderr = &b, &b
+	if err := harness.StartPinned(cmd, cpu); err != nil {
+		return result{}, err
+	}
+	if err := cmd.Wait(); err != nil {
+		return result{}, fmt.Errorf("h2load: %w\n%s", err, b.String())
+	}
+	s := b.String()
+	f, rq, tm, pr := reFinished.FindStringSubmatch(s), reRequests.FindStringSubmatch(s), reTime.FindStringSubmatch(s), reProto.FindStringSubmatch(s)
+	if f == nil || rq == nil || tm == nil || pr == nil {
+		return result{}, fmt.Errorf("h2load output not understood:\n%s", s)
+	}
+	if pr[1] != proto {
+		return result{}, fmt.Errorf("asked for %s, negotiated %s", proto, pr[1])
+	}
+	r := result{proto: proto, mean: tm[3], sd: tm[4], max: tm[2]}
+	r.rps, _ = strconv.ParseFloat(f[1], 64)
+	r.succeeded, _ = strconv.ParseInt(rq[1], 10, 64)
+	r.fail, _ = strconv.ParseInt(rq[2], 10, 64)
+	if r.succeeded == 0 || r.fail > 0 {
+		return r, fmt.Errorf("%d requests succeeded, %d failed\n%s", r.succeeded, r.fail, s)
+	}
+	return r, nil
+}
+
+func report(path string, rs []result, d time.Duration, c, m int) error {
+	nginx := map[string]float64{}
+	for _, r := range rs {
+		if r.target == "nginx" {
+			nginx[r.proto] = r.rps
+		}
+	}
+	var b strings.Builder
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	v, _ := exec.Command("h2load", "--version").Output()
+	fmt.Fprintf(&b, "# HTTP/2 vs HTTP/1.1 over TLS (h2compare)\n\n")
+	fmt.Fprintf(&b, "%s, kernel %s, %s, %s; %s runs per protocol, %d connections, %d streams per HTTP/2 connection (HTTP/1.1: one request at a time per connection); GET / (13-byte body); servers on CPU 0, h2load on CPU 1.\n\n",
+		time.Now().UTC().Format("2006-01-02"), strings.TrimSpace(string(kernel)), harness.Version("nginx"), strings.TrimSpace(string(v)), d, c, m)
+	b.WriteString("| target | protocol | requests/s | vs nginx same protocol | latency mean | sd | max |\n|---|---|---:|---:|---:|---:|---:|\n")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %s | %s | %s |\n", r.target, r.proto, r.rps, r.rps/nginx[r.proto], r.mean, r.sd, r.max)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	fmt.Print(b.String())
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// writeCert writes a self-signed ECDSA certificate for 127.0.0.1 (h2load
+// does not verify it) to dir/cert.pem and dir/key.pem.
+func writeCert(dir string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+}
