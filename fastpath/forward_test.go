@@ -476,7 +476,8 @@ func TestRetryRules(t *testing.T) {
 		// The retry's first acquire gets the dead process again, as it
 		// does when the supervisor has not yet seen it die.
 		h.apps["/"].next.Store(0)
-		h.apps["/"].backends = append(h.apps["/"].backends[:1], bDead, h.apps["/"].backends[1])
+		bs := h.apps["/"].list()
+		h.apps["/"].setBackends(bs[0], bDead, bs[1])
 		c := dialRaw(t, h.addr)
 		if r, _ := c.roundTrip(get("a", "/")); r.StatusCode != 200 {
 			t.Fatalf("status %d", r.StatusCode)

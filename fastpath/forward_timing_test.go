@@ -72,7 +72,7 @@ func newBenchRig(tb testing.TB) *benchRig {
 	}
 	up := newUpstream(bln.Addr().String(), &srv.cfg)
 	tb.Cleanup(up.Close)
-	app.backends = []*fakeBackend{{addr: bln.Addr().String(), token: "0f8fad5b-d9cb-469f-a165-70867728950e", pid: 1, up: up}}
+	app.setBackends(&fakeBackend{addr: bln.Addr().String(), token: "0f8fad5b-d9cb-469f-a165-70867728950e", pid: 1, up: up})
 	fln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)

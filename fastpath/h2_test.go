@@ -78,7 +78,7 @@ func (h *tlsHarness) backend(handler http.HandlerFunc) {
 	addr := strings.TrimPrefix(bs.URL, "http://")
 	up := newUpstream(addr, &h.srv.cfg)
 	h.t.Cleanup(up.Close)
-	h.app.backends = append(h.app.backends, &fakeBackend{addr: addr, token: "h2-token", pid: 77, up: up})
+	h.app.addBackend(&fakeBackend{addr: addr, token: "h2-token", pid: 77, up: up})
 }
 
 func (h *tlsHarness) setSpec(edit func(*configload.AppSpec)) {

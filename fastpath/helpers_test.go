@@ -27,7 +27,7 @@ type fakeApp struct {
 	vpath    string
 	spec     atomic.Pointer[configload.AppSpec]
 	outcome  atomic.Uint32 // supervisor.Outcome
-	backends []*fakeBackend
+	backends atomic.Pointer[[]*fakeBackend] // replaced whole, so requests in flight see a consistent list
 	next     atomic.Uint64
 	offline  []byte
 	acquires atomic.Int64
@@ -44,7 +44,8 @@ func (a *fakeApp) Acquire(context.Context) (Backend, supervisor.Outcome) {
 	if o := supervisor.Outcome(a.outcome.Load()); o != supervisor.Ready {
 		return nil, o
 	}
-	b := a.backends[(a.next.Add(1)-1)%uint64(len(a.backends))]
+	bs := *a.backends.Load()
+	b := bs[(a.next.Add(1)-1)%uint64(len(bs))]
 	b.acquired.Add(1)
 	return b, supervisor.Ready
 }
@@ -64,6 +65,19 @@ func (b *fakeBackend) PID() int                      { return b.pid }
 func (b *fakeBackend) Upstream() supervisor.Upstream { return b.up }
 func (b *fakeBackend) Release()                      { b.released.Add(1) }
 func (b *fakeBackend) Unreachable()                  { b.unreachable.Add(1) }
+
+// setBackends replaces the app's backends.
+func (a *fakeApp) setBackends(bs ...*fakeBackend) { a.backends.Store(&bs) }
+
+// addBackend appends b to the app's backends.
+func (a *fakeApp) addBackend(b *fakeBackend) { a.setBackends(append(a.list(), b)...) }
+
+func (a *fakeApp) list() []*fakeBackend {
+	if bs := a.backends.Load(); bs != nil {
+		return *bs
+	}
+	return nil
+}
 
 func testSpec(vpath string) *configload.AppSpec {
 	return &configload.AppSpec{
@@ -124,9 +138,10 @@ func newHarness(t *testing.T, cfg Config, vpaths ...string) *harness {
 
 // backend attaches a backend at addr to the app mounted at vpath.
 func (h *harness) backend(vpath, addr string) *fakeBackend {
-	b := &fakeBackend{addr: addr, token: "tok-" + strconv.Itoa(len(h.apps[vpath].backends)+1), pid: 4000 + len(h.apps[vpath].backends), up: newUpstream(addr, &h.srv.cfg)}
+	n := len(h.apps[vpath].list())
+	b := &fakeBackend{addr: addr, token: "tok-" + strconv.Itoa(n+1), pid: 4000 + n, up: newUpstream(addr, &h.srv.cfg)}
 	h.t.Cleanup(b.up.Close)
-	h.apps[vpath].backends = append(h.apps[vpath].backends, b)
+	h.apps[vpath].addBackend(b)
 	return b
 }
 

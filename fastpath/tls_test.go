@@ -116,7 +116,7 @@ func TestTLSListener(t *testing.T) {
 	})
 	up := newUpstream(addr, &srv.cfg)
 	t.Cleanup(up.Close)
-	app.backends = []*fakeBackend{{addr: addr, token: "tls-token", pid: 7, up: up}}
+	app.setBackends(&fakeBackend{addr: addr, token: "tls-token", pid: 7, up: up})
 	front := srv.Addrs()[0].String()
 
 	roots := x509.NewCertPool()
