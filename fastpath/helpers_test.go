@@ -26,7 +26,7 @@ import (
 type fakeApp struct {
 	vpath    string
 	spec     atomic.Pointer[configload.AppSpec]
-	outcome  atomic.Uint32 // supervisor.Outcome
+	outcome  atomic.Uint32                  // supervisor.Outcome
 	backends atomic.Pointer[[]*fakeBackend] // replaced whole, so requests in flight see a consistent list
 	next     atomic.Uint64
 	offline  []byte
