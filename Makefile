@@ -11,7 +11,7 @@ LISTEN   ?= 127.0.0.1:8080
 ADMIN    ?= 127.0.0.1:9180
 FUZZTIME ?= 5s
 
-.PHONY: build example test run bench generate lint docker bpf-deps clean
+.PHONY: build example test race run bench generate lint docker bpf-deps clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/loopgate
@@ -29,6 +29,10 @@ test: bpf-deps
 
 run: build example
 	$(BIN) serve --listen $(LISTEN) --admin $(ADMIN) $(EXAMPLE)
+
+# The race detector needs cgo (gcc); not part of test, which must run with Go alone.
+race:
+	CGO_ENABLED=1 $(GO) test -count=1 -race ./supervisor/... ./fastpath/... ./pairing/... ./internal/...
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./fastpath/... ./supervisor/... ./bench/...
