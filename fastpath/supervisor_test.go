@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/loopgate/loopgate/configload"
+	"github.com/loopgate/loopgate/internal/gobuild"
 	"github.com/loopgate/loopgate/supervisor"
 )
 
@@ -30,8 +30,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	helloBinary = filepath.Join(dir, "hello")
-	if out, err := exec.Command("go", "build", "-o", helloBinary, "github.com/loopgate/loopgate/examples/hello").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building examples/hello: %v\n%s", err, out)
+	if err := gobuild.Build(helloBinary, "github.com/loopgate/loopgate/examples/hello"); err != nil {
+		fmt.Fprintf(os.Stderr, "building examples/hello: %v\n", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/loopgate/loopgate/internal/gobuild"
 	"github.com/loopgate/loopgate/internal/status"
 )
 
@@ -39,22 +40,13 @@ func TestMain(m *testing.M) {
 	}
 	loopgateBin = filepath.Join(dir, "loopgate")
 	appBin = filepath.Join(dir, "faultapp")
-	buildErr = goBuild(loopgateBin, "../cmd/loopgate")
+	buildErr = gobuild.Build(loopgateBin, "../cmd/loopgate")
 	if buildErr == nil {
-		buildErr = goBuild(appBin, "./internal/faultapp")
+		buildErr = gobuild.Build(appBin, "./internal/faultapp")
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func goBuild(out, pkg string) error {
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return nil
 }
 
 // long reports whether the full-length scenarios were asked for.

@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/loopgate/loopgate/configload"
+	"github.com/loopgate/loopgate/internal/gobuild"
 )
 
 // testBackend is the compiled internal/testbackend, built once by TestMain.
@@ -35,8 +36,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	testBackend = filepath.Join(dir, "testbackend")
-	if out, err := exec.Command("go", "build", "-o", testBackend, "./internal/testbackend").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building the test backend: %v\n%s", err, out)
+	if err := gobuild.Build(testBackend, "./internal/testbackend"); err != nil {
+		fmt.Fprintf(os.Stderr, "building the test backend: %v\n", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/loopgate/loopgate/internal/gobuild"
 )
 
 // copyExample copies examples/hello (without a built binary) to a temp dir
@@ -35,7 +37,7 @@ func copyExample(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
-	if err := goBuild(filepath.Join(dst, "hello"), "../../examples/hello"); err != nil {
+	if err := gobuild.Build(filepath.Join(dst, "hello"), "../../examples/hello"); err != nil {
 		t.Fatal(err)
 	}
 	return dst

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loopgate/loopgate/internal/gobuild"
 	"github.com/loopgate/loopgate/internal/status"
 )
 
@@ -41,22 +42,13 @@ func TestMain(m *testing.M) {
 	}
 	loopgateBin = filepath.Join(dir, "loopgate")
 	backendBin = filepath.Join(dir, "backend")
-	buildErr = goBuild(loopgateBin, ".")
+	buildErr = gobuild.Build(loopgateBin, ".")
 	if buildErr == nil {
-		buildErr = goBuild(backendBin, "./testdata/backend")
+		buildErr = gobuild.Build(backendBin, "./testdata/backend")
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func goBuild(out, pkg string) error {
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return nil
 }
 
 func needBinaries(t *testing.T) {

@@ -45,6 +45,8 @@ import (
 	"time"
 
 	"golang.org/x/net/websocket"
+
+	"github.com/loopgate/loopgate/internal/gobuild"
 )
 
 var (
@@ -112,10 +114,8 @@ func run() error {
 	}
 	defer os.RemoveAll(work)
 	app := filepath.Join(work, "faultapp")
-	build := exec.Command("go", "build", "-o", app, "github.com/loopgate/loopgate/reliability/internal/faultapp")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("building faultapp: %v\n%s", err, out)
+	if err := gobuild.Build(app, "github.com/loopgate/loopgate/reliability/internal/faultapp"); err != nil {
+		return err
 	}
 	appDir := filepath.Join(work, "app")
 	if err := os.Mkdir(appDir, 0o755); err != nil {

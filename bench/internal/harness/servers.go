@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/loopgate/loopgate/internal/gobuild"
 	"github.com/loopgate/loopgate/internal/status"
 )
 
@@ -26,21 +27,12 @@ type Binaries struct {
 	Backend  string // bench/internal/backend
 }
 
-// Build compiles loopgate and the benchmark backend into dir, from the
-// module that holds the current directory.
+// Build compiles loopgate and the benchmark backend into dir.
 func Build(dir string) (Binaries, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return Binaries{}, fmt.Errorf("finding the module root: %w", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(out)))
 	b := Binaries{Loopgate: filepath.Join(dir, "loopgate"), Backend: filepath.Join(dir, "backend")}
-	for _, p := range []struct{ out, pkg string }{{b.Loopgate, "./cmd/loopgate"}, {b.Backend, "./bench/internal/backend"}} {
-		cmd := exec.Command("go", "build", "-trimpath", "-o", p.out, p.pkg)
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return Binaries{}, fmt.Errorf("go build %s: %w\n%s", p.pkg, err, out)
+	for _, p := range []struct{ out, pkg string }{{b.Loopgate, "github.com/loopgate/loopgate/cmd/loopgate"}, {b.Backend, "github.com/loopgate/loopgate/bench/internal/backend"}} {
+		if err := gobuild.Build(p.out, p.pkg); err != nil {
+			return Binaries{}, err
 		}
 	}
 	return b, nil

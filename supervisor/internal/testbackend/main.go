@@ -63,7 +63,11 @@ func main() {
 		time.AfterFunc(d, func() { os.Exit(code) })
 	}
 	if os.Getenv("TB_NO_LISTEN") == "1" {
-		select {}
+		// Not select{}: without cgo's threads the runtime would call a bare
+		// select a deadlock and exit, which is not "never listens".
+		for {
+			time.Sleep(time.Hour)
+		}
 	}
 	time.Sleep(dur("TB_LISTEN_DELAY"))
 	l, err := net.Listen("tcp4", "127.0.0.1:"+*port)
