@@ -419,9 +419,7 @@ func TestBodyLimit(t *testing.T) {
 // request that reached the backend is never sent twice.
 func TestRetryRules(t *testing.T) {
 	t.Run("refused connect goes to the next slot", func(t *testing.T) {
-		dead, _ := net.Listen("tcp", "127.0.0.1:0")
-		deadAddr := dead.Addr().String()
-		dead.Close()
+		deadAddr := refusedAddr(t)
 		addr, got := capturingBackend(t, okResponse)
 		h := newHarness(t, Config{}, "/")
 		bDead := h.backend("/", deadAddr)
@@ -446,9 +444,7 @@ func TestRetryRules(t *testing.T) {
 	})
 
 	t.Run("both slots refused: 502.3", func(t *testing.T) {
-		dead, _ := net.Listen("tcp", "127.0.0.1:0")
-		deadAddr := dead.Addr().String()
-		dead.Close()
+		deadAddr := refusedAddr(t)
 		h := newHarness(t, Config{}, "/")
 		b := h.backend("/", deadAddr)
 		c := dialRaw(t, h.addr)
@@ -466,9 +462,7 @@ func TestRetryRules(t *testing.T) {
 	})
 
 	t.Run("a retry does not go back to the process that just failed", func(t *testing.T) {
-		dead, _ := net.Listen("tcp", "127.0.0.1:0")
-		deadAddr := dead.Addr().String()
-		dead.Close()
+		deadAddr := refusedAddr(t)
 		addr, got := capturingBackend(t, okResponse)
 		h := newHarness(t, Config{}, "/")
 		bDead := h.backend("/", deadAddr)
