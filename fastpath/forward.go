@@ -912,6 +912,7 @@ func (x *exchange) answer(status int, body []byte) bool {
 	r.SetBodyRaw(body)
 	if !x.consumed {
 		r.Header.SetConnectionClose()
+		lingerOnClose(x.ctx.Conn())
 	}
 	x.status = status
 	x.bodyEnd = true

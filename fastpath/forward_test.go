@@ -709,3 +709,27 @@ func TestLargeTransfersStream(t *testing.T) {
 		t.Errorf("observer BytesOut %d", i.BytesOut)
 	}
 }
+
+// TestTooLargeAnswerReachesUploader: a client that keeps sending an
+// over-limit body it declared (Go's http.Client, without Expect) still gets
+// the 413. Without a lingering close, loopgate's close with the body unread
+// sends a reset that fails the client's upload before it reads the answer.
+func TestTooLargeAnswerReachesUploader(t *testing.T) {
+	h := newHarness(t, Config{}, "/")
+	h.backend("/", refusedAddr(t))
+	h.setSpec("/", func(s *configload.AppSpec) { s.MaxAllowedContentLength = 1000 })
+	c := h.client()
+	for i := range 5 {
+		body := io.LimitReader(&pattern{}, 3<<20) // more than the socket buffers, less than maxDiscardBytes
+		req, _ := http.NewRequest("POST", "http://"+h.addr+"/", body)
+		req.ContentLength = 3 << 20
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("attempt %d: the 413 was lost: %v", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 413 {
+			t.Fatalf("attempt %d: status %d, want 413", i, resp.StatusCode)
+		}
+	}
+}

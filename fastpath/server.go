@@ -427,6 +427,25 @@ func (l *connLimiter) closeIdlest() bool {
 	return true
 }
 
+// lingerTime bounds how long a connection closed with an unread request
+// body keeps reading (and dropping) what the client still sends; at most
+// maxDiscardBytes are read. nginx's lingering close, for the same reason:
+// closing a socket with unread data sends a reset, which can destroy the
+// answer (a 413, say) before the client has read it.
+const lingerTime = 2 * time.Second
+
+// lingerOnClose makes closing c a lingering close: send FIN after the
+// answer, drop what the client still sends for up to lingerTime, then
+// close. For connections whose request body was left unread.
+func lingerOnClose(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if tc, ok := c.(*trackedConn); ok {
+		tc.linger.Store(true)
+	}
+}
+
 // connState is fasthttp's ConnState hook: it marks connections idle between
 // requests, for the limiter.
 func connState(c net.Conn, st fasthttp.ConnState) {
@@ -552,9 +571,13 @@ type trackedConn struct {
 	idleSince atomic.Int64 // unix ns since it waits for a next request; 0: new, busy or hijacked
 	gather    gatherState  // owned by the connection's serving goroutine
 	raw       *rawIO       // nil: not TCP, the Conn's own Read and Write are used
+	linger    atomic.Bool  // see lingerOnClose
 }
 
 func (c *trackedConn) Close() error {
+	if tcp, ok := c.Conn.(*net.TCPConn); ok && c.linger.CompareAndSwap(true, false) {
+		drainBeforeClose(tcp)
+	}
 	err := c.Conn.Close()
 	if c.closed.CompareAndSwap(false, true) {
 		c.lim.mu.Lock()
@@ -564,4 +587,23 @@ func (c *trackedConn) Close() error {
 		<-c.lim.sem
 	}
 	return err
+}
+
+// drainBeforeClose half-closes c and reads and drops what the client still
+// sends, until it closes its side, lingerTime passes or maxDiscardBytes
+// were read.
+func drainBeforeClose(c *net.TCPConn) {
+	if c.CloseWrite() != nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Now().Add(lingerTime))
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	for read := 0; read < maxDiscardBytes; {
+		n, err := c.Read(*bp)
+		read += n
+		if err != nil {
+			return
+		}
+	}
 }
