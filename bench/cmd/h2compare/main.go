@@ -38,44 +38,6 @@ func main() {
 	}
 }
 
-// nginxTLSConf is harness's nginx configuration with a TLS listener that
-// offers h2 and http/1.1 (nginx 1.22 spells "http2 on" as a listen
-// parameter).
-const nginxTLSConf = `worker_processes 1;
-daemon off;
-pid {{dir}}/nginx.pid;
-error_log {{dir}}/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path {{dir}}/body;
-    proxy_temp_path {{dir}}/proxy;
-    fastcgi_temp_path {{dir}}/fastcgi;
-    uwsgi_temp_path {{dir}}/uwsgi;
-    scgi_temp_path {{dir}}/scgi;
-    keepalive_requests 1000000;
-    http2_max_requests 1000000;
-    upstream backend {
-        server {{backend}};
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen {{listen}} ssl http2;
-        ssl_certificate {{dir}}/cert.pem;
-        ssl_certificate_key {{dir}}/key.pem;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-        }
-    }
-}
-`
-
 type result struct {
 	target, proto   string
 	rps             float64
@@ -154,31 +116,12 @@ func run() error {
 		return err
 	}
 	defer be.Stop()
-	nport, err := harness.FreePort()
+	ng, err := harness.StartNginxTLS(tmp, be.Addr, serverCPU)
 	if err != nil {
-		return err
-	}
-	naddr := "127.0.0.1:" + strconv.Itoa(nport)
-	conf := filepath.Join(tmp, "nginx.conf")
-	text := strings.NewReplacer("{{dir}}", tmp, "{{listen}}", naddr, "{{backend}}", be.Addr).Replace(nginxTLSConf)
-	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
-		return err
-	}
-	nginxBin, err := exec.LookPath("nginx")
-	if err != nil {
-		nginxBin = "/usr/sbin/nginx"
-	}
-	ng := exec.Command(nginxBin, "-p", tmp, "-c", conf, "-e", filepath.Join(tmp, "error.log"))
-	var ngLog strings.Builder
-	ng.Stdout, ng.Stderr = &ngLog, &ngLog
-	ng.WaitDelay = 10 * time.Second
-	if err := harness.StartPinned(ng, serverCPU); err != nil {
 		return fmt.Errorf("nginx: %w", err)
 	}
-	defer stop(ng)
-	if err := harness.WaitListening(naddr, 10*time.Second); err != nil {
-		return fmt.Errorf("nginx: %w\n%s", err, ngLog.String())
-	}
+	defer ng.Stop()
+	naddr := ng.Addr
 
 	var results []result
 	for _, t := range []struct{ name, addr string }{{"loopgate", laddr}, {"nginx", naddr}} {

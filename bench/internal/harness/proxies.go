@@ -19,7 +19,8 @@ func (p *Proxy) PIDs() []int { return append([]int{p.PID()}, Children(p.PID())..
 
 // nginxConf is configured like loopgate forwards: one worker, upstream
 // keep-alive, no access log, Host passed through, X-Forwarded-For and
-// X-Forwarded-Proto added, the backend's answer relayed.
+// X-Forwarded-Proto added, the backend's answer relayed. {{tls}} is empty
+// for plain HTTP, or nginxTLS for a listener offering h2 and http/1.1.
 const nginxConf = `worker_processes 1;
 daemon off;
 pid {{dir}}/nginx.pid;
@@ -39,7 +40,7 @@ http {
         keepalive_requests 1000000;
     }
     server {
-        listen {{listen}};
+        listen {{listen}}{{tls}};
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -75,6 +76,12 @@ backend be
     server app {{backend}}
 `
 
+// nginxTLS makes nginxConf's listener TLS with HTTP/2 (nginx 1.22 spells
+// "http2 on" as a listen parameter), with dir/cert.pem and dir/key.pem.
+const nginxTLS = ` ssl http2;
+        ssl_certificate {{dir}}/cert.pem;
+        ssl_certificate_key {{dir}}/key.pem`
+
 func render(tmpl, dir, listen, backend string) string {
 	return strings.NewReplacer("{{dir}}", dir, "{{listen}}", listen, "{{backend}}", backend).Replace(tmpl)
 }
@@ -82,6 +89,16 @@ func render(tmpl, dir, listen, backend string) string {
 // StartNginx runs nginx (from PATH or /usr/sbin) with a configuration in
 // dir, proxying a free loopback port to backend.
 func StartNginx(dir, backend string, cpu int) (*Proxy, error) {
+	return startNginx(dir, backend, cpu, "")
+}
+
+// StartNginxTLS is StartNginx with a TLS listener offering h2 and
+// http/1.1; dir must hold cert.pem and key.pem.
+func StartNginxTLS(dir, backend string, cpu int) (*Proxy, error) {
+	return startNginx(dir, backend, cpu, nginxTLS)
+}
+
+func startNginx(dir, backend string, cpu int, tls string) (*Proxy, error) {
 	bin, err := lookSbin("nginx")
 	if err != nil {
 		return nil, err
@@ -92,7 +109,7 @@ func StartNginx(dir, backend string, cpu int) (*Proxy, error) {
 	}
 	listen := "127.0.0.1:" + strconv.Itoa(port)
 	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(render(nginxConf, dir, listen, backend)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(render(strings.Replace(nginxConf, "{{tls}}", tls, 1), dir, listen, backend)), 0o644); err != nil {
 		return nil, err
 	}
 	p, err := start("nginx", exec.Command(bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log")), cpu)
