@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -28,6 +29,12 @@ const maxInterim = 16
 // maxDiscardBytes bounds the request body loopgate reads and drops to give
 // its own early answer on a clean connection (see answer).
 const maxDiscardBytes = 4 << 20
+
+// pumpReportWait bounds how long a response head that arrives while the
+// request body's last bytes are being written waits for the body pump to
+// finish; past it the client connection closes after the response, which is
+// safe but costs the client a new connection.
+const pumpReportWait = 50 * time.Millisecond
 
 // sameBackendRetries bounds how often a retry asks the supervisor again
 // when it is handed the process that just failed; the pauses between asks
@@ -94,6 +101,7 @@ type exchange struct {
 	pumpErr  error
 	pumpBuf  *[]byte
 	bytesIn  int64
+	bodySent atomic.Bool // the pump wrote the body's last byte; its report on pumpDone follows
 
 	kind      bodyKind
 	remaining int64 // bodyFixed: bytes left; bodyChunked: bytes left in chunk
@@ -345,14 +353,32 @@ func (x *exchange) try(attempt int) (done, retry bool) {
 		select {
 		case x.pumpErr = <-x.pumpDone:
 			x.pumping = false
-			x.consumed = x.pumpErr == nil
 		default:
+			if x.bodySent.Load() {
+				// The backend may have read the whole body and answered
+				// before the pump's last write returned: wait the moment
+				// that takes, or this client connection would be closed
+				// for nothing. The wait is bounded because that write can
+				// also be stuck on a backend that answered early and reads
+				// no more.
+				t := time.NewTimer(pumpReportWait)
+				select {
+				case x.pumpErr = <-x.pumpDone:
+					x.pumping = false
+				case <-t.C:
+				}
+				t.Stop()
+			}
+		}
+		if x.pumping {
 			// The backend answered before it had the whole body. The
 			// body keeps flowing while the response does (full duplex);
 			// what the client has not sent when the response ends is
 			// never read, so this client connection cannot carry another
 			// request.
 			rh.SetConnectionClose()
+		} else {
+			x.consumed = x.pumpErr == nil
 		}
 	}
 	backendClose := rh.ConnectionClose()
@@ -735,6 +761,11 @@ func (x *exchange) pump() error {
 				return errTooLarge
 			}
 			setDeadline(x.conn.SetWriteDeadline, x.spec.RequestTimeout)
+			if x.bytesIn == x.reqLen {
+				// Before the write: the backend can answer as soon as
+				// it has these bytes, before the write returns here.
+				x.bodySent.Store(true)
+			}
 			if chunked {
 				_, _ = bw.Write(strconv.AppendInt(hex[:0], int64(n), 16))
 				_, _ = bw.WriteString("\r\n")
@@ -750,6 +781,7 @@ func (x *exchange) pump() error {
 		if rerr == io.EOF {
 			if chunked {
 				_, _ = bw.WriteString("0\r\n\r\n")
+				x.bodySent.Store(true) // before the write, as above
 				if err := bw.Flush(); err != nil {
 					return fmt.Errorf("%w: %w", errBodyCut, err)
 				}

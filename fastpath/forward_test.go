@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -731,5 +732,60 @@ func TestTooLargeAnswerReachesUploader(t *testing.T) {
 		if resp.StatusCode != 413 {
 			t.Fatalf("attempt %d: status %d, want 413", i, resp.StatusCode)
 		}
+	}
+}
+
+// TestStreamedUploadKeepsAlive: a streamed request body (over
+// smallBodyBytes, by length or chunked) that the backend reads whole before
+// answering leaves the client connection open for the next request, even
+// when the backend's answer overtakes the body pump's report; a backend
+// that answers without reading the body closes it after the response.
+func TestStreamedUploadKeepsAlive(t *testing.T) {
+	addr := rawBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := readRawRequest(br)
+			if err != nil {
+				return
+			}
+			// The fastest possible answer, to meet the pump's report.
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(strconv.Itoa(len(req.body)))); err != nil {
+				return
+			}
+			io.WriteString(c, strconv.Itoa(len(req.body)))
+		}
+	})
+	h := newHarness(t, Config{}, "/")
+	h.backend("/", addr)
+	c := dialRaw(t, h.addr)
+	body := strings.Repeat("x", smallBodyBytes+1)
+	chunked := fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body)
+	for i := range 200 {
+		req := fmt.Sprintf("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		if i%2 == 1 {
+			req = "POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked
+		}
+		r, got := c.roundTrip(req)
+		if r.StatusCode != 200 || string(got) != strconv.Itoa(len(body)) || r.Close {
+			t.Fatalf("request %d: %d %q, Connection: close %v", i, r.StatusCode, got, r.Close)
+		}
+	}
+
+	early := rawBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := br.ReadString('\n'); err == nil {
+			io.WriteString(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
+		}
+	})
+	h.apps["/"].setBackends()
+	h.backend("/", early)
+	c = dialRaw(t, h.addr)
+	// The head and a part of the declared body; the rest never comes.
+	c.send(fmt.Sprintf("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s", 10*len(body), body))
+	if r, got := c.response("POST"); r.StatusCode != 403 || string(got) != "no" || !r.Close {
+		t.Errorf("early answer: %d %q, Connection: close %v", r.StatusCode, got, r.Close)
+	}
+	if !c.closedByPeer(5 * time.Second) {
+		t.Error("the connection stayed open with the request body unread")
 	}
 }

@@ -76,7 +76,7 @@ func TestThroughSupervisor(t *testing.T) {
 		apps = append(apps, FromSupervisor(a))
 	}
 	rec := &recorder{}
-	srv, err = New(Config{Observer: rec}, apps, zerolog.Nop())
+	srv, err = New(Config{Observer: rec}, apps, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel))
 	if err != nil {
 		t.Fatal(err)
 	}
