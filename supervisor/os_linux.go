@@ -43,6 +43,14 @@ type spawnReq struct {
 func spawner() {
 	runtime.LockOSThread()
 	// Never unlocked and never returns: see above.
+
+	// Ambient capabilities survive execve, so loopgate's own (systemd's
+	// AmbientCapabilities= for :80 or the eBPF sockmap) would pass to
+	// every backend. They are per thread: clearing them here, on the
+	// thread every backend is forked from, leaves loopgate's other threads
+	// theirs. The error is ignored: a kernel without ambient capabilities
+	// (before 4.3) answers EINVAL and has none to pass on.
+	_ = unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
 	for r := range spawnReqs {
 		r.reply <- r.cmd.Start()
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,6 +30,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("LG_HELPER_PARENT") == "1" {
 		testBackend = os.Getenv("LG_BACKEND")
 		os.Exit(m.Run())
+	}
+	if os.Getenv("LG_HELPER_AMBIENT") == "1" {
+		os.Exit(m.Run()) // needs no test backend
 	}
 	dir, err := os.MkdirTemp("", "supervisor-test-")
 	if err != nil {
@@ -441,4 +445,61 @@ func TestRealWatchAppOfflineAndWebConfig(t *testing.T) {
 	}
 	p2.Release()
 	containsAll(t, "log", logs.String(), `"event":"recycle"`, `"event":"app_offline"`, `"event":"app_online"`)
+}
+
+// TestHelperAmbient is not a test: TestRealBackendGetsNoAmbientCaps runs the
+// test binary with LG_HELPER_AMBIENT=1 under setpriv, with an ambient
+// capability, to get a loopgate-like parent that holds one.
+func TestHelperAmbient(t *testing.T) {
+	if os.Getenv("LG_HELPER_AMBIENT") != "1" {
+		t.Skip("helper process for TestRealBackendGetsNoAmbientCaps")
+	}
+	own, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := realOS{}.Spawn(&Cmd{Path: "/bin/sh", Args: []string{"-c", "grep ^CapAmb: /proc/self/status"}, Output: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, p.Stderr())
+	child, _ := io.ReadAll(p.Stdout())
+	p.Wait()
+	fmt.Printf("parent %s\nchild %s\n", regexp.MustCompile(`CapAmb:\s*(\S+)`).FindSubmatch(own)[1], strings.TrimSpace(strings.TrimPrefix(string(child), "CapAmb:")))
+}
+
+// TestRealBackendGetsNoAmbientCaps: capabilities loopgate holds as ambient
+// (systemd's AmbientCapabilities=CAP_NET_BIND_SERVICE, or the eBPF set) do
+// not pass to the backends it starts.
+func TestRealBackendGetsNoAmbientCaps(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("raising an ambient capability for the helper parent needs root")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skipf("setpriv (util-linux) not found: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, setpriv, "--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service",
+		os.Args[0], "-test.run=^TestHelperAmbient$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "LG_HELPER_AMBIENT=1")
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`(?m)^parent (\S+)\nchild (\S+)$`).FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("helper output:\n%s", out)
+	}
+	const netBindService = 1 << 10
+	parent, _ := strconv.ParseUint(m[1], 16, 64)
+	child, _ := strconv.ParseUint(m[2], 16, 64)
+	if parent&netBindService == 0 {
+		t.Fatalf("the helper parent has no ambient CAP_NET_BIND_SERVICE (CapAmb %s): the test proves nothing", m[1])
+	}
+	if child != 0 {
+		t.Errorf("the backend inherited ambient capabilities %s from loopgate's %s", m[2], m[1])
+	}
 }
