@@ -39,8 +39,11 @@ type Backend interface {
 	PID() int
 	// Upstream is what Server.NewUpstream made for this process.
 	Upstream() supervisor.Upstream
-	// Release ends the request Acquire began.
+	// Release ends the request Acquire began, counted as served.
 	Release()
+	// ReleaseUnused ends it without counting it: the request never got an
+	// answer from this process and is retried or answered by loopgate.
+	ReleaseUnused()
 	// Unreachable reports that a connect to Addr failed.
 	Unreachable()
 }

@@ -199,7 +199,7 @@ func (x *exchange) try(attempt int) (done, retry bool) {
 	// has not yet seen it die or probed it) asks again: the next process in
 	// rotation, or, with one process, the restarted one after a pause.
 	for i := 0; attempt > 0 && outcome == supervisor.Ready && b.PID() == x.pid && i < sameBackendRetries; i++ {
-		b.Release()
+		b.ReleaseUnused()
 		if i > 0 {
 			time.Sleep(sameBackendPause << (i - 1))
 		}
@@ -228,13 +228,13 @@ func (x *exchange) try(attempt int) (done, retry bool) {
 	handle, conn, reused, err := up.get()
 	if err != nil {
 		if errors.Is(err, fasthttp.ErrNoFreeConns) {
-			x.releaseBackend()
+			x.releaseUnused()
 			x.s.log.Warn().Str("app", x.rt.name).Int("pid", x.pid).Msg("backend connection pool exhausted")
 			return x.answer(fasthttp.StatusServiceUnavailable, nil), false
 		}
 		b.Unreachable()
 		if attempt == 0 {
-			x.releaseBackend()
+			x.releaseUnused()
 			return false, true
 		}
 		return x.fail(fmt.Errorf("connecting to %s: %w", b.Addr(), err)), false
@@ -281,7 +281,7 @@ func (x *exchange) try(attempt int) (done, retry bool) {
 			// The backend had closed this connection (or never took it):
 			// nothing of this request was processed.
 			up.flushIdle()
-			x.releaseBackend()
+			x.releaseUnused()
 			return false, true
 		}
 		return x.fail(fmt.Errorf("sending request: %w", err)), false
@@ -318,7 +318,7 @@ func (x *exchange) try(attempt int) (done, retry bool) {
 				// that died with it. An idempotent request may be sent
 				// again (RFC 9110 §9.2.2), once.
 				up.flushIdle()
-				x.releaseBackend()
+				x.releaseUnused()
 				return false, true
 			}
 			return x.fail(fmt.Errorf("reading response head: %w", err)), false
@@ -871,9 +871,20 @@ func (x *exchange) finish() {
 	s.inflight.Add(-1)
 }
 
+// releaseBackend ends the request's use of its backend, counted as a
+// request the backend served (or failed).
 func (x *exchange) releaseBackend() {
 	if x.b != nil {
 		x.b.Release()
+		x.b = nil
+	}
+}
+
+// releaseUnused ends an attempt that the backend never answered and that
+// is not counted against it: the request is retried, or loopgate answers.
+func (x *exchange) releaseUnused() {
+	if x.b != nil {
+		x.b.ReleaseUnused()
 		x.b = nil
 	}
 }

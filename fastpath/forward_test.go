@@ -439,6 +439,10 @@ func TestRetryRules(t *testing.T) {
 			t.Errorf("dead: unreachable %d acquired %d released %d; live released %d",
 				bDead.unreachable.Load(), bDead.acquired.Load(), bDead.released.Load(), bLive.released.Load())
 		}
+		// /status counts served requests: the dead one served none.
+		if bDead.unused.Load() != bDead.released.Load() || bLive.unused.Load() != 0 {
+			t.Errorf("released unused: dead %d of %d, live %d", bDead.unused.Load(), bDead.released.Load(), bLive.unused.Load())
+		}
 		if i := h.obs.wait(t, 1); !i.Retried || i.PID != bLive.pid {
 			t.Errorf("observer %+v", i)
 		}

@@ -56,7 +56,8 @@ type fakeBackend struct {
 	pid         int
 	up          *upstream
 	acquired    atomic.Int64
-	released    atomic.Int64
+	released    atomic.Int64 // Release and ReleaseUnused
+	unused      atomic.Int64 // ReleaseUnused only
 	unreachable atomic.Int64
 }
 
@@ -65,6 +66,7 @@ func (b *fakeBackend) Token() string                 { return b.token }
 func (b *fakeBackend) PID() int                      { return b.pid }
 func (b *fakeBackend) Upstream() supervisor.Upstream { return b.up }
 func (b *fakeBackend) Release()                      { b.released.Add(1) }
+func (b *fakeBackend) ReleaseUnused()                { b.released.Add(1); b.unused.Add(1) }
 func (b *fakeBackend) Unreachable()                  { b.unreachable.Add(1) }
 
 // setBackends replaces the app's backends.

@@ -56,12 +56,18 @@ func (p *Process) PID() int { return p.pid }
 // without NewUpstream).
 func (p *Process) Upstream() Upstream { return p.upstream }
 
-// Release ends the request that Acquire began. Call it exactly once per
-// Ready outcome, after the last use of the process for that request.
+// Release ends the request that Acquire began and counts it as served. Call
+// it (or ReleaseUnused) exactly once per Ready outcome, after the last use
+// of the process for that request.
 func (p *Process) Release() {
 	p.requests.Add(1)
 	p.leave()
 }
+
+// ReleaseUnused ends the request that Acquire began without counting it as
+// served: the process never answered it (the forwarder could not connect,
+// or retries the request elsewhere).
+func (p *Process) ReleaseUnused() { p.leave() }
 
 // Unreachable tells the supervisor that the forwarder could not connect to
 // the process. The supervisor probes it at once; a process that is alive but

@@ -54,6 +54,11 @@ func TestLazyStartConcurrentFirstRequestsShareOneStart(t *testing.T) {
 		if st.State != StateReady || st.Starts != 1 || st.Processes[0].Requests != 100 || st.Processes[0].PID != first.PID() {
 			t.Fatalf("status = %+v", st)
 		}
+		// A request that never reached the process is not counted.
+		mustAcquire(t, a).ReleaseUnused()
+		if n := a.Status().Processes[0].Requests; n != 100 {
+			t.Errorf("after ReleaseUnused, requests = %d, want 100", n)
+		}
 	})
 }
 
