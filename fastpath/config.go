@@ -101,6 +101,13 @@ const (
 	defaultHTTP2MaxStreams        = 250
 )
 
+// Defaults is the Config that New makes of a zero Config: no listeners and
+// every limit at its default. The CLI's --help shows these values.
+func Defaults() Config {
+	c, _ := (&Config{}).withDefaults() // a zero Config has nothing to reject
+	return c
+}
+
 // ErrConfig is wrapped by every configuration error New returns.
 var ErrConfig = errors.New("invalid fastpath configuration")
 

@@ -9,10 +9,12 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/loopgate/loopgate/fastpath"
 	"github.com/loopgate/loopgate/internal/status"
 )
 
@@ -188,5 +190,34 @@ func TestStatusUnreachable(t *testing.T) {
 	code, out, errText := runCapture("status", "--admin", addr)
 	if code != exitFailure || out != "" || !strings.Contains(errText, "is `loopgate serve` running with --admin "+addr) {
 		t.Errorf("unreachable: exit %d, stdout %q, stderr %q", code, out, errText)
+	}
+}
+
+// TestHelpLimitDefaultsAreFastpaths: the limit defaults --help shows are
+// the ones fastpath applies for a 0 flag, so the two cannot drift apart.
+func TestHelpLimitDefaultsAreFastpaths(t *testing.T) {
+	d := fastpath.Defaults()
+	for flagName, want := range map[string]string{
+		"max-conns":                         strconv.Itoa(d.MaxConns),
+		"max-header-bytes":                  strconv.Itoa(d.MaxHeaderBytes),
+		"header-read-timeout":               d.HeaderReadTimeout.String(),
+		"body-read-timeout":                 d.BodyReadTimeout.String(),
+		"send-timeout":                      d.SendTimeout.String(),
+		"idle-timeout":                      d.IdleTimeout.String(),
+		"backend-connect-timeout":           d.ConnectTimeout.String(),
+		"backend-max-conns":                 strconv.Itoa(d.MaxConnsPerBackend),
+		"backend-queue-timeout":             d.BackendQueueTimeout.String(),
+		"backend-idle-timeout":              d.BackendIdleTimeout.String(),
+		"backend-max-response-header-bytes": strconv.Itoa(d.MaxResponseHeaderBytes),
+	} {
+		// The flag's entry runs to the next flag's line.
+		m := regexp.MustCompile(`\n  --` + flagName + ` (?:[^\n]|\n {4,})*?\(default ([^)]*)\)`).FindStringSubmatch(serveFlagsHelp)
+		if m == nil {
+			t.Errorf("--help shows no default for --%s", flagName)
+			continue
+		}
+		if m[1] != want {
+			t.Errorf("--help says --%s defaults to %s; fastpath uses %s", flagName, m[1], want)
+		}
 	}
 }
