@@ -333,7 +333,11 @@ func (x *exchange) try(attempt int) (done, retry bool) {
 			return x.fail(errInterim), false
 		}
 		if code == fasthttp.StatusEarlyHints {
-			_ = ctx.EarlyHints() // a client that cannot take it fails on the final response
+			if hr, ok := ctx.Conn().(hintRelay); ok {
+				hr.relayEarlyHints(rh)
+			} else {
+				_ = ctx.EarlyHints() // a client that cannot take it fails on the final response
+			}
 		}
 	}
 	x.status = rh.StatusCode()

@@ -36,8 +36,7 @@ import (
 // retry rule, the error pages and the upstream wire code exist once.
 //
 // What differs on HTTP/2: header names arrive lowercase and the order of
-// different names is not kept (values of one name are); a 103 Early Hints
-// from the app is not relayed; a backend failure mid-body resets the stream
+// different names is not kept (values of one name are); a backend failure mid-body resets the stream
 // (RST_STREAM) instead of the connection; the backend's chunked trailers
 // are relayed as HTTP/2 trailers. Connection-specific headers cannot reach
 // loopgate on HTTP/2 (the library refuses such requests), and the app's
@@ -198,7 +197,7 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := new(fasthttp.RequestCtx)
 	rc := http.NewResponseController(w)
-	ctx.Init2(&h2Conn{tc: tc, rc: rc}, fasthttpLogger{s.log}, false)
+	ctx.Init2(&h2Conn{tc: tc, rc: rc, w: w}, fasthttpLogger{s.log}, false)
 	head, err := appendH1Head(nil, r)
 	if err == nil {
 		err = ctx.Request.Header.Read(bufio.NewReaderSize(bytes.NewReader(head), len(head)+512))
@@ -387,12 +386,34 @@ func copyResponseHead(dst http.Header, rh *fasthttp.ResponseHeader) {
 
 // h2Conn is the client "connection" of an HTTP/2 request's RequestCtx: the
 // stream. Deadlines go to the stream (http.ResponseController), TLS state
-// and addresses to the TLS connection. Writes are dropped: the only thing
-// fasthttp writes to a handler's connection is a 103 Early Hints, which is
-// not relayed on HTTP/2. Used by one request's goroutines.
+// and addresses to the TLS connection. Writes are dropped: fasthttp writes
+// to a handler's connection only for a 103 Early Hints, and the exchange
+// sends those to relayEarlyHints instead. Used by one request's goroutines.
 type h2Conn struct {
 	tc *tls.Conn
 	rc *http.ResponseController
+	w  http.ResponseWriter
+}
+
+// hintRelay is a client connection that sends a 103 Early Hints itself
+// rather than through fasthttp's EarlyHints (which writes HTTP/1.1 bytes).
+type hintRelay interface {
+	relayEarlyHints(rh *fasthttp.ResponseHeader)
+}
+
+// relayEarlyHints sends the app's 103 as an HTTP/2 informational response
+// with its Link headers, what the HTTP/1.1 front relays too.
+func (c *h2Conn) relayEarlyHints(rh *fasthttp.ResponseHeader) {
+	links := rh.PeekAll(fasthttp.HeaderLink)
+	if len(links) == 0 {
+		return
+	}
+	h := c.w.Header()
+	for _, l := range links {
+		h.Add(fasthttp.HeaderLink, string(l))
+	}
+	c.w.WriteHeader(http.StatusEarlyHints)
+	h.Del(fasthttp.HeaderLink) // sent; the final response has its own
 }
 
 func (c *h2Conn) Read([]byte) (int, error)             { return 0, net.ErrClosed }

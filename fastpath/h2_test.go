@@ -9,8 +9,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -268,6 +271,29 @@ func TestForwardingConformanceBothProtocols(t *testing.T) {
 			body, _ := io.ReadAll(resp.Body)
 			if resp.StatusCode != 503 || string(body) != "<html>down for maintenance</html>" || resp.Header.Get("Content-Type") != "text/html" {
 				t.Errorf("status %d body %q", resp.StatusCode, body)
+			}
+		}},
+		{"103 early hints", func(t *testing.T, h *tlsHarness, c *http.Client, h2 bool) {
+			h.backend(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Add("Link", "</style.css>; rel=preload; as=style")
+				w.Header().Add("Link", "</app.js>; rel=preload; as=script")
+				w.WriteHeader(http.StatusEarlyHints)
+				w.Header().Del("Link")
+				_, _ = io.WriteString(w, "page")
+			})
+			var hints []string
+			trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, hd textproto.MIMEHeader) error {
+				if code == http.StatusEarlyHints {
+					hints = append(hints, hd.Values("Link")...)
+				}
+				return nil
+			}}
+			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", h.url("/"), nil)
+			resp := do(t, c, req, h2)
+			body, _ := io.ReadAll(resp.Body)
+			want := []string{"</style.css>; rel=preload; as=style", "</app.js>; rel=preload; as=script"}
+			if resp.StatusCode != 200 || string(body) != "page" || !slices.Equal(hints, want) || resp.Header.Get("Link") != "" {
+				t.Errorf("status %d body %q, 103 links %q (want %q), final Link %q", resp.StatusCode, body, hints, want, resp.Header.Get("Link"))
 			}
 		}},
 		{"trailers", func(t *testing.T, h *tlsHarness, c *http.Client, h2 bool) {
