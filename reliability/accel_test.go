@@ -1,12 +1,9 @@
 package reliability
 
 import (
-	"bufio"
 	"bytes"
 	"io"
 	"math/rand/v2"
-	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +11,7 @@ import (
 	"golang.org/x/net/websocket"
 
 	"github.com/loopgate/loopgate/bpf/bpftest"
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 )
 
 // TestAccelOnTraffic runs loopgate with --accel on and checks, end to end,
@@ -24,21 +22,21 @@ import (
 func TestAccelOnTraffic(t *testing.T) {
 	bpftest.Require(t)
 	dir := appDir(t, `processesPerApplication="1"`, nil)
-	l := startLoopgate(t, lgOptions{apps: []string{dir}, args: []string{"--accel", "on"}})
-	acc := l.status(t).Acceleration
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{"--accel", "on", dir}})
+	acc := l.Status(t).Acceleration
 	if !acc.Active || acc.Mode != "on" {
 		t.Fatalf("/status acceleration %+v: want on and active", acc)
 	}
 	c := client(t, 10*time.Second)
 	// The first request starts the backend; its port is in the map once it
 	// is ready, before loopgate's first upstream connection to it.
-	if code, body, err := get(c, l.url("/")); err != nil || code != 200 || !strings.HasPrefix(body, "pid=") {
+	if code, body, err := get(c, l.URL("/")); err != nil || code != 200 || !strings.HasPrefix(body, "pid=") {
 		t.Fatalf("first GET /: %d %q %v", code, body, err)
 	}
-	redirected := l.status(t).Acceleration.Redirected
+	redirected := l.Status(t).Acceleration.Redirected
 	grew := func(what string) {
 		t.Helper()
-		now := l.status(t).Acceleration.Redirected
+		now := l.Status(t).Acceleration.Redirected
 		if now <= redirected {
 			t.Errorf("%s: redirected messages %d before, %d after: the traffic did not go over the sockmap", what, redirected, now)
 		}
@@ -46,7 +44,7 @@ func TestAccelOnTraffic(t *testing.T) {
 	}
 
 	for i := range 20 {
-		if code, body, err := get(c, l.url("/")); err != nil || code != 200 || !strings.HasPrefix(body, "pid=") {
+		if code, body, err := get(c, l.URL("/")); err != nil || code != 200 || !strings.HasPrefix(body, "pid=") {
 			t.Fatalf("GET / #%d: %d %q %v", i, code, body, err)
 		}
 	}
@@ -57,7 +55,7 @@ func TestAccelOnTraffic(t *testing.T) {
 	for i := range up {
 		up[i] = byte(rng.Uint32())
 	}
-	resp, err := c.Post(l.url("/echo"), "application/octet-stream", bytes.NewReader(up))
+	resp, err := c.Post(l.URL("/echo"), "application/octet-stream", bytes.NewReader(up))
 	if err != nil {
 		t.Fatalf("POST /echo: %v", err)
 	}
@@ -71,7 +69,7 @@ func TestAccelOnTraffic(t *testing.T) {
 	}
 	grew("1 MiB upload echo")
 
-	resp, err = c.Get(l.url("/big?mb=8"))
+	resp, err = c.Get(l.URL("/big?mb=8"))
 	if err != nil {
 		t.Fatalf("GET /big: %v", err)
 	}
@@ -89,7 +87,7 @@ func TestAccelOnTraffic(t *testing.T) {
 	}
 	grew("8 MiB download")
 
-	ws, err := websocket.Dial("ws://"+l.front+"/ws", "", "http://"+l.front)
+	ws, err := websocket.Dial("ws://"+l.Front+"/ws", "", "http://"+l.Front)
 	if err != nil {
 		t.Fatalf("WebSocket dial: %v", err)
 	}
@@ -118,10 +116,10 @@ func TestAccelOnTraffic(t *testing.T) {
 	grew("WebSocket echo")
 
 	// The session's end reaches the backend and loopgate stays usable.
-	if code, body, err := get(c, l.url("/")); err != nil || code != 200 || !strings.HasPrefix(body, "pid=") {
+	if code, body, err := get(c, l.URL("/")); err != nil || code != 200 || !strings.HasPrefix(body, "pid=") {
 		t.Fatalf("GET / after the WebSocket session: %d %q %v", code, body, err)
 	}
-	if m := uint64(l.metric(t, `loopgate_sockmap_messages_total{verdict="redirect"}`)); m < redirected {
+	if m := uint64(metric(t, l, `loopgate_sockmap_messages_total{verdict="redirect"}`)); m < redirected {
 		t.Errorf("/metrics loopgate_sockmap_messages_total{verdict=\"redirect\"} = %d, below /status's earlier %d", m, redirected)
 	}
 	t.Logf("%d messages redirected by the sockmap", redirected)
@@ -139,29 +137,4 @@ func firstDiff(want, got []byte) int {
 		return min(len(want), len(got))
 	}
 	return -1
-}
-
-// metric scrapes /metrics for one series, given as it is printed (name and
-// labels), and returns its value; it fails the test when the series is
-// missing.
-func (l *lg) metric(t *testing.T, series string) float64 {
-	t.Helper()
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + l.admin + "/metrics")
-	if err != nil {
-		t.Fatalf("/metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("/metrics: %q: %v", sc.Text(), err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("/metrics has no %s series (read error: %v)", series, sc.Err())
-	return 0
 }

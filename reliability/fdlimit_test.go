@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 )
 
 // TestFileDescriptorExhaustion runs loopgate with RLIMIT_NOFILE 256 and
@@ -18,12 +20,12 @@ import (
 // connections close.
 func TestFileDescriptorExhaustion(t *testing.T) {
 	dir := appDir(t, `requestTimeout="00:00:02"`, nil)
-	l := startLoopgate(t, lgOptions{apps: []string{dir}, noFile: 256, args: []string{"--accel", "off"}})
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{"--accel", "off", dir}, NoFile: 256})
 	// Three keep-alive clients, each with a pooled backend connection
 	// behind it, made before the exhaustion.
 	var clients []*clientConn
 	for range 3 {
-		clients = append(clients, newClientConn(t, l.front))
+		clients = append(clients, newClientConn(t, l.Front))
 	}
 	// Three requests at once leave three idle connections to the backend
 	// in loopgate's pool: enough for the sequential requests below, whose
@@ -38,12 +40,12 @@ func TestFileDescriptorExhaustion(t *testing.T) {
 			t.Fatalf("before: %d", code)
 		}
 	}
-	pid := l.waitReady(t, 1, 5*time.Second)[0]
-	killAtCleanup(t, pid)
+	pid := l.WaitReady(t, 1, 5*time.Second)[0]
+	loopgatetest.KillAtCleanup(t, pid)
 
 	var flood []net.Conn
 	for range 400 {
-		c, err := net.DialTimeout("tcp", l.front, 2*time.Second)
+		c, err := net.DialTimeout("tcp", l.Front, 2*time.Second)
 		if err != nil {
 			t.Fatalf("dial %d: %v", len(flood), err)
 		}
@@ -54,10 +56,10 @@ func TestFileDescriptorExhaustion(t *testing.T) {
 			c.Close()
 		}
 	})
-	if l.waitLog(5*time.Second, func(line logLine) bool { return strings.Contains(line.str("error"), "too many open files") }) == nil {
+	if l.WaitLog(5*time.Second, func(line loopgatetest.Line) bool { return strings.Contains(line.Str("error"), "too many open files") }) == nil {
 		t.Fatal("loopgate did not log running out of file descriptors")
 	}
-	before, _ := readProc(l.cmd.Process.Pid)
+	before, _ := readProc(l.PID())
 	const hold = 3 * time.Second
 	served := 0
 	for end := time.Now().Add(hold); time.Now().Before(end); {
@@ -69,12 +71,12 @@ func TestFileDescriptorExhaustion(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	after, err := readProc(l.cmd.Process.Pid)
+	after, err := readProc(l.PID())
 	if err != nil {
 		t.Fatalf("loopgate gone during the exhaustion: %v", err)
 	}
 	cpu := after.cpu - before.cpu
-	exhausted := l.count(func(line logLine) bool { return strings.Contains(line.str("error"), "too many open files") })
+	exhausted := l.Count(func(line loopgatetest.Line) bool { return strings.Contains(line.Str("error"), "too many open files") })
 	t.Logf("RLIMIT_NOFILE 256, 400 connections: %d fds open; %d requests on existing connections served in %v; loopgate CPU %v; %d log lines about it",
 		after.openFDs, served, hold, cpu, exhausted)
 	if cpu > hold/4 {
@@ -106,10 +108,10 @@ func TestFileDescriptorExhaustion(t *testing.T) {
 			t.Fatal("hung request not answered within 10 s")
 		}
 	}
-	if pids := l.readyPIDs(t); len(pids) != 1 || pids[0] != pid {
+	if pids := l.ReadyPIDs(t); len(pids) != 1 || pids[0] != pid {
 		t.Errorf("backend after the exhaustion: %v, want still %d", pids, pid)
 	}
-	if n := l.count(func(line logLine) bool { return line.str("event") == "crash" }); n > 0 {
+	if n := l.Count(func(line loopgatetest.Line) bool { return line.Str("event") == "crash" }); n > 0 {
 		t.Errorf("%d crash events: a healthy backend was blamed for loopgate's file descriptor limit", n)
 	}
 
@@ -118,12 +120,12 @@ func TestFileDescriptorExhaustion(t *testing.T) {
 	}
 	flood = nil
 	start := time.Now()
-	nc := newClientConn(t, l.front)
+	nc := newClientConn(t, l.Front)
 	if code := nc.get(t, "/"); code != 200 {
 		t.Fatalf("new connection after recovery: %d", code)
 	}
 	t.Logf("a new connection was served %v after the flood closed", time.Since(start).Round(time.Millisecond))
-	if l.waitLog(5*time.Second, func(line logLine) bool { return line.str("event") == "accept_recovered" }) == nil {
+	if l.WaitLog(5*time.Second, func(line loopgatetest.Line) bool { return line.Str("event") == "accept_recovered" }) == nil {
 		t.Errorf("no log line saying accepting works again")
 	}
 }

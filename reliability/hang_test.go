@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 )
 
 // TestHungBackend: a request the backend accepts and never answers is cut
@@ -15,19 +17,19 @@ import (
 // found unreachable, killed and replaced.
 func TestHungBackend(t *testing.T) {
 	dir := appDir(t, `requestTimeout="00:00:01" rapidFailsPerMinute="100"`, map[string]string{"FA_BACKLOG": "2"})
-	l := startLoopgate(t, lgOptions{apps: []string{dir}})
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{dir}})
 	c := client(t, 20*time.Second)
-	code, body, err := get(c, l.url("/"))
+	code, body, err := get(c, l.URL("/"))
 	if err != nil || code != 200 {
 		t.Fatalf("first request: %d %v", code, err)
 	}
-	pid := l.waitReady(t, 1, 5*time.Second)[0]
-	killAtCleanup(t, pid)
+	pid := l.WaitReady(t, 1, 5*time.Second)[0]
+	loopgatetest.KillAtCleanup(t, pid)
 
 	t.Run("one hung request gets 502 at requestTimeout", func(t *testing.T) {
 		hc := client(t, 20*time.Second)
 		start := time.Now()
-		code, _, err := get(hc, l.url("/hang"))
+		code, _, err := get(hc, l.URL("/hang"))
 		took := time.Since(start)
 		t.Logf("hung request answered %d after %v (requestTimeout 1 s)", code, took.Round(time.Millisecond))
 		if err != nil || code != 502 {
@@ -37,7 +39,7 @@ func TestHungBackend(t *testing.T) {
 			t.Errorf("hung request freed after %v, want about 1 s", took)
 		}
 		// The process is not at fault for one slow request: it serves on.
-		code, body, err = get(c, l.url("/"))
+		code, body, err = get(c, l.URL("/"))
 		if err != nil || code != 200 || body != fmt.Sprintf("pid=%d\n", pid) {
 			t.Errorf("after the timeout: %d %q %v, want 200 from pid %d", code, body, err, pid)
 		}
@@ -51,7 +53,7 @@ func TestHungBackend(t *testing.T) {
 		failures := 0
 		var newPID int
 		for time.Since(start) < 30*time.Second {
-			code, body, err := get(c, l.url("/"))
+			code, body, err := get(c, l.URL("/"))
 			if err == nil && code == 200 && body != fmt.Sprintf("pid=%d\n", pid) {
 				fmt.Sscanf(body, "pid=%d", &newPID)
 				break
@@ -63,9 +65,9 @@ func TestHungBackend(t *testing.T) {
 		if newPID == 0 {
 			t.Fatalf("no request served by a new process within 30 s (%d failures)", failures)
 		}
-		waitDead(t, []int{pid}, 5*time.Second)
-		if l.waitLog(5*time.Second, func(line logLine) bool {
-			return line.str("event") == "crash" && strings.Contains(line.str("message"), "stopped accepting connections")
+		loopgatetest.WaitDead(t, 5*time.Second, pid)
+		if l.WaitLog(5*time.Second, func(line loopgatetest.Line) bool {
+			return line.Str("event") == "crash" && strings.Contains(line.Str("message"), "stopped accepting connections")
 		}) == nil {
 			t.Errorf("no crash event saying the process stopped accepting connections")
 		}

@@ -4,12 +4,11 @@ import (
 	"bufio"
 	"net"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,13 +44,13 @@ func TestTenThousandIdleConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := appDir(t, "", nil)
-	l := startLoopgate(t, lgOptions{apps: []string{dir}, noFile: lim.Max, args: []string{"--access-log=false", "--accel", "off", "--max-conns", "10100"}})
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{"--access-log=false", "--accel", "off", "--max-conns", "10100", dir}, NoFile: lim.Max})
 	c := client(t, 10*time.Second)
-	if code, _, err := get(c, l.url("/")); err != nil || code != 200 {
+	if code, _, err := get(c, l.URL("/")); err != nil || code != 200 {
 		t.Fatalf("first request: %d %v", code, err)
 	}
-	killAtCleanup(t, l.waitReady(t, 1, 5*time.Second)...)
-	base, _ := readProc(l.cmd.Process.Pid)
+	loopgatetest.KillAtCleanup(t, l.WaitReady(t, 1, 5*time.Second)...)
+	base, _ := readProc(l.PID())
 
 	held := make([]*clientConn, conns)
 	var wg sync.WaitGroup
@@ -62,7 +61,7 @@ func TestTenThousandIdleConnections(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := w; i < conns; i += 16 {
-				nc, err := net.DialTimeout("tcp", l.front, 10*time.Second)
+				nc, err := net.DialTimeout("tcp", l.Front, 10*time.Second)
 				if err != nil {
 					errc <- err
 					return
@@ -97,7 +96,7 @@ func TestTenThousandIdleConnections(t *testing.T) {
 	for end := time.Now().Add(hold); time.Now().Before(end); {
 		fresh := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 		t0 := time.Now()
-		code, _, err := get(fresh, l.url("/"))
+		code, _, err := get(fresh, l.URL("/"))
 		d := time.Since(t0)
 		if err != nil || code != 200 {
 			t.Fatalf("new request while %d connections are held: %d %v", conns, code, err)
@@ -106,7 +105,7 @@ func TestTenThousandIdleConnections(t *testing.T) {
 		slow = max(slow, d)
 		time.Sleep(100 * time.Millisecond)
 	}
-	st, err := readProc(l.cmd.Process.Pid)
+	st, err := readProc(l.PID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,24 +124,4 @@ func TestTenThousandIdleConnections(t *testing.T) {
 			t.Fatalf("held connection %d after %v: %d %v", i, hold, code, err)
 		}
 	}
-}
-
-// metric reads one unlabelled gauge or counter from /metrics.
-func metric(t *testing.T, l *lg, name string) float64 {
-	t.Helper()
-	_, body, err := get(&http.Client{Timeout: 5 * time.Second}, "http://"+l.admin+"/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %v", line, err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("/metrics has no %s", name)
-	return 0
 }

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 )
 
 // loadResult is what a load run saw.
@@ -39,12 +41,12 @@ func TestBackendSIGKILLUnderLoad(t *testing.T) {
 	for _, ppa := range []int{1, 3} {
 		t.Run(fmt.Sprintf("processes=%d", ppa), func(t *testing.T) {
 			dir := appDir(t, fmt.Sprintf(`processesPerApplication="%d" rapidFailsPerMinute="100"`, ppa), nil)
-			l := startLoopgate(t, lgOptions{apps: []string{dir}, args: []string{"--access-log=false"}})
+			l := startLoopgate(t, loopgatetest.Options{Args: []string{"--access-log=false", dir}})
 			warm := client(t, 10*time.Second)
-			if code, _, err := get(warm, l.url("/")); err != nil || code != 200 {
+			if code, _, err := get(warm, l.URL("/")); err != nil || code != 200 {
 				t.Fatalf("first request: %d %v", code, err)
 			}
-			l.waitReady(t, ppa, 10*time.Second)
+			l.WaitReady(t, ppa, 10*time.Second)
 			r := killUnderLoad(t, l, 32, dur, 2*time.Second)
 			t.Logf("processes=%d, 32 connections, %v, a SIGKILL every 2 s: %v", ppa, dur, r)
 			if r.kills < int(dur/(2*time.Second))-1 {
@@ -57,10 +59,10 @@ func TestBackendSIGKILLUnderLoad(t *testing.T) {
 				t.Errorf("%d requests failed (want 0): %v; loopgate said %v", r.failed, r, badGateways(l))
 			}
 			deadline := time.Now().Add(5 * time.Second)
-			for int(l.status(t).Apps[0].Crashes) < r.kills && time.Now().Before(deadline) {
+			for int(l.Status(t).Apps[0].Crashes) < r.kills && time.Now().Before(deadline) {
 				time.Sleep(20 * time.Millisecond)
 			}
-			if crashes := l.status(t).Apps[0].Crashes; int(crashes) < r.kills {
+			if crashes := l.Status(t).Apps[0].Crashes; int(crashes) < r.kills {
 				t.Errorf("supervisor counted %d crashes for %d kills", crashes, r.kills)
 			}
 		})
@@ -69,7 +71,7 @@ func TestBackendSIGKILLUnderLoad(t *testing.T) {
 
 // killUnderLoad runs conns client loops of GET / for dur and SIGKILLs one
 // ready backend (rotating over slots) every period.
-func killUnderLoad(t *testing.T, l *lg, conns int, dur, period time.Duration) loadResult {
+func killUnderLoad(t *testing.T, l *loopgatetest.Process, conns int, dur, period time.Duration) loadResult {
 	t.Helper()
 	var ok, failed atomic.Int64
 	var mu sync.Mutex
@@ -87,7 +89,7 @@ func killUnderLoad(t *testing.T, l *lg, conns int, dur, period time.Duration) lo
 					return
 				default:
 				}
-				code, body, err := get(c, l.url("/"))
+				code, body, err := get(c, l.URL("/"))
 				switch {
 				case err != nil:
 					failed.Add(1)
@@ -113,7 +115,7 @@ loop:
 	for {
 		select {
 		case <-tick.C:
-			pids := l.readyPIDs(t)
+			pids := l.ReadyPIDs(t)
 			if len(pids) == 0 {
 				continue
 			}
@@ -135,21 +137,19 @@ loop:
 	case <-time.After(20 * time.Second):
 		t.Fatal("client loops did not stop within 20 s")
 	}
-	waitDead(t, killed, 5*time.Second)
+	loopgatetest.WaitDead(t, 5*time.Second, killed...)
 	return loadResult{ok: ok.Load(), failed: failed.Load(), kills: kills, errs: errs}
 }
 
 // badGateways tallies loopgate's "bad gateway" log lines by error, with
 // addresses left out.
-func badGateways(l *lg) map[string]int {
+func badGateways(l *loopgatetest.Process) map[string]int {
 	out := map[string]int{}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, line := range l.lines {
-		if line.str("message") != "bad gateway" {
+	for _, line := range l.Lines() {
+		if line.Str("message") != "bad gateway" {
 			continue
 		}
-		e := line.str("error")
+		e := line.Str("error")
 		if i := strings.LastIndex(e, ": "); i >= 0 {
 			e = e[i+2:]
 		}

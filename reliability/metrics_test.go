@@ -3,23 +3,25 @@ package reliability
 import (
 	"testing"
 	"time"
+
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 )
 
 // The per-app load gauges in /metrics follow a request: while one is held
 // by the backend the app has one request in flight on one busy upstream
 // connection; afterwards none in flight and the connection idle in the pool.
 func TestAppLoadMetrics(t *testing.T) {
-	l := startLoopgate(t, lgOptions{apps: []string{appDir(t, `processesPerApplication="1"`, nil)}})
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{appDir(t, `processesPerApplication="1"`, nil)}})
 	c := client(t, 10*time.Second)
-	if code, body, err := get(c, l.url("/")); err != nil || code != 200 {
+	if code, body, err := get(c, l.URL("/")); err != nil || code != 200 {
 		t.Fatalf("GET /: %d %q %v", code, body, err)
 	}
 	type load struct{ inFlight, busy, idle float64 }
 	read := func() load {
 		return load{
-			l.metric(t, `loopgate_app_requests_in_flight{app="/"}`),
-			l.metric(t, `loopgate_upstream_connections{app="/",state="busy"}`),
-			l.metric(t, `loopgate_upstream_connections{app="/",state="idle"}`),
+			metric(t, l, `loopgate_app_requests_in_flight{app="/"}`),
+			metric(t, l, `loopgate_upstream_connections{app="/",state="busy"}`),
+			metric(t, l, `loopgate_upstream_connections{app="/",state="idle"}`),
 		}
 	}
 	waitLoad := func(want load) {
@@ -36,7 +38,7 @@ func TestAppLoadMetrics(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() {
-		code, body, err := get(client(t, 10*time.Second), l.url("/sleep?ms=1500"))
+		code, body, err := get(client(t, 10*time.Second), l.URL("/sleep?ms=1500"))
 		if err == nil && (code != 200 || body != "slept") {
 			t.Errorf("GET /sleep: %d %q", code, body)
 		}

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 )
 
 // TestPID1ReapsOrphans runs loopgate as PID 1 of a new PID namespace, as in
@@ -22,12 +24,11 @@ func TestPID1ReapsOrphans(t *testing.T) {
 		t.Skipf("cannot make a PID namespace here: %v %s", err, out)
 	}
 	dir := appDir(t, "", nil)
-	l := startLoopgate(t, lgOptions{apps: []string{dir}, args: []string{"--accel", "off"},
-		wrap: []string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child"}})
-	init := childOf(t, l.cmd.Process.Pid)
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{"--accel", "off", dir}, Wrap: []string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child"}})
+	init := childOf(t, l.PID())
 	c := client(t, 10*time.Second)
 	for range 5 {
-		if code, body, err := get(c, l.url("/orphan")); err != nil || code != 200 {
+		if code, body, err := get(c, l.URL("/orphan")); err != nil || code != 200 {
 			t.Fatalf("/orphan: %d %q %v", code, body, err)
 		}
 	}
@@ -41,7 +42,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	if len(zombies) > 0 {
 		t.Errorf("PID 1 (host pid %d) has %d zombie children: %v", init, len(zombies), zombies)
 	}
-	if code, _, err := get(c, l.url("/")); err != nil || code != 200 {
+	if code, _, err := get(c, l.URL("/")); err != nil || code != 200 {
 		t.Errorf("serving as PID 1: %d %v", code, err)
 	}
 
@@ -50,18 +51,13 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	if err := syscall.Kill(init, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-l.exitc:
-		if err != nil {
-			t.Errorf("loopgate as PID 1 after SIGTERM: %v, want a clean exit", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("loopgate as PID 1 did not stop within 20 s of SIGTERM")
+	if code := l.Wait(20 * time.Second); code != 0 {
+		t.Errorf("loopgate as PID 1 after SIGTERM: exit status %d, want a clean exit", code)
 	}
-	if l.waitLog(0, func(line logLine) bool { return line.str("event") == "stopped" }) == nil {
+	if l.WaitLog(0, func(line loopgatetest.Line) bool { return line.Str("event") == "stopped" }) == nil {
 		t.Errorf("no stopped event: the SIGTERM was not forwarded to the serving process")
 	}
-	waitDead(t, []int{init}, 5*time.Second)
+	loopgatetest.WaitDead(t, 5*time.Second, init)
 }
 
 // childOf returns the one child of pid, waiting for it briefly.

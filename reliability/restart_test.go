@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/loopgate/loopgate/bpf"
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 )
 
 // TestLoopgateSIGKILLed kills loopgate with SIGKILL while it serves three
@@ -32,22 +33,19 @@ func TestLoopgateSIGKILLed(t *testing.T) {
 	dir := appDir(t, `processesPerApplication="1"`, map[string]string{"ASPNETCORE_PORT": strconv.Itoa(backendPort)})
 	// A second app without an explicit port runs three processes.
 	dir3 := appDir(t, `processesPerApplication="3"`, nil)
-	opts := lgOptions{
-		apps: []string{dir, "/three=" + dir3},
-		args: []string{"--listen", "127.0.0.1:" + strconv.Itoa(front), "--accel", accel},
-	}
+	opts := loopgatetest.Options{Args: []string{"--listen", "127.0.0.1:" + strconv.Itoa(front), "--accel", accel, dir, "/three=" + dir3}}
 
 	l := startLoopgate(t, opts)
 	c := client(t, 10*time.Second)
 	for _, path := range []string{"/", "/three/"} {
-		if code, body, err := get(c, l.url(path)); err != nil || code != 200 {
+		if code, body, err := get(c, l.URL(path)); err != nil || code != 200 {
 			t.Fatalf("GET %s: %d %q %v", path, code, body, err)
 		}
 	}
 	var pids []int
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		pids = pids[:0]
-		for _, app := range l.status(t).Apps {
+		for _, app := range l.Status(t).Apps {
 			for _, p := range app.Processes {
 				if p.State == "ready" {
 					pids = append(pids, p.PID)
@@ -62,21 +60,21 @@ func TestLoopgateSIGKILLed(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	killAtCleanup(t, pids...)
+	loopgatetest.KillAtCleanup(t, pids...)
 	var objs bpfObjects
 	if accel == "on" {
-		if s := l.status(t); !s.Acceleration.Active || s.Acceleration.Redirected == 0 {
+		if s := l.Status(t); !s.Acceleration.Active || s.Acceleration.Redirected == 0 {
 			t.Errorf("acceleration %+v: want active with redirected messages", s.Acceleration)
 		}
-		objs = loopgateBPF(t, l.cmd.Process.Pid)
+		objs = loopgateBPF(t, l.PID())
 		if len(objs.progs) == 0 || len(objs.maps) == 0 {
-			t.Fatalf("loopgate %d holds no eBPF programs or maps: %+v", l.cmd.Process.Pid, objs)
+			t.Fatalf("loopgate %d holds no eBPF programs or maps: %+v", l.PID(), objs)
 		}
 	}
 
 	start := time.Now()
-	l.kill()
-	waitDead(t, pids, 5*time.Second)
+	l.Kill()
+	loopgatetest.WaitDead(t, 5*time.Second, pids...)
 	t.Logf("after SIGKILL of loopgate, its %d backends were gone within %v", len(pids), time.Since(start).Round(time.Millisecond))
 	if accel == "on" {
 		deadline := time.Now().Add(5 * time.Second)
@@ -91,23 +89,23 @@ func TestLoopgateSIGKILLed(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		t.Logf("its %d eBPF programs and %d maps were gone from the kernel within %v", len(objs.progs), len(objs.maps), time.Since(start).Round(time.Millisecond))
-		if attached := cgroupProgs(t, l.waitLog(0, func(line logLine) bool { return line.str("event") == "accel_on" }).str("cgroup")); containsAny(attached, objs.progs) {
+		if attached := cgroupProgs(t, l.WaitLog(0, func(line loopgatetest.Line) bool { return line.Str("event") == "accel_on" }).Str("cgroup")); containsAny(attached, objs.progs) {
 			t.Errorf("a program of the killed loopgate is still attached to the cgroup: %v", attached)
 		}
 	}
 
 	// Same front port, same backend port: both must be free again.
 	l2 := startLoopgate(t, opts)
-	if l2.front != l.front {
-		t.Fatalf("restarted on %s, want %s", l2.front, l.front)
+	if l2.Front != l.Front {
+		t.Fatalf("restarted on %s, want %s", l2.Front, l.Front)
 	}
-	code, body, err := get(client(t, 10*time.Second), l2.url("/"))
+	code, body, err := get(client(t, 10*time.Second), l2.URL("/"))
 	if err != nil || code != 200 || !strings.HasPrefix(body, "pid=") {
 		t.Fatalf("after the restart: %d %q %v", code, body, err)
 	}
-	s := l2.status(t)
+	s := l2.Status(t)
 	p := s.Apps[0].Processes[0]
-	killAtCleanup(t, p.PID)
+	loopgatetest.KillAtCleanup(t, p.PID)
 	if p.Port != backendPort || s.Apps[0].Starts != 1 || s.Apps[0].LastStartError != "" {
 		t.Errorf("restarted app: port %d (want %d), %d starts, last start error %q", p.Port, backendPort, s.Apps[0].Starts, s.Apps[0].LastStartError)
 	}
@@ -115,7 +113,7 @@ func TestLoopgateSIGKILLed(t *testing.T) {
 		if !s.Acceleration.Active || s.Acceleration.Redirected == 0 {
 			t.Errorf("restarted loopgate's acceleration %+v: want active and redirecting", s.Acceleration)
 		}
-		if objs2 := loopgateBPF(t, l2.cmd.Process.Pid); containsAny(objs2.progs, objs.progs) {
+		if objs2 := loopgateBPF(t, l2.PID()); containsAny(objs2.progs, objs.progs) {
 			t.Errorf("restarted loopgate holds programs of the killed one: %v", objs2.progs)
 		}
 	}

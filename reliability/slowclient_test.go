@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 )
 
 // TestSlowloris holds 200 connections that send a request head one byte a
@@ -22,15 +24,15 @@ func TestSlowloris(t *testing.T) {
 		headerTimeout = 10 * time.Second
 	}
 	dir := appDir(t, "", nil)
-	l := startLoopgate(t, lgOptions{apps: []string{dir}, args: []string{"--access-log=false", "--header-read-timeout", headerTimeout.String()}})
-	if code, _, err := get(client(t, 10*time.Second), l.url("/")); err != nil || code != 200 {
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{"--access-log=false", "--header-read-timeout", headerTimeout.String(), dir}})
+	if code, _, err := get(client(t, 10*time.Second), l.URL("/")); err != nil || code != 200 {
 		t.Fatalf("first request: %d %v", code, err)
 	}
-	killAtCleanup(t, l.waitReady(t, 1, 5*time.Second)...)
+	loopgatetest.KillAtCleanup(t, l.WaitReady(t, 1, 5*time.Second)...)
 
 	cut := make(chan time.Duration, attackers)
 	for range attackers {
-		c := dialRaw(t, l.front, 30*time.Second)
+		c := dialRaw(t, l.Front, 30*time.Second)
 		go func() {
 			start := time.Now()
 			head := "GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: " // never finished
@@ -87,8 +89,8 @@ func TestSlowReader(t *testing.T) {
 		sendTimeout = 60 * time.Second
 	}
 	dir := appDir(t, "", nil)
-	l := startLoopgate(t, lgOptions{apps: []string{dir}, args: []string{"--access-log=false", "--send-timeout", sendTimeout.String()}})
-	c := dialRaw(t, l.front, 3*time.Minute)
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{"--access-log=false", "--send-timeout", sendTimeout.String(), dir}})
+	c := dialRaw(t, l.Front, 3*time.Minute)
 	if _, err := io.WriteString(c, "GET /big?mb=64 HTTP/1.1\r\nHost: slow\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +135,7 @@ func (l latencies) check(t *testing.T) {
 }
 
 // normalLoad runs n keep-alive clients doing GET / every 20 ms for dur.
-func normalLoad(t *testing.T, l *lg, n int, dur time.Duration) latencies {
+func normalLoad(t *testing.T, l *loopgatetest.Process, n int, dur time.Duration) latencies {
 	var mu sync.Mutex
 	var out latencies
 	var wg sync.WaitGroup
@@ -145,7 +147,7 @@ func normalLoad(t *testing.T, l *lg, n int, dur time.Duration) latencies {
 			defer wg.Done()
 			for time.Now().Before(end) {
 				start := time.Now()
-				code, _, err := get(c, l.url("/"))
+				code, _, err := get(c, l.URL("/"))
 				d := time.Since(start)
 				mu.Lock()
 				if err != nil || code != 200 {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 )
 
 // TestSpoofedPairingHeaders: whatever MS-ASPNETCORE-* headers a client
@@ -19,10 +21,10 @@ import (
 // middleware; and the token never shows in /status, /metrics or the log.
 func TestSpoofedPairingHeaders(t *testing.T) {
 	dir := appDir(t, "", nil)
-	l := startLoopgate(t, lgOptions{apps: []string{dir}})
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{dir}})
 	c := client(t, 10*time.Second)
 
-	req, _ := http.NewRequest("GET", l.url("/headers"), nil)
+	req, _ := http.NewRequest("GET", l.URL("/headers"), nil)
 	req.Header["MS-ASPNETCORE-TOKEN"] = []string{"forged"}
 	req.Header["ms-aspnetcore-token"] = []string{"forged-too"}
 	req.Header["MS-ASPNETCORE-EVENT"] = []string{"shutdown"}
@@ -57,12 +59,12 @@ func TestSpoofedPairingHeaders(t *testing.T) {
 	if !strings.HasPrefix(view.Remote, "127.0.0.1:") || view.App.Get("X-Original-For") == "" {
 		t.Errorf("app's client address %q (X-Forwarded-For was %q): want loopgate's peer, 127.0.0.1", view.Remote, view.Raw.Get("X-Forwarded-For"))
 	}
-	pid := l.waitReady(t, 1, 5*time.Second)[0]
-	killAtCleanup(t, pid)
+	pid := l.WaitReady(t, 1, 5*time.Second)[0]
+	loopgatetest.KillAtCleanup(t, pid)
 
 	// A spoofed shutdown request through loopgate: the event header is
 	// dropped, so the middleware never sees a shutdown.
-	sreq, _ := http.NewRequest("POST", l.url("/iisintegration"), nil)
+	sreq, _ := http.NewRequest("POST", l.URL("/iisintegration"), nil)
 	sreq.Header["MS-ASPNETCORE-EVENT"] = []string{"shutdown"}
 	sreq.Header["MS-ASPNETCORE-TOKEN"] = []string{"forged"}
 	if resp, err := c.Do(sreq); err == nil {
@@ -73,12 +75,12 @@ func TestSpoofedPairingHeaders(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	if !alive(pid) || l.readyPIDs(t)[0] != pid {
+	if !loopgatetest.Alive(pid) || l.ReadyPIDs(t)[0] != pid {
 		t.Fatalf("the app stopped after a spoofed shutdown request")
 	}
 
 	// Straight to the backend's port, around loopgate.
-	port := l.status(t).Apps[0].Processes[0].Port
+	port := l.Status(t).Apps[0].Processes[0].Port
 	direct := fmt.Sprintf("http://127.0.0.1:%d", port)
 	dc := &http.Client{Timeout: 5 * time.Second}
 	for _, tc := range []struct {
@@ -108,7 +110,7 @@ func TestSpoofedPairingHeaders(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	if !alive(pid) {
+	if !loopgatetest.Alive(pid) {
 		t.Fatalf("the app stopped after direct shutdown requests without the token")
 	}
 
@@ -119,7 +121,7 @@ func TestSpoofedPairingHeaders(t *testing.T) {
 		t.Fatalf("backend token %q: too short", token)
 	}
 	for _, path := range []string{"/status", "/metrics"} {
-		_, body, err := get(dc, "http://"+l.admin+path)
+		_, body, err := get(dc, "http://"+l.Admin+path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -127,13 +129,11 @@ func TestSpoofedPairingHeaders(t *testing.T) {
 			t.Errorf("%s shows the pairing token", path)
 		}
 	}
-	l.mu.Lock()
-	for _, line := range l.raw {
+	for _, line := range l.Raw() {
 		if strings.Contains(line, token) {
 			t.Errorf("log line shows the pairing token: %s", line)
 		}
 	}
-	l.mu.Unlock()
 }
 
 // envOf reads one variable from a process's initial environment.

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 )
 
 // TestStdoutLogUnwritable: with stdoutLogEnabled and a log directory that
@@ -23,7 +25,7 @@ func TestStdoutLogUnwritable(t *testing.T) {
 	const lines = 50
 	dir := appDir(t, `stdoutLogEnabled="true" stdoutLogFile="`+filepath.Join(blocker, "logs", "stdout")+`" rapidFailsPerMinute="100"`,
 		map[string]string{"FA_PRINT_LINES": "50"})
-	l := startLoopgate(t, lgOptions{apps: []string{dir}})
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{dir}})
 	checkStdoutFallback(t, l, "could not create the stdout log file", lines)
 }
 
@@ -46,7 +48,7 @@ func TestStdoutLogDiskFull(t *testing.T) {
 	const lines = 2000 // about 80 KB: five times the file system
 	dir := appDir(t, `stdoutLogEnabled="true" stdoutLogFile="`+filepath.Join(mnt, "stdout")+`" rapidFailsPerMinute="100"`,
 		map[string]string{"FA_PRINT_LINES": "2000"})
-	l := startLoopgate(t, lgOptions{apps: []string{dir}})
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{dir}})
 	relayed := checkStdoutFallback(t, l, "stdout log", lines)
 	// The files hold what fit; the rest went to loopgate's log.
 	files, _ := filepath.Glob(filepath.Join(mnt, "stdout_*.log"))
@@ -73,39 +75,39 @@ func TestStdoutLogDiskFull(t *testing.T) {
 // request served, exactly one warning containing warning per start, and
 // some output relayed into loopgate's log; it returns how many start lines
 // were relayed.
-func checkStdoutFallback(t *testing.T, l *lg, warning string, lines int) (relayed int) {
+func checkStdoutFallback(t *testing.T, l *loopgatetest.Process, warning string, lines int) (relayed int) {
 	t.Helper()
 	c := client(t, 10*time.Second)
-	isWarning := func(line logLine) bool {
-		return line.str("level") == "warn" && strings.Contains(line.str("message")+" "+line.str("error"), warning)
+	isWarning := func(line loopgatetest.Line) bool {
+		return line.Str("level") == "warn" && strings.Contains(line.Str("message")+" "+line.Str("error"), warning)
 	}
 	for start := 1; start <= 2; start++ {
-		code, body, err := get(c, l.url("/"))
+		code, body, err := get(c, l.URL("/"))
 		if err != nil || code != 200 {
 			t.Fatalf("start %d: %d %q %v", start, code, body, err)
 		}
-		pid := l.waitReady(t, 1, 5*time.Second)[0]
-		killAtCleanup(t, pid)
+		pid := l.WaitReady(t, 1, 5*time.Second)[0]
+		loopgatetest.KillAtCleanup(t, pid)
 		// The start's last line ("start line N of N") is printed before
 		// "listening"; wait for the request line that follows it.
-		l.waitLog(5*time.Second, func(line logLine) bool {
-			return line.str("stream") == "stdout" && strings.HasPrefix(line.str("message"), "request from")
+		l.WaitLog(5*time.Second, func(line loopgatetest.Line) bool {
+			return line.Str("stream") == "stdout" && strings.HasPrefix(line.Str("message"), "request from")
 		})
 		time.Sleep(200 * time.Millisecond) // let a repeated warning show, if any
-		if n := l.count(isWarning); n != start {
+		if n := l.Count(isWarning); n != start {
 			t.Errorf("after start %d: %d warnings about the stdout log, want %d (once per start)", start, n, start)
 		}
 		if start == 1 {
 			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
-			waitDead(t, []int{pid}, 5*time.Second)
+			loopgatetest.WaitDead(t, 5*time.Second, pid)
 		}
 	}
-	relayed = l.count(func(line logLine) bool {
-		return line.str("stream") == "stdout" && strings.HasPrefix(line.str("message"), "start line")
+	relayed = l.Count(func(line loopgatetest.Line) bool {
+		return line.Str("stream") == "stdout" && strings.HasPrefix(line.Str("message"), "start line")
 	})
-	t.Logf("%d warnings for 2 starts; %d of %d start lines relayed into loopgate's log", l.count(isWarning), relayed, 2*lines)
+	t.Logf("%d warnings for 2 starts; %d of %d start lines relayed into loopgate's log", l.Count(isWarning), relayed, 2*lines)
 	if relayed == 0 {
 		t.Errorf("no output relayed into loopgate's log")
 	}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 )
 
 const unitPath = "../../deploy/systemd/loopgate.service"
@@ -62,7 +64,7 @@ var signalsByName = map[string]syscall.Signal{"TERM": syscall.SIGTERM, "INT": sy
 // it, its command line is valid for this binary, its stop timeout covers the
 // drain, and the signals it sends do what the unit expects of the binary.
 func TestSystemdUnit(t *testing.T) {
-	needBinaries(t)
+	loopgateBin := loopgatetest.Loopgate(t)
 	u := readUnit(t, unitPath)
 	if got := one(t, u, "Service.Type", "simple"); got != "notify" {
 		t.Errorf("Type=%s, want notify", got)
@@ -123,22 +125,22 @@ func TestSystemdUnit(t *testing.T) {
 	// reload signal brackets a reload with RELOADING=1 ... READY=1, the stop
 	// signal gives STOPPING=1 and a clean exit well within TimeoutStopSec.
 	notifyEnv, next := notifySocket(t)
-	in := start(t, []string{notifyEnv}, backendApp(t, ""))
+	in := loopgatetest.Start(t, loopgatetest.Options{Env: []string{notifyEnv}, Args: []string{backendApp(t, "")}})
 	if msg := next(5 * time.Second); !strings.HasPrefix(msg, "READY=1\n") {
 		t.Fatalf("after start: %q, want READY=1", msg)
 	}
-	in.signal(reloadSig)
+	in.Signal(reloadSig)
 	if msg := next(5 * time.Second); !strings.HasPrefix(msg, "RELOADING=1\n") {
 		t.Errorf("after the reload signal: %q, want RELOADING=1", msg)
 	}
 	if msg := next(5 * time.Second); !strings.HasPrefix(msg, "READY=1\n") {
 		t.Errorf("after the reload: %q, want READY=1", msg)
 	}
-	in.signal(stopSig)
+	in.Signal(stopSig)
 	if msg := next(5 * time.Second); !strings.HasPrefix(msg, "STOPPING=1\n") {
 		t.Errorf("after the stop signal: %q, want STOPPING=1", msg)
 	}
-	if code := in.wait(stopTimeout); code != exitOK {
+	if code := in.Wait(stopTimeout); code != exitOK {
 		t.Errorf("exit status %d after KillSignal, want 0", code)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/loopgate/loopgate/internal/gobuild"
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 )
 
 // copyExample copies examples/hello (without a built binary) to a temp dir
@@ -43,25 +44,9 @@ func copyExample(t *testing.T) string {
 	return dst
 }
 
-// processesRunning lists the PIDs whose executable is exe.
-func processesRunning(exe string) []int {
-	var pids []int
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		if target, err := os.Readlink(filepath.Join("/proc", d.Name(), "exe")); err == nil && target == exe && alive(pid) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-func backendPID(t *testing.T, in *instance) int {
+func backendPID(t *testing.T, in *loopgatetest.Process) int {
 	t.Helper()
-	s := in.status(t)
+	s := in.Status(t)
 	if len(s.Apps) != 1 || len(s.Apps[0].Processes) == 0 {
 		t.Fatalf("/status apps: %+v", s.Apps)
 	}
@@ -73,19 +58,19 @@ func backendPID(t *testing.T, in *instance) int {
 // offline with app_offline.htm and back, and stop with Ctrl-C leaving no
 // process behind.
 func TestMakeRunEndToEnd(t *testing.T) {
-	needBinaries(t)
+	loopgatetest.Loopgate(t)
 	dir := copyExample(t)
 	helloExe := filepath.Join(dir, "hello")
 	t.Cleanup(func() {
-		for _, pid := range processesRunning(helloExe) {
+		for _, pid := range loopgatetest.Running(helloExe) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
-	in := start(t, nil, dir)
-	page := "http://" + in.front + "/"
+	in := loopgatetest.Start(t, loopgatetest.Options{Args: []string{dir}})
+	page := "http://" + in.Front + "/"
 
 	// The startup log tells a newcomer where to go and what is mounted.
-	if l := in.waitLog(0, func(l logLine) bool { return l.str("event") == "mounted" }); l.str("app") != "/" || l.str("dir") != dir {
+	if l := in.WaitLog(0, func(l loopgatetest.Line) bool { return l.Str("event") == "mounted" }); l.Str("app") != "/" || l.Str("dir") != dir {
 		t.Errorf("mounted log line: %v", l)
 	}
 
@@ -100,7 +85,7 @@ func TestMakeRunEndToEnd(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitDead(t, pid, 5*time.Second)
+	loopgatetest.WaitDead(t, 5*time.Second, pid)
 	code, body = get(t, page)
 	newPID := backendPID(t, in)
 	if code != 200 || newPID == pid || !strings.Contains(body, strconv.Itoa(newPID)) {
@@ -130,7 +115,7 @@ func TestMakeRunEndToEnd(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	waitDead(t, newPID, 10*time.Second) // app_offline stops the backend
+	loopgatetest.WaitDead(t, 10*time.Second, newPID) // app_offline stops the backend
 
 	// Removing it brings the app back.
 	if err := os.Remove(filepath.Join(dir, "app_offline.htm")); err != nil {
@@ -140,12 +125,12 @@ func TestMakeRunEndToEnd(t *testing.T) {
 
 	// Ctrl-C stops everything and leaves no process behind.
 	last := backendPID(t, in)
-	in.signal(syscall.SIGINT)
-	if code := in.wait(20 * time.Second); code != 0 {
+	in.Signal(syscall.SIGINT)
+	if code := in.Wait(20 * time.Second); code != 0 {
 		t.Errorf("exit status %d after Ctrl-C, want 0", code)
 	}
-	waitDead(t, last, time.Second)
-	if left := processesRunning(helloExe); len(left) > 0 {
+	loopgatetest.WaitDead(t, time.Second, last)
+	if left := loopgatetest.Running(helloExe); len(left) > 0 {
 		t.Errorf("backend processes left behind after Ctrl-C: %v", left)
 	}
 }

@@ -10,14 +10,14 @@ import (
 	"time"
 
 	"github.com/loopgate/loopgate/bpf"
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 )
 
 // runBinary runs loopgate to completion (bounded) and returns exit status
 // and stderr.
 func runBinary(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	needBinaries(t)
-	cmd := exec.Command(loopgateBin, args...)
+	cmd := exec.Command(loopgatetest.Loopgate(t), args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -83,13 +83,13 @@ func TestUsageErrorsExit2(t *testing.T) {
 
 // A port already taken (front or admin) is a runtime failure: exit 1.
 func TestListenFailureExit1(t *testing.T) {
-	in := start(t, nil, backendApp(t, ""))
-	code, stderr := runBinary(t, "serve", "--listen", in.front, "--admin", "", backendApp(t, ""))
-	if code != exitFailure || !strings.Contains(stderr, in.front) {
+	in := loopgatetest.Start(t, loopgatetest.Options{Args: []string{backendApp(t, "")}})
+	code, stderr := runBinary(t, "serve", "--listen", in.Front, "--admin", "", backendApp(t, ""))
+	if code != exitFailure || !strings.Contains(stderr, in.Front) {
 		t.Errorf("listening on a taken port: exit %d, stderr:\n%s", code, stderr)
 	}
-	code, stderr = runBinary(t, "serve", "--listen", "127.0.0.1:0", "--admin", in.admin, backendApp(t, ""))
-	if code != exitFailure || !strings.Contains(stderr, in.admin) {
+	code, stderr = runBinary(t, "serve", "--listen", "127.0.0.1:0", "--admin", in.Admin, backendApp(t, ""))
+	if code != exitFailure || !strings.Contains(stderr, in.Admin) {
 		t.Errorf("admin on a taken port: exit %d, stderr:\n%s", code, stderr)
 	}
 }
@@ -103,15 +103,15 @@ func TestAccelOn(t *testing.T) {
 		if code != exitFailure || !strings.Contains(stderr, "--accel on") {
 			t.Errorf("--accel on without support (%v): exit %d, stderr:\n%s", probe, code, stderr)
 		}
-		in := start(t, nil, "--accel", "auto", dir)
-		if s := in.status(t); s.Acceleration.Active || s.Acceleration.Reason == "" {
+		in := loopgatetest.Start(t, loopgatetest.Options{Args: []string{"--accel", "auto", dir}})
+		if s := in.Status(t); s.Acceleration.Active || s.Acceleration.Reason == "" {
 			t.Errorf("--accel auto without support: /status acceleration %+v, want inactive with a reason", s.Acceleration)
 		}
 		return
 	}
-	in := start(t, nil, "--accel", "on", dir)
-	get(t, "http://"+in.front+"/pid")
-	if s := in.status(t); !s.Acceleration.Active || s.Acceleration.Mode != "on" {
+	in := loopgatetest.Start(t, loopgatetest.Options{Args: []string{"--accel", "on", dir}})
+	get(t, "http://"+in.Front+"/pid")
+	if s := in.Status(t); !s.Acceleration.Active || s.Acceleration.Mode != "on" {
 		t.Errorf("--accel on with support: /status acceleration %+v", s.Acceleration)
 	}
 }
@@ -119,8 +119,8 @@ func TestAccelOn(t *testing.T) {
 // The limit flags reach the front server: a header block over
 // --max-header-bytes gets 431, and a value fastpath refuses is a usage error.
 func TestLimitFlags(t *testing.T) {
-	in := start(t, nil, "--max-header-bytes", "1024", backendApp(t, ""))
-	req, _ := http.NewRequest("GET", "http://"+in.front+"/pid", nil)
+	in := loopgatetest.Start(t, loopgatetest.Options{Args: []string{"--max-header-bytes", "1024", backendApp(t, "")}})
+	req, _ := http.NewRequest("GET", "http://"+in.Front+"/pid", nil)
 	req.Header.Set("X-Big", strings.Repeat("a", 2048))
 	resp, err := httpc.Do(req)
 	if err != nil {

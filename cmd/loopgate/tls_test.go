@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 )
 
 // writeCert writes a self-signed certificate for 127.0.0.1 with the given
@@ -64,8 +66,8 @@ func TestTLSCertificatesReloadOnSIGHUP(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	writeCert(t, certFile, keyFile, 1)
-	in := start(t, nil, "--tls-listen", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile, backendApp(t, ""))
-	tlsAddr := in.waitLog(0, func(l logLine) bool { return l.str("event") == "listening" && l["tls"] == true }).str("addr")
+	in := loopgatetest.Start(t, loopgatetest.Options{Args: []string{"--tls-listen", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile, backendApp(t, "")}})
+	tlsAddr := in.WaitLog(0, func(l loopgatetest.Line) bool { return l.Str("event") == "listening" && l["tls"] == true }).Str("addr")
 	if tlsAddr == "" {
 		t.Fatal("no TLS listening line in the startup log")
 	}
@@ -73,14 +75,14 @@ func TestTLSCertificatesReloadOnSIGHUP(t *testing.T) {
 		t.Fatalf("serial %d before reload, want 1", got)
 	}
 	writeCert(t, certFile, keyFile, 2)
-	in.signal(syscall.SIGHUP)
-	if in.waitLog(5*time.Second, func(l logLine) bool { return l.str("event") == "reload_done" }) == nil {
+	in.Signal(syscall.SIGHUP)
+	if in.WaitLog(5*time.Second, func(l loopgatetest.Line) bool { return l.Str("event") == "reload_done" }) == nil {
 		t.Fatal("no reload_done after SIGHUP")
 	}
 	if got := servedSerial(t, tlsAddr); got != 2 {
 		t.Errorf("serial %d after SIGHUP, want 2", got)
 	}
-	if s := in.status(t); len(s.Listeners) != 2 || !s.Listeners[1].TLS || s.Listeners[1].Addr != tlsAddr {
+	if s := in.Status(t); len(s.Listeners) != 2 || !s.Listeners[1].TLS || s.Listeners[1].Addr != tlsAddr {
 		t.Errorf("/status listeners %+v", s.Listeners)
 	}
 }
