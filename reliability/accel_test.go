@@ -1,9 +1,14 @@
 package reliability
 
 import (
+	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -137,4 +142,94 @@ func firstDiff(want, got []byte) int {
 		return min(len(want), len(got))
 	}
 	return -1
+}
+
+// TestAccelSlowClientIsBounded: with --accel on, a client that reads a
+// 128 MiB download slowly does not make the kernel queue the backend's
+// stream for it. Redirected bytes skip TCP's flow control, so without the
+// in-kernel bound the backend would push the whole body into loopgate's
+// upstream socket at once; with it, that connection falls back to TCP
+// once loopgate is 4 MiB behind (loopgate_sockmap_fallbacks_total), the
+// host's TCP memory stays far below the body's size, and every byte
+// arrives in order.
+func TestAccelSlowClientIsBounded(t *testing.T) {
+	bpftest.Require(t)
+	const total = 128 << 20
+	const bound = 64 << 20 // unbounded, about 120 MiB would be queued
+	dir := appDir(t, `processesPerApplication="1"`, nil)
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{"--accel", "on", dir}})
+	if code, body, err := get(client(t, 10*time.Second), l.URL("/")); err != nil || code != 200 {
+		t.Fatalf("first GET / (starts the backend): %d %q %v", code, body, err)
+	}
+	before := l.Status(t).Acceleration.Fallbacks
+	base := hostTCPMem(t)
+
+	conn := dialRaw(t, l.Front, 60*time.Second)
+	if _, err := fmt.Fprintf(conn, "GET /big?mb=%d HTTP/1.1\r\nHost: slow\r\n\r\n", total>>20); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReaderSize(conn, 64<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 || resp.ContentLength != total {
+		t.Fatalf("GET /big: %v %v", resp, err)
+	}
+	var off int64
+	buf := make([]byte, 256<<10)
+	read := func(n int) {
+		n, err := io.ReadFull(resp.Body, buf[:n])
+		for i, b := range buf[:n] {
+			if b != byte(off+int64(i)) { // faultapp's /big: byte(i) in each MiB
+				t.Fatalf("byte %d of the body is %#x, want %#x", off+int64(i), b, byte(off+int64(i)))
+			}
+		}
+		off += int64(n)
+		if err != nil {
+			t.Fatalf("reading the body at %d of %d: %v", off, total, err)
+		}
+	}
+	// 4 MiB/s for 2 s, sampling the host's TCP memory.
+	var peak int64
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
+		read(40 << 10)
+		peak = max(peak, hostTCPMem(t)-base)
+		time.Sleep(10 * time.Millisecond)
+	}
+	for off < total {
+		read(int(min(int64(len(buf)), total-off)))
+	}
+	after := l.Status(t).Acceleration.Fallbacks
+	t.Logf("slow client: host TCP memory peaked %.1f MiB above its start; %d connection(s) fell back to TCP", float64(peak)/(1<<20), after-before)
+	if peak > bound {
+		t.Errorf("host TCP memory grew %d MiB while a client read %d MiB slowly, want at most %d MiB", peak>>20, total>>20, bound>>20)
+	}
+	if after <= before {
+		t.Errorf("fallbacks %d before, %d after: the backend's stream to the slow client never fell back to TCP", before, after)
+	}
+	if m := uint64(metric(t, l, `loopgate_sockmap_fallbacks_total`)); m != after {
+		t.Errorf("/metrics loopgate_sockmap_fallbacks_total = %d, /status says %d", m, after)
+	}
+}
+
+// hostTCPMem is the TCP memory charged on the whole host, in bytes
+// (/proc/net/sockstat "TCP: ... mem N", in pages).
+func hostTCPMem(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/sockstat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		for i := 1; len(f) > 0 && f[0] == "TCP:" && i+1 < len(f); i += 2 {
+			if f[i] == "mem" {
+				pages, err := strconv.ParseInt(f[i+1], 10, 64)
+				if err != nil {
+					t.Fatalf("/proc/net/sockstat: %q: %v", line, err)
+				}
+				return pages * int64(os.Getpagesize())
+			}
+		}
+	}
+	t.Fatalf("/proc/net/sockstat has no TCP mem: %q", b)
+	return 0
 }

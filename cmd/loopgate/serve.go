@@ -453,7 +453,7 @@ func (rt *server) snapshot() status.Snapshot {
 	}
 	if rt.accel != nil {
 		if c, err := rt.accel.Counters(); err == nil {
-			s.Acceleration.Redirected, s.Acceleration.Passed = c.Redirected, c.Passed
+			s.Acceleration.Redirected, s.Acceleration.Passed, s.Acceleration.Fallbacks = c.Redirected, c.Passed, c.Fallbacks
 		}
 	}
 	if rt.sup == nil {

@@ -35,6 +35,8 @@ var (
 		"Client connections open now, over all listeners.", nil, nil)
 	descSockmap = prometheus.NewDesc("loopgate_sockmap_messages_total",
 		"Loopback messages seen by the eBPF sk_msg program, by verdict: redirect (socket to socket) or pass (left to TCP).", []string{"verdict"}, nil)
+	descSockmapFallbacks = prometheus.NewDesc("loopgate_sockmap_fallbacks_total",
+		"Accelerated connections sent back to plain TCP because their receiver fell more than 4 MiB behind (a slow client).", nil, nil)
 	descAccel = prometheus.NewDesc("loopgate_acceleration_active",
 		"1 when the eBPF sockmap acceleration is attached.", nil, nil)
 	descDraining = prometheus.NewDesc("loopgate_draining",
@@ -56,7 +58,7 @@ var _ prometheus.Collector = (*snapshotCollector)(nil)
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descStarts, descCrashes, descRestarts, descRapidFail, descRecycles,
-		descReloads, descConfigError, descOffline, descProcesses, descInFlight, descAppInFlight, descUpstreamConns, descClientConns, descSockmap,
+		descReloads, descConfigError, descOffline, descProcesses, descInFlight, descAppInFlight, descUpstreamConns, descClientConns, descSockmap, descSockmapFallbacks,
 		descAccel, descDraining, descBuild} {
 		ch <- d
 	}
@@ -88,6 +90,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	if s.Acceleration.Active {
 		ch <- prometheus.MustNewConstMetric(descSockmap, prometheus.CounterValue, float64(s.Acceleration.Redirected), "redirect")
 		ch <- prometheus.MustNewConstMetric(descSockmap, prometheus.CounterValue, float64(s.Acceleration.Passed), "pass")
+		ch <- prometheus.MustNewConstMetric(descSockmapFallbacks, prometheus.CounterValue, float64(s.Acceleration.Fallbacks))
 	}
 	for _, a := range s.Apps {
 		counter := func(d *prometheus.Desc, v uint64, labels ...string) {

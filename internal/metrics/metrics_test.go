@@ -14,7 +14,7 @@ import (
 func snapshot() status.Snapshot {
 	return status.Snapshot{
 		Draining:     true,
-		Acceleration: status.Accel{Mode: "auto", Active: true, Redirected: 7, Passed: 3},
+		Acceleration: status.Accel{Mode: "auto", Active: true, Redirected: 7, Passed: 3, Fallbacks: 2},
 		Apps: []status.App{
 			{Name: "/", Starts: 3, Crashes: 2, Restarts: 2, RapidFailBlocks: 1, Recycles: 4, ConfigReloadsOK: 5, ConfigReloadsFailed: 6,
 				Offline: true, ConfigError: "web.config:1: broken",
@@ -157,6 +157,7 @@ func TestSnapshotMetrics(t *testing.T) {
 		{"loopgate_upstream_connections", map[string]string{"app": "/api", "state": "idle"}, 1},
 		{"loopgate_sockmap_messages_total", map[string]string{"verdict": "redirect"}, 7},
 		{"loopgate_sockmap_messages_total", map[string]string{"verdict": "pass"}, 3},
+		{"loopgate_sockmap_fallbacks_total", nil, 2},
 		{"loopgate_acceleration_active", nil, 1},
 		{"loopgate_draining", nil, 1},
 		{"loopgate_build_info", map[string]string{"version": "v9"}, 1},

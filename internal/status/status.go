@@ -39,6 +39,9 @@ type Accel struct {
 	// the normal TCP path, since start.
 	Redirected uint64 `json:"redirected"`
 	Passed     uint64 `json:"passed"`
+	// Fallbacks counts connections sent back to plain TCP because their
+	// receiver fell more than 4 MiB behind (a slow client), since start.
+	Fallbacks uint64 `json:"fallbacks"`
 }
 
 // App is one mounted app.

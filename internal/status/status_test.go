@@ -61,10 +61,10 @@ APP   SLOT  PID   PORT   STATE  UPTIME  RESTARTS  REQUESTS  LAST EXIT
 func TestWriteTableAcceleratedAndDraining(t *testing.T) {
 	s := sample()
 	s.Draining = true
-	s.Acceleration = Accel{Mode: "on", Active: true, Redirected: 10, Passed: 2}
+	s.Acceleration = Accel{Mode: "on", Active: true, Redirected: 10, Passed: 2, Fallbacks: 1}
 	var b strings.Builder
 	WriteTable(&b, s)
-	for _, want := range []string{", draining\n", "acceleration: eBPF sockmap (on), 10 messages redirected, 2 passed\n"} {
+	for _, want := range []string{", draining\n", "acceleration: eBPF sockmap (on), 10 messages redirected, 2 passed, 1 connections fell back to TCP\n"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
@@ -86,7 +86,7 @@ func TestJSONFieldNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{`"version":"v1.2.3"`, `"uptime_seconds":11045`, `"listeners":[{"addr":"127.0.0.1:8080","tls":false}`,
-		`"acceleration":{"mode":"auto","active":false,"reason":"kernel lacks BPF_PROG_TYPE_SOCK_OPS","redirected":0,"passed":0}`,
+		`"acceleration":{"mode":"auto","active":false,"reason":"kernel lacks BPF_PROG_TYPE_SOCK_OPS","redirected":0,"passed":0,"fallbacks":0}`,
 		`"virtual_path":"/api"`, `"config_error":"/srv/api/web.config:7:`, `"pid":4242`, `"last_exit":"signal: killed"`,
 		`"requests":17`, `"last_start_error":"process exited`, `"rapid_fail_blocks":0`, `"config_reloads_failed":0`} {
 		if !strings.Contains(string(raw), want) {

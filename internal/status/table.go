@@ -33,7 +33,7 @@ func WriteTable(w io.Writer, s Snapshot) error {
 	a := s.Acceleration
 	switch {
 	case a.Active:
-		fmt.Fprintf(tw, "acceleration: eBPF sockmap (%s), %d messages redirected, %d passed\n", a.Mode, a.Redirected, a.Passed)
+		fmt.Fprintf(tw, "acceleration: eBPF sockmap (%s), %d messages redirected, %d passed, %d connections fell back to TCP\n", a.Mode, a.Redirected, a.Passed, a.Fallbacks)
 	case a.Reason != "":
 		fmt.Fprintf(tw, "acceleration: off (%s): %s\n", a.Mode, a.Reason)
 	default:
