@@ -109,8 +109,9 @@ type exchange struct {
 	bodyEnd   bool  // the backend's body ended cleanly
 	backendOK bool  // the backend connection can carry another request
 
-	// HTTP/2 front (h2.go) only: keepTrailers asks skipTrailers to keep
-	// the backend's trailer lines (each ending in CRLF) in trailers; start
+	// HTTP/2 front (h2.go) only: keepTrailers asks readTrailers to keep
+	// the backend's trailer lines (each ending in CRLF) in trailers for
+	// h2.go, instead of putting them in the response header; start
 	// is the request's arrival (its ctx has no time of its own).
 	keepTrailers bool
 	trailers     []byte
@@ -456,7 +457,8 @@ type connStater interface {
 // filterResponseHead applies the response header rules (ancm-spec.md §2.6):
 // the backend's status code and reason phrase stay; Date is loopgate's;
 // Connection is dropped unless forwardResponseConnectionHeader=true;
-// Keep-Alive and Proxy-Connection are hop-by-hop; trailers are not relayed;
+// Keep-Alive and Proxy-Connection are hop-by-hop; the Trailer announcement
+// is dropped (the trailers themselves follow the body, see addTrailer);
 // a Server header appears only if the backend sent one; repeated headers
 // (Set-Cookie and the others) all stay. Framing headers are set by fasthttp
 // from the body the client gets.
@@ -567,7 +569,7 @@ func (x *exchange) nextBody() ([]byte, error) {
 				return nil, err
 			}
 			if n == 0 {
-				if err := x.skipTrailers(); err != nil {
+				if err := x.readTrailers(); err != nil {
 					return nil, err
 				}
 				x.bodyEnd = true
@@ -687,7 +689,7 @@ func (x *exchange) readCRLF() error {
 	return nil
 }
 
-func (x *exchange) skipTrailers() error {
+func (x *exchange) readTrailers() error {
 	for {
 		line, err := x.readLine()
 		if err != nil {
@@ -699,8 +701,41 @@ func (x *exchange) skipTrailers() error {
 		if x.keepTrailers {
 			x.trailers = append(x.trailers, line...)
 			x.trailers = append(x.trailers, "\r\n"...)
+		} else {
+			x.addTrailer(line)
 		}
 	}
+}
+
+// addTrailer keeps a trailer field of the backend's chunked response for
+// an HTTP/1.1 client: fasthttp writes the response header's trailers after
+// the last chunk. Only fields that may be trailers pass: fasthttp refuses
+// framing, routing, authentication, Content-* and the like (RFC 9110
+// §6.5.1), and a field the head already carries, Set-Cookie, a hop-by-hop
+// field or a value with a control character is dropped. The backend's
+// Trailer header is not forwarded in the head: a trailer it announced may
+// never come, and clients read unannounced ones.
+func (x *exchange) addTrailer(line []byte) {
+	name, value, ok := splitHeader(line)
+	if !ok || responseHopHeader(name) || equalFoldASCII(name, "set-cookie") || !validFieldValue(value) {
+		return
+	}
+	rh := &x.ctx.Response.Header
+	if rh.PeekBytes(name) != nil || rh.AddTrailerBytes(name) != nil {
+		return
+	}
+	rh.AddBytesKV(name, value)
+}
+
+// validFieldValue reports a field value without control characters other
+// than HTAB (RFC 9110 §5.5).
+func validFieldValue(v []byte) bool {
+	for _, c := range v {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // abortClient handles a backend failure after the response head was sent:

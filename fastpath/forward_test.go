@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -791,5 +792,34 @@ func TestStreamedUploadKeepsAlive(t *testing.T) {
 	}
 	if !c.closedByPeer(5 * time.Second) {
 		t.Error("the connection stayed open with the request body unread")
+	}
+}
+
+// TestTrailersHTTP11: the trailer fields of a chunked response reach an
+// HTTP/1.1 client after the last chunk, except those that may not be
+// trailers (framing, Set-Cookie), a repeat of a head field, and a value
+// with a control character; the connection stays in step for the next
+// request.
+func TestTrailersHTTP11(t *testing.T) {
+	addr := rawBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			if _, err := readRawRequest(br); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum, X-Never\r\nX-Dup: head\r\n\r\n"+
+				"4\r\nbody\r\n0\r\n"+
+				"X-Checksum: abc\r\nServer-Timing: db;dur=53\r\nContent-Length: 5\r\nSet-Cookie: a=b\r\nX-Bad: a\x01b\r\nX-Dup: trailer\r\n\r\n")
+		}
+	})
+	h := newHarness(t, Config{}, "/")
+	h.backend("/", addr)
+	c := dialRaw(t, h.addr)
+	for i := range 2 {
+		r, body := c.roundTrip(get("a", "/"))
+		want := http.Header{"X-Checksum": {"abc"}, "Server-Timing": {"db;dur=53"}}
+		if r.StatusCode != 200 || string(body) != "body" || !reflect.DeepEqual(r.Trailer, want) || r.Header.Get("X-Dup") != "head" {
+			t.Errorf("request %d: %d %q, trailers %v (want %v), X-Dup %q", i, r.StatusCode, body, r.Trailer, want, r.Header.Get("X-Dup"))
+		}
 	}
 }
