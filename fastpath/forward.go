@@ -2,6 +2,7 @@ package fastpath
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -109,12 +110,8 @@ type exchange struct {
 	bodyEnd   bool  // the backend's body ended cleanly
 	backendOK bool  // the backend connection can carry another request
 
-	// HTTP/2 front (h2.go) only: keepTrailers asks readTrailers to keep
-	// the backend's trailer lines (each ending in CRLF) in trailers for
-	// h2.go, instead of putting them in the response header; start
-	// is the request's arrival (its ctx has no time of its own).
-	keepTrailers bool
-	trailers     []byte
+	// HTTP/2 front (h2.go) only: start is the request's arrival (its ctx
+	// has no time of its own).
 	start        time.Time
 	watch        *streamWatch // closes the backend connection when the client resets the stream
 
@@ -131,7 +128,6 @@ func (x *exchange) reset() {
 		s:        x.s,
 		head:     x.head[:0],
 		body:     x.body[:0],
-		trailers: x.trailers[:0],
 		pumpDone: x.pumpDone,
 	}
 }
@@ -300,6 +296,14 @@ func (x *exchange) try(attempt int) (done, retry bool) {
 			setDeadline(conn.SetReadDeadline, rt)
 		}
 		err = rh.Read(x.br)
+		if err != nil && errors.Is(err, fasthttp.ErrBadTrailer) && hideTrailerAnnouncement(x.br) {
+			// fasthttp refuses a head announcing a field that may not
+			// be a trailer (Trailer: Set-Cookie). The announcement is
+			// never forwarded, so it is renamed where it waits in the
+			// buffer, and the head read again without it.
+			err = rh.Read(x.br)
+			rh.Del(hiddenTrailerName)
+		}
 		if err != nil {
 			x.stopPump()
 			x.dropConn()
@@ -698,23 +702,19 @@ func (x *exchange) readTrailers() error {
 		if len(line) == 0 {
 			return nil
 		}
-		if x.keepTrailers {
-			x.trailers = append(x.trailers, line...)
-			x.trailers = append(x.trailers, "\r\n"...)
-		} else {
-			x.addTrailer(line)
-		}
+		x.addTrailer(line)
 	}
 }
 
-// addTrailer keeps a trailer field of the backend's chunked response for
-// an HTTP/1.1 client: fasthttp writes the response header's trailers after
-// the last chunk. Only fields that may be trailers pass: fasthttp refuses
-// framing, routing, authentication, Content-* and the like (RFC 9110
-// §6.5.1), and a field the head already carries, Set-Cookie, a hop-by-hop
-// field or a value with a control character is dropped. The backend's
-// Trailer header is not forwarded in the head: a trailer it announced may
-// never come, and clients read unannounced ones.
+// addTrailer keeps a trailer field of the backend's chunked response in the
+// response header's trailers: fasthttp writes them after the last chunk to
+// an HTTP/1.1 client, and h2.go sends them as HTTP/2 trailers. Only fields
+// that may be trailers pass: fasthttp refuses framing, routing,
+// authentication, Content-* and the like (RFC 9110 §6.5.1), and a field the
+// head already carries, a repeat (the first value is kept), Set-Cookie, a
+// hop-by-hop field or a value with a control character is dropped. The
+// backend's Trailer header is not forwarded in the head: a trailer it
+// announced may never come, and clients read unannounced ones.
 func (x *exchange) addTrailer(line []byte) {
 	name, value, ok := splitHeader(line)
 	if !ok || responseHopHeader(name) || equalFoldASCII(name, "set-cookie") || !validFieldValue(value) {
@@ -725,6 +725,31 @@ func (x *exchange) addTrailer(line []byte) {
 		return
 	}
 	rh.AddBytesKV(name, value)
+}
+
+// hiddenTrailerName replaces the name "Trailer" (same length, a valid
+// token no app sends) in a response head fasthttp refused for it.
+const hiddenTrailerName = "!railer"
+
+// hideTrailerAnnouncement renames the Trailer fields of the response head
+// buffered at the front of br, and reports whether there was one. It runs
+// only after fasthttp parsed that whole head and refused it, so the head
+// is in the buffer, where Peek lets it be changed before it is read again.
+func hideTrailerAnnouncement(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	hidden := false
+	for {
+		i := bytes.IndexByte(b, '\n')
+		if i <= 1 { // no line, or the empty line that ends the head
+			return hidden
+		}
+		if line := b[:i]; len(line) > len(hiddenTrailerName) && line[len(hiddenTrailerName)] == ':' &&
+			equalFoldASCII(line[:len(hiddenTrailerName)], fasthttp.HeaderTrailer) {
+			copy(line, hiddenTrailerName)
+			hidden = true
+		}
+		b = b[i+1:]
+	}
 }
 
 // validFieldValue reports a field value without control characters other

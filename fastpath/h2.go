@@ -214,7 +214,7 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.inflight.Add(1)
 	x := s.exchanges.Get().(*exchange)
 	watch := &streamWatch{}
-	x.ctx, x.start, x.keepTrailers, x.watch = ctx, start, true, watch
+	x.ctx, x.start, x.watch = ctx, start, watch
 	// The request's context ends when the client resets the stream or its
 	// connection dies: the backend connection is closed then, so the app
 	// sees the disconnect and the exchange ends at once instead of at the
@@ -243,7 +243,6 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(ctx.Response.StatusCode())
 	_, err = x.WriteTo(h2Writer{w: w, rc: rc})
 	complete := err == nil && x.bodyEnd
-	trailers := append([]byte(nil), x.trailers...)
 	if watch.end() {
 		x.backendOK = false
 	}
@@ -252,15 +251,11 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// RST_STREAM: the client must not take a cut body for a whole one.
 		panic(http.ErrAbortHandler)
 	}
-	for len(trailers) > 0 {
-		line, rest, err := nextHeaderLine(trailers)
-		if err != nil {
-			break
-		}
-		trailers = rest
-		if name, value, ok := splitHeader(line); ok && !responseHopHeader(name) && !equalFoldASCII(name, "content-length") {
-			w.Header().Add(http.TrailerPrefix+string(name), string(value))
-		}
+	// The trailers addTrailer kept (ctx is this request's own, not pooled
+	// with the exchange).
+	rh := &ctx.Response.Header
+	for name := range rh.Trailers() {
+		w.Header().Add(http.TrailerPrefix+string(name), string(rh.PeekBytes(name)))
 	}
 }
 

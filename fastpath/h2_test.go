@@ -13,6 +13,7 @@ import (
 	"net/textproto"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -298,16 +299,29 @@ func TestForwardingConformanceBothProtocols(t *testing.T) {
 		}},
 		{"trailers", func(t *testing.T, h *tlsHarness, c *http.Client, h2 bool) {
 			h.backend(func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Trailer", "X-Checksum")
+				w.Header().Set("Trailer", "X-Checksum, Server-Timing, Set-Cookie, X-Dup")
+				w.Header().Set("X-Dup", "head")
 				_, _ = io.WriteString(w, "body")
 				w.(http.Flusher).Flush()
 				w.Header().Set("X-Checksum", "abc")
+				w.Header().Set("Server-Timing", "db;dur=53")
+				w.Header().Set("Set-Cookie", "a=b")
+				w.Header().Set("X-Dup", "trailer")
 			})
 			req, _ := http.NewRequest("GET", h.url("/"), nil)
 			resp := do(t, c, req, h2)
 			body, _ := io.ReadAll(resp.Body)
-			if string(body) != "body" || resp.Trailer.Get("X-Checksum") != "abc" {
-				t.Errorf("body %q trailer %q, want \"abc\"", body, resp.Trailer.Get("X-Checksum"))
+			// Set-Cookie may not be a trailer, X-Dup repeats a head field.
+			want := http.Header{"X-Checksum": {"abc"}, "Server-Timing": {"db;dur=53"}}
+			if string(body) != "body" || !reflect.DeepEqual(resp.Trailer, want) || resp.Header.Get("X-Dup") != "head" {
+				t.Errorf("body %q trailers %v, want %v; X-Dup %q", body, resp.Trailer, want, resp.Header.Get("X-Dup"))
+			}
+			// The announcement (refused by fasthttp for Set-Cookie) is
+			// not forwarded under any name.
+			for k, v := range resp.Header {
+				if strings.Contains(strings.ToLower(k), "railer") {
+					t.Errorf("head field %s: %v reached the client", k, v)
+				}
 			}
 		}},
 	}
