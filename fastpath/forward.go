@@ -112,8 +112,8 @@ type exchange struct {
 
 	// HTTP/2 front (h2.go) only: start is the request's arrival (its ctx
 	// has no time of its own).
-	start        time.Time
-	watch        *streamWatch // closes the backend connection when the client resets the stream
+	start time.Time
+	watch *streamWatch // closes the backend connection when the client resets the stream
 
 	status   int
 	bytesOut int64
