@@ -102,7 +102,7 @@ type exchange struct {
 	pumpErr  error
 	pumpBuf  *[]byte
 	bytesIn  int64
-	bodySent atomic.Bool // the pump wrote the body's last byte; its report on pumpDone follows
+	bodySent atomic.Bool // the pump is writing, or wrote, the body's last byte; its report on pumpDone follows
 
 	kind      bodyKind
 	remaining int64 // bodyFixed: bytes left; bodyChunked: bytes left in chunk
