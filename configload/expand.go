@@ -47,18 +47,35 @@ func (e environ) nonEmpty(name string) (string, bool) {
 	return v, ok && v != ""
 }
 
-// portVar is the one variable expand never replaces in arguments: the
-// supervisor substitutes it per start (DESIGN.md §4).
-const portVar = "ASPNETCORE_PORT"
+// portVar and applPathVar are the variables expand never replaces in
+// arguments and <environmentVariable> values: the supervisor substitutes
+// them on each start (DESIGN.md §4), the port being chosen then.
+const (
+	portVar     = "ASPNETCORE_PORT"
+	applPathVar = "ASPNETCORE_APPL_PATH"
+)
+
+// perStartVar returns the canonical spelling of name when it is one of the
+// variables substituted per start, matched in any case, else "".
+func perStartVar(name string) string {
+	switch {
+	case strings.EqualFold(name, portVar):
+		return portVar
+	case strings.EqualFold(name, applPathVar):
+		return applPathVar
+	}
+	return ""
+}
 
 // expand replaces %NAME% with the value of NAME from e, the way Windows'
 // ExpandEnvironmentStrings does: names are case-insensitive, an unknown
 // name is left as written and its closing % may open the next reference,
-// and "%%" is not a reference. With keepPort, %ASPNETCORE_PORT% (any case)
-// is written back as "%ASPNETCORE_PORT%" whatever e holds. unknown lists the
+// and "%%" is not a reference. With perStart, %ASPNETCORE_PORT% and
+// %ASPNETCORE_APPL_PATH% (any case) are written back in upper case whatever e
+// holds, for the supervisor to substitute. unknown lists the
 // names left unexpanded that look like variable names (so that "100%" or
 // "50%-75%" raise nothing).
-func expand(s string, e environ, keepPort bool) (out string, unknown []string) {
+func expand(s string, e environ, perStart bool) (out string, unknown []string) {
 	if !strings.Contains(s, "%") {
 		return s, nil
 	}
@@ -78,8 +95,8 @@ func expand(s string, e environ, keepPort bool) (out string, unknown []string) {
 		}
 		closing++ // index of the closing % in s
 		name := s[1:closing]
-		if keepPort && strings.EqualFold(name, portVar) {
-			b.WriteString("%" + portVar + "%")
+		if v := perStartVar(name); perStart && v != "" {
+			b.WriteString("%" + v + "%")
 			s = s[closing+1:]
 			continue
 		}

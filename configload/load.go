@@ -525,7 +525,7 @@ func (p *parser) environment(s *AppSpec, n *node) {
 			value = v
 		} else {
 			var unknown []string
-			value, unknown = expand(value, p.env, false)
+			value, unknown = expand(value, p.env, true)
 			p.warnUnknown(e.valueLine, e.name, e.value, unknown)
 		}
 		switch {

@@ -425,10 +425,10 @@ func TestWindowsTranslation(t *testing.T) {
 }
 
 func TestExpand(t *testing.T) {
-	env := newEnviron([]string{"A=alpha", "Path=exact", "PATH=upper", "EMPTY=", "PCT=50%", "=C:=C:\\", "noequals", "ASPNETCORE_PORT=80"})
+	env := newEnviron([]string{"A=alpha", "Path=exact", "PATH=upper", "EMPTY=", "PCT=50%", "=C:=C:\\", "noequals", "ASPNETCORE_PORT=80", "ASPNETCORE_APPL_PATH=/x"})
 	tests := []struct {
 		in       string
-		keepPort bool
+		perStart bool
 		want     string
 		unknown  []string
 	}{
@@ -451,9 +451,11 @@ func TestExpand(t *testing.T) {
 		{"%ProgramFiles(x86)%", false, "%ProgramFiles(x86)%", []string{"ProgramFiles(x86)"}},
 		{"%ASPNETCORE_PORT%", false, "80", nil},
 		{"--port=%aspnetcore_port% %A%", true, "--port=%ASPNETCORE_PORT% alpha", nil},
+		{"%ASPNETCORE_APPL_PATH%", false, "/x", nil},
+		{"%Aspnetcore_Appl_Path%/static:%ASPNETCORE_PORT%", true, "%ASPNETCORE_APPL_PATH%/static:%ASPNETCORE_PORT%", nil},
 	}
 	for _, tt := range tests {
-		got, unknown := expand(tt.in, env, tt.keepPort)
+		got, unknown := expand(tt.in, env, tt.perStart)
 		if got != tt.want || !slices.Equal(unknown, tt.unknown) {
 			t.Errorf("expand(%q) = %q %q, want %q %q", tt.in, got, unknown, tt.want, tt.unknown)
 		}
@@ -463,7 +465,8 @@ func TestExpand(t *testing.T) {
 func TestExpansionInAttributes(t *testing.T) {
 	environ := []string{"APPROOT=/opt/app", "LOGS=/var/log", "WHO=World", "port=1"}
 	data := aspNetCore(`processPath="%APPROOT%\bin\server" arguments="--who %who% --port %ASPNETCORE_PORT% --x %UNSET%" stdoutLogFile="%logs%\app"`,
-		`<environmentVariables><environmentVariable name="GREETING" value="%WHO%;Hello" /><environmentVariable name="KEEP" value="%MISSING%" /></environmentVariables>`)
+		`<environmentVariables><environmentVariable name="GREETING" value="%WHO%;Hello" /><environmentVariable name="KEEP" value="%MISSING%" />`+
+			`<environmentVariable name="PORT" value="%aspnetcore_port%" /><environmentVariable name="SCRIPT_NAME" value="%ASPNETCORE_APPL_PATH%" /></environmentVariables>`)
 	spec, err := Parse(testFile, data, Options{Environ: environ})
 	if err != nil {
 		t.Fatal(err)
@@ -477,7 +480,9 @@ func TestExpansionInAttributes(t *testing.T) {
 	if spec.StdoutLogFile != "/var/log/app" {
 		t.Errorf("StdoutLogFile %q", spec.StdoutLogFile)
 	}
-	if want := []EnvVar{{"GREETING", "World;Hello"}, {"KEEP", "%MISSING%"}}; !slices.Equal(spec.Environment, want) {
+	// The per-start variables are left for the supervisor, in upper case.
+	want := []EnvVar{{"GREETING", "World;Hello"}, {"KEEP", "%MISSING%"}, {"PORT", "%ASPNETCORE_PORT%"}, {"SCRIPT_NAME", "%ASPNETCORE_APPL_PATH%"}}
+	if !slices.Equal(spec.Environment, want) {
 		t.Errorf("Environment %q, want %q", spec.Environment, want)
 	}
 	sameLines(t, "warnings", warningLines(spec), []string{

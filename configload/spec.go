@@ -32,15 +32,18 @@ type AppSpec struct {
 	// Arguments is aspNetCore@arguments (or ANCM_LAUNCHER_ARGS, taken as
 	// given) %VAR%-expanded, then split like a Windows command line
 	// (CommandLineToArgvW rules), then translated: in a token that starts with
-	// .\ or ..\ every \ becomes /. The text %ASPNETCORE_PORT% (matched in any
-	// case, written back in upper case, anywhere inside a token) is never
-	// expanded here: the supervisor replaces it with the port chosen for each
-	// start. Empty when there are no arguments.
+	// .\ or ..\ every \ becomes /. The texts %ASPNETCORE_PORT% and
+	// %ASPNETCORE_APPL_PATH% (matched in any case, written back in upper case,
+	// anywhere inside a token) are never expanded here: the supervisor
+	// replaces them with the port chosen for each start and VirtualPath.
+	// Empty when there are no arguments.
 	Arguments []string
 
 	// Environment holds the <environmentVariables> entries in document order,
 	// names deduplicated case-insensitively (a later entry overwrites an
-	// earlier one's value in place, keeping the first spelling), values %VAR%-expanded against Options.Environ.
+	// earlier one's value in place, keeping the first spelling), values %VAR%-expanded against Options.Environ
+	// except %ASPNETCORE_PORT% and %ASPNETCORE_APPL_PATH%, left in upper case
+	// for the supervisor to substitute on each start as in Arguments.
 	// With ANCM_PREFER_ENVIRONMENT_VARIABLES=1|true in Options.Environ, an
 	// entry whose name exists there takes that value instead. An entry
 	// ASPNETCORE_PORT that ends up empty is dropped (the reference then

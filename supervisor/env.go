@@ -22,6 +22,7 @@ const (
 	envHostingStartup   = "ASPNETCORE_HOSTINGSTARTUPASSEMBLIES"
 	iisIntegrationAsm   = "Microsoft.AspNetCore.Server.IISIntegration"
 	portArgToken        = "%ASPNETCORE_PORT%"
+	applPathArgToken    = "%ASPNETCORE_APPL_PATH%"
 	minExplicitPort     = 1025
 	maxPort             = 48000
 	minRandomPort       = 10000
@@ -79,10 +80,14 @@ func explicitPort(spec *configload.AppSpec) (int, error) {
 // (Linux environments are case-sensitive), except that a web.config entry
 // naming a managed variable in any case is treated as that variable.
 // configload has already applied %VAR% expansion and
-// ANCM_PREFER_ENVIRONMENT_VARIABLES to the entries. token comes from tokenFor.
+// ANCM_PREFER_ENVIRONMENT_VARIABLES to the entries; what it left of
+// %ASPNETCORE_PORT% and %ASPNETCORE_APPL_PATH% in their values is replaced
+// here by this start's port and the virtual path (PORT=%ASPNETCORE_PORT%, as
+// HttpPlatformHandler users write it). token comes from tokenFor.
 func backendEnv(spec *configload.AppSpec, inherited []string, port int, token string) []string {
 	env := make([]string, 0, len(inherited)+len(spec.Environment)+len(managedEnv))
 	used := make([]bool, len(spec.Environment))
+	sub := perStartReplacer(spec, port)
 	inheritedStartup, hasInheritedStartup := "", false
 	for _, kv := range inherited {
 		name, val, _ := strings.Cut(kv, "=")
@@ -95,7 +100,7 @@ func backendEnv(spec *configload.AppSpec, inherited []string, port int, token st
 		replaced := false
 		for i, e := range spec.Environment {
 			if e.Name == name {
-				env = append(env, name+"="+e.Value)
+				env = append(env, name+"="+sub.Replace(e.Value))
 				used[i], replaced = true, true
 				break
 			}
@@ -106,7 +111,7 @@ func backendEnv(spec *configload.AppSpec, inherited []string, port int, token st
 	}
 	for i, e := range spec.Environment {
 		if !used[i] && !isManaged(e.Name) {
-			env = append(env, e.Name+"="+e.Value)
+			env = append(env, e.Name+"="+sub.Replace(e.Value))
 		}
 	}
 	startup, ok := configValue(spec, envHostingStartup)
@@ -158,15 +163,22 @@ func tokenFor(spec *configload.AppSpec, fresh func() string) string {
 }
 
 // backendArgs replaces %ASPNETCORE_PORT% in each argument with the port
-// chosen for this start (DESIGN.md §4; configload writes the token back in
-// upper case whatever case the file used).
-func backendArgs(args []string, port int) []string {
-	out := make([]string, len(args))
-	p := strconv.Itoa(port)
-	for i, a := range args {
-		out[i] = strings.ReplaceAll(a, portArgToken, p)
+// chosen for this start and %ASPNETCORE_APPL_PATH% with the app's virtual
+// path (DESIGN.md §4; configload writes the tokens back in upper case
+// whatever case the file used).
+func backendArgs(spec *configload.AppSpec, port int) []string {
+	out := make([]string, len(spec.Arguments))
+	sub := perStartReplacer(spec, port)
+	for i, a := range spec.Arguments {
+		out[i] = sub.Replace(a)
 	}
 	return out
+}
+
+// perStartReplacer substitutes the variables configload leaves for each
+// start to fill in.
+func perStartReplacer(spec *configload.AppSpec, port int) *strings.Replacer {
+	return strings.NewReplacer(portArgToken, strconv.Itoa(port), applPathArgToken, spec.VirtualPath)
 }
 
 // resolveProcessPath finds the executable to spawn (spec §1.5): an absolute

@@ -21,12 +21,16 @@ func TestBackendEnv(t *testing.T) {
 			{Name: "Path", Value: "/only/config/case"},    // not PATH: Linux names are case-sensitive
 			{Name: "NEW", Value: "added"},                 // appended
 			{Name: "aspnetcore_appl_path", Value: "/bad"}, // managed: overwritten, any case
+			{Name: "PORT", Value: "%ASPNETCORE_PORT%"},    // this start's port
+			{Name: "X", Value: "http://127.0.0.1:%ASPNETCORE_PORT%%ASPNETCORE_APPL_PATH%/"},
 		},
 	}
-	inherited := []string{"PATH=/usr/bin", "HOME=/root", "ASPNETCORE_PORT=1", "ASPNETCORE_TOKEN=inherited", "X=1"}
+	inherited := []string{"PATH=/usr/bin", "HOME=/root", "ASPNETCORE_PORT=1", "ASPNETCORE_TOKEN=inherited", "X=1", "Y=%ASPNETCORE_PORT%"}
 	env := backendEnv(spec, inherited, 12345, "tok")
 	want := []string{
-		"PATH=/usr/bin", "HOME=/from/config", "X=1", "Path=/only/config/case", "NEW=added",
+		// Only web.config values are substituted, not loopgate's own environment.
+		"PATH=/usr/bin", "HOME=/from/config", "X=http://127.0.0.1:12345/api/", "Y=%ASPNETCORE_PORT%",
+		"Path=/only/config/case", "NEW=added", "PORT=12345",
 		"ASPNETCORE_PORT=12345", "ASPNETCORE_TOKEN=tok", "ASPNETCORE_APPL_PATH=/api",
 		"ASPNETCORE_IIS_HTTPAUTH=anonymous;", "ASPNETCORE_IIS_WEBSOCKETS_SUPPORTED=true",
 		"ASPNETCORE_IIS_PHYSICAL_PATH=/srv/app/",
@@ -96,8 +100,11 @@ func TestTokenAndPortFromConfig(t *testing.T) {
 }
 
 func TestBackendArgs(t *testing.T) {
-	got := backendArgs([]string{"-m", "http.server", "%ASPNETCORE_PORT%", "--url=http://x:%ASPNETCORE_PORT%/"}, 31000)
-	want := []string{"-m", "http.server", "31000", "--url=http://x:31000/"}
+	spec := &configload.AppSpec{VirtualPath: "/api", Arguments: []string{"-m", "http.server", "%ASPNETCORE_PORT%", "--url=http://x:%ASPNETCORE_PORT%%ASPNETCORE_APPL_PATH%/", "%aspnetcore_port%"}}
+	got := backendArgs(spec, 31000)
+	// configload writes the tokens back in upper case: a lower-case one here
+	// did not come from it and stays.
+	want := []string{"-m", "http.server", "31000", "--url=http://x:31000/api/", "%aspnetcore_port%"}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %q", got)
 	}

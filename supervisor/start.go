@@ -130,7 +130,7 @@ func (a *App) launch(spec *configload.AppSpec, slotIdx int, warned *bool) (*Proc
 	if err != nil {
 		return nil, errCritical{err}
 	}
-	args := backendArgs(spec.Arguments, port)
+	args := backendArgs(spec, port)
 	cmd := &Cmd{Path: path, Args: args, Env: env, Dir: spec.Dir, Output: spec.ConsoleRedirection}
 	cmdline := commandLine(path, args)
 	d := a.diag.Load()

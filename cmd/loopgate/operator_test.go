@@ -1,0 +1,119 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/loopgate/loopgate/internal/loopgatetest"
+)
+
+// portApp is a Python backend configured the way HttpPlatformHandler users
+// and most Node/Python servers are: it reads its port from PORT and its
+// mount point from SCRIPT_NAME, and never looks at ASPNETCORE_PORT. It exits
+// with a message when PORT is not a number.
+const portApp = `import os, sys, http.server
+port = os.environ.get("PORT", "")
+if not port.isdigit():
+    sys.exit("PORT=%r is not a port number" % port)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("PORT=%s SCRIPT_NAME=%s" % (port, os.environ.get("SCRIPT_NAME", ""))).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(port)), H).serve_forever()
+`
+
+// pythonApp writes an app directory holding script as app.py and a
+// web.config that runs it with python3 and the given aspNetCore children.
+func pythonApp(t *testing.T, script, children string) string {
+	t.Helper()
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 not installed")
+	}
+	dir := t.TempDir()
+	cfg := `<?xml version="1.0" encoding="utf-8"?>
+<configuration>
+  <system.webServer>
+    <aspNetCore processPath="` + py + `" arguments="-u app.py" startupTimeLimit="20">
+` + children + `
+    </aspNetCore>
+  </system.webServer>
+</configuration>
+`
+	if err := os.WriteFile(filepath.Join(dir, "web.config"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "app.py"), []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killInDir(dir) })
+	return dir
+}
+
+// killInDir SIGKILLs every process whose working directory is dir: a
+// backend loopgate left behind (it never should) does not outlive the test.
+func killInDir(dir string) {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if cwd, _ := os.Readlink("/proc/" + e.Name() + "/cwd"); cwd == dir {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// TestEnvironmentPerStartVariables: PORT=%ASPNETCORE_PORT% and
+// SCRIPT_NAME=%ASPNETCORE_APPL_PATH% in <environmentVariables> reach a real
+// backend as this start's port and the app's virtual path.
+func TestEnvironmentPerStartVariables(t *testing.T) {
+	dir := pythonApp(t, portApp, `      <environmentVariables>
+        <environmentVariable name="PORT" value="%ASPNETCORE_PORT%" />
+        <environmentVariable name="SCRIPT_NAME" value="%aspnetcore_appl_path%" />
+      </environmentVariables>`)
+	in := loopgatetest.Start(t, loopgatetest.Options{Args: []string{"/py=" + dir}})
+	code, body := get(t, in.URL("/py/"))
+	if code != 200 {
+		t.Fatalf("GET /py/: %d %q", code, body)
+	}
+	s := in.Status(t)
+	if len(s.Apps) != 1 || len(s.Apps[0].Processes) != 1 {
+		t.Fatalf("/status apps: %+v", s.Apps)
+	}
+	port := s.Apps[0].Processes[0].Port
+	if want := "PORT=" + strconv.Itoa(port) + " SCRIPT_NAME=/py"; body != want {
+		t.Errorf("the app saw %q, want %q", body, want)
+	}
+	// A restart gets a new port, and the variable follows it.
+	pid := s.Apps[0].Processes[0].PID
+	syscall.Kill(pid, syscall.SIGKILL)
+	loopgatetest.WaitDead(t, 5*time.Second, pid)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body = get(t, in.URL("/py/"))
+		s = in.Status(t)
+		if p := s.Apps[0].Processes; code == 200 && len(p) == 1 && p[0].PID != pid && p[0].PID > 0 {
+			if want := "PORT=" + strconv.Itoa(p[0].Port); !strings.HasPrefix(body, want+" ") {
+				t.Errorf("after a restart the app saw %q, want %q", body, want)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new backend 20 s after killing %d: %d %q", pid, code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
