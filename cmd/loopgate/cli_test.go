@@ -127,6 +127,7 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{}, "no APP given"},
 		{[]string{dir, "--listen", "8080"}, `--listen "8080": want HOST:PORT`},
 		{[]string{dir, "--admin", "localhost"}, `--admin "localhost"`},
+		{[]string{dir, "--admin-host", "loopgate:9180"}, `--admin-host "loopgate:9180": want a host name such as loopgate.internal, without a port`},
 		{[]string{dir, "--tls-listen", ":443"}, "--tls-listen needs --tls-cert and --tls-key"},
 		{[]string{dir, "--tls-cert", "c.pem"}, "need a --tls-listen address"},
 		{[]string{dir, "--accel", "yes"}, `--accel "yes": want auto, on or off`},

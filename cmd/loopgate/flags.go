@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/loopgate/loopgate/internal/admin"
 	"github.com/loopgate/loopgate/internal/logsetup"
 )
 
@@ -24,6 +25,9 @@ const serveFlagsHelp = `  --listen ADDR            plain HTTP listener, repeatab
                            always spoken to in HTTP/1.1 (default true)
   --admin ADDR             /metrics (Prometheus), /status (JSON), /healthz
                            (default 127.0.0.1:9180; empty disables)
+  --admin-host NAME        a host name the admin endpoint answers to, repeatable;
+                           IP addresses, localhost and the host of --admin always
+                           are, other names get 403 (DNS rebinding protection)
   --accel auto|on|off      eBPF sockmap loopback acceleration (default auto): on
                            refuses to start without it, auto falls back to plain
                            TCP and logs why
@@ -60,6 +64,7 @@ type serveConfig struct {
 	TLSClientCA  string
 	HTTP2        bool
 	Admin        string
+	AdminHosts   []string
 	Accel        string
 	DrainTimeout time.Duration
 	LogFormat    string
@@ -102,6 +107,7 @@ func newServeFlags(c *serveConfig) *flag.FlagSet {
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "")
 	fs.BoolVar(&c.HTTP2, "h2", true, "")
 	fs.StringVar(&c.Admin, "admin", "127.0.0.1:9180", "")
+	fs.Var((*stringList)(&c.AdminHosts), "admin-host", "")
 	fs.StringVar(&c.Accel, "accel", "auto", "")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "")
 	fs.StringVar(&c.LogFormat, "log-format", "", "")
@@ -175,6 +181,11 @@ func parseServe(args []string) (*serveConfig, error) {
 	if c.Admin != "" {
 		if _, _, err := net.SplitHostPort(c.Admin); err != nil {
 			return nil, usagef("--admin %q: want HOST:PORT, or empty to disable", c.Admin)
+		}
+	}
+	for _, h := range c.AdminHosts {
+		if err := admin.CheckHost(h); err != nil {
+			return nil, usagef("--admin-host %q: %v", h, err)
 		}
 	}
 	if len(c.TLSListen) > 0 && (c.TLSCert == "" || c.TLSKey == "") {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,5 +116,23 @@ func TestEnvironmentPerStartVariables(t *testing.T) {
 			t.Fatalf("no new backend 20 s after killing %d: %d %q", pid, code, body)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestAdminHostNames: serve passes --admin-host to the admin endpoint's
+// DNS rebinding check; any other name is refused, an IP address is not.
+func TestAdminHostNames(t *testing.T) {
+	in := loopgatetest.Start(t, loopgatetest.Options{Args: []string{"--admin-host", "loopgate.test", pythonApp(t, portApp, "")}})
+	for host, want := range map[string]int{"loopgate.test:1": 200, in.Admin: 200, "rebound.example": 403} {
+		req, _ := http.NewRequest("GET", "http://"+in.Admin+"/status", nil)
+		req.Host = host
+		resp, err := httpc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET /status with Host %s: %d, want %d", host, resp.StatusCode, want)
+		}
 	}
 }

@@ -175,7 +175,11 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 	}
 	m := metrics.New(metrics.Options{Version: version, Apps: names, Snapshot: rt.snapshot, Front: rt.frontGauges, AppLoad: rt.appLoad})
 	if cfg.Admin != "" {
-		rt.admin = admin.New(admin.Options{Snapshot: rt.snapshot, Gatherer: m.Registry(), Logger: log})
+		hosts := cfg.AdminHosts
+		if h, _, _ := net.SplitHostPort(cfg.Admin); admin.CheckHost(h) == nil {
+			hosts = append(hosts[:len(hosts):len(hosts)], h) // --admin myhost:9180 answers to myhost
+		}
+		rt.admin = admin.New(admin.Options{Snapshot: rt.snapshot, Gatherer: m.Registry(), Logger: log, Hosts: hosts})
 		rt.adminLn, err = net.Listen("tcp", cfg.Admin)
 		if err != nil {
 			log.Error().Err(err).Str("admin", cfg.Admin).Msg("not starting: admin listener")

@@ -8,6 +8,8 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +50,11 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Logger gets errors from the HTTP server and from metric collection.
 	Logger zerolog.Logger
+	// Hosts are the host names, besides localhost, that requests may name in
+	// their Host header (case-insensitive, without a port): serve passes
+	// --admin-host and the host of --admin when it is a name. IP addresses
+	// are always accepted. See Handler for why.
+	Hosts []string
 }
 
 // Server is the admin HTTP server. It is safe for concurrent use.
@@ -85,8 +92,76 @@ func (s *Server) SetHealth(h Health) {
 // Health returns the current health state.
 func (s *Server) Health() Health { return Health(s.health.Load()) }
 
-// Handler serves /healthz, /status and /metrics.
+// Handler serves /healthz, /status and /metrics behind two checks, after
+// Caddy's admin endpoint.
+//
+// Trust model: the endpoint has no authentication and shows app
+// directories, PIDs, ports and last errors; whoever can connect may read it.
+// A web page the operator opens must not become such a client. DNS
+// rebinding points a name the page's origin owns (evil.example) at
+// 127.0.0.1, so the browser sends "Host: evil.example:9180": every request
+// whose Host is not an IP address, localhost or one of Options.Hosts gets
+// 403. An IP literal cannot be rebound, so those are safe to accept, and
+// load balancers, Kubernetes probes and Prometheus scrape by IP. GET
+// /healthz is exempt: it says only "ok", and health checkers send any Host.
+// Second, a request with a method other than GET, HEAD or OPTIONS that a
+// browser marks as cross-origin (Sec-Fetch-Site, or an Origin whose host is
+// not the Host) gets 403, so a page cannot make the operator's browser post
+// to the endpoint; curl and loopgate's own commands send neither header.
 func (s *Server) Handler() http.Handler {
+	mux := s.routes()
+	hosts := map[string]bool{"localhost": true}
+	for _, h := range s.o.Hosts {
+		hosts[canonicalHost(h)] = true
+	}
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin == "" {
+			origin = "Sec-Fetch-Site: " + r.Header.Get("Sec-Fetch-Site")
+		}
+		s.o.Logger.Debug().Str("component", "admin").Str("method", r.Method).Str("path", r.URL.Path).
+			Str("origin", origin).Msg("refused a cross-origin request")
+		http.Error(w, fmt.Sprintf("cross-origin request refused: %s %s from %s; the admin endpoint takes "+
+			"requests other than GET only from its own origin or from clients that are not browsers", r.Method, r.URL.Path, origin), http.StatusForbidden)
+	}))
+	checked := cop.Handler(mux)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !(r.Method == http.MethodGet && r.URL.Path == "/healthz") && !hostAllowed(r.Host, hosts) {
+			s.o.Logger.Debug().Str("component", "admin").Str("host", r.Host).Str("path", r.URL.Path).
+				Str("client", r.RemoteAddr).Msg("refused a request for a host name not allowed (DNS rebinding?)")
+			http.Error(w, fmt.Sprintf("host not allowed: %q; the admin endpoint answers only to IP addresses, "+
+				"localhost and the names given with --admin-host (DNS rebinding protection)", r.Host), http.StatusForbidden)
+			return
+		}
+		checked.ServeHTTP(w, r)
+	})
+}
+
+// hostAllowed reports whether a request's Host header (host[:port]) names
+// an IP address, localhost or one of names. An empty Host (HTTP/1.0) is
+// accepted: browsers always send one.
+func hostAllowed(hostport string, names map[string]bool) bool {
+	if hostport == "" {
+		return true
+	}
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	return names[canonicalHost(host)]
+}
+
+// canonicalHost lowers a host name and drops a trailing dot.
+func canonicalHost(h string) string {
+	return strings.TrimSuffix(strings.ToLower(h), ".")
+}
+
+func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
 	if s.o.Snapshot != nil {
@@ -100,6 +175,14 @@ func (s *Server) Handler() http.Handler {
 	}
 	mux.HandleFunc("GET /{$}", s.index)
 	return mux
+}
+
+// CheckHost says what is wrong with a name given for Options.Hosts, or nil.
+func CheckHost(h string) error {
+	if h == "" || strings.ContainsAny(h, ":/ []@") {
+		return fmt.Errorf("want a host name such as loopgate.internal, without a port (IP addresses are always accepted)")
+	}
+	return nil
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

@@ -155,3 +155,75 @@ func TestUnknownPathsAndMethods(t *testing.T) {
 		t.Errorf("POST /healthz: %d, want 405", resp.StatusCode)
 	}
 }
+
+// TestDNSRebindingAndCrossOrigin: a page whose name was rebound to the
+// admin address (Host: evil.example) reads nothing; IP addresses, localhost
+// and configured names are served; a browser's cross-origin POST is refused
+// before it reaches a handler, while curl's (no Origin) and a same-origin
+// one get through (to 405 here: no route takes POST yet).
+func TestDNSRebindingAndCrossOrigin(t *testing.T) {
+	snap := status.Snapshot{Version: "v1"}
+	s, base := start(t, Options{Snapshot: func() status.Snapshot { return snap }, Hosts: []string{"Loopgate.Internal."}})
+	s.SetHealth(Serving)
+	cases := []struct {
+		method, path, host string
+		header             map[string]string
+		code               int
+		body               string // a substring of the answer
+	}{
+		{"GET", "/status", "127.0.0.1:9180", nil, 200, `"version": "v1"`},
+		{"GET", "/status", "[::1]:9180", nil, 200, `"version": "v1"`},
+		{"GET", "/status", "10.1.2.3:9180", nil, 200, `"version": "v1"`}, // a probe by pod IP
+		{"GET", "/status", "localhost:9180", nil, 200, `"version": "v1"`},
+		{"GET", "/status", "LOCALHOST.", nil, 200, `"version": "v1"`},
+		{"GET", "/status", "loopgate.internal:9180", nil, 200, `"version": "v1"`},
+		{"GET", "/status", "evil.example:9180", nil, 403,
+			`host not allowed: "evil.example:9180"; the admin endpoint answers only to IP addresses, localhost and the names given with --admin-host (DNS rebinding protection)`},
+		{"GET", "/metrics", "evil.example", nil, 403, "host not allowed"},
+		{"GET", "/", "127.0.0.1.evil.example", nil, 403, "host not allowed"},
+		{"GET", "/", "localhost.evil.example:9180", nil, 403, "host not allowed"},
+		{"HEAD", "/healthz", "evil.example", nil, 403, ""},
+		// Health checkers send any Host; /healthz says only "ok".
+		{"GET", "/healthz", "lb-health.example", nil, 200, "ok"},
+		{"POST", "/status", "127.0.0.1:9180", map[string]string{"Origin": "http://evil.example"}, 403,
+			"cross-origin request refused: POST /status from http://evil.example; the admin endpoint takes requests other than GET only from its own origin or from clients that are not browsers"},
+		{"POST", "/status", "127.0.0.1:9180", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403, "cross-origin request refused"},
+		{"DELETE", "/status", "localhost:9180", map[string]string{"Origin": "http://localhost:8080"}, 403, "cross-origin request refused"},
+		{"POST", "/status", "127.0.0.1:9180", map[string]string{"Origin": "http://127.0.0.1:9180"}, 405, ""},
+		{"POST", "/status", "127.0.0.1:9180", nil, 405, ""},
+		// A cross-origin GET is harmless: the browser does not let the page read it.
+		{"GET", "/status", "127.0.0.1:9180", map[string]string{"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}, 200, `"version"`},
+	}
+	for _, c := range cases {
+		req, err := http.NewRequest(c.method, base+c.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = c.host
+		for k, v := range c.header {
+			req.Header.Set(k, v)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s Host %s: %v", c.method, c.path, c.host, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.code || !strings.Contains(string(body), c.body) {
+			t.Errorf("%s %s Host %q %v: %d %q, want %d with %q", c.method, c.path, c.host, c.header, resp.StatusCode, body, c.code, c.body)
+		}
+	}
+}
+
+func TestCheckHost(t *testing.T) {
+	for _, h := range []string{"loopgate.internal", "loopgate", "metrics.svc.cluster.local"} {
+		if err := CheckHost(h); err != nil {
+			t.Errorf("CheckHost(%q): %v", h, err)
+		}
+	}
+	for _, h := range []string{"", "host:9180", "http://host", "[::1]", "a b"} {
+		if err := CheckHost(h); err == nil {
+			t.Errorf("CheckHost(%q) accepted", h)
+		}
+	}
+}
