@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -26,6 +25,24 @@ const (
 	modeOffline              // app_offline.htm: Offline at once
 	modeStopping             // shutting down: Stopping at once
 )
+
+// state is how a mode shows in AppStatus: a failed start that the window
+// does not block shows as idle, since the next request starts again.
+func (m mode) state() State {
+	switch m {
+	case modeStarting:
+		return StateStarting
+	case modeReady:
+		return StateReady
+	case modeBlocked:
+		return StateCrashLoop
+	case modeOffline:
+		return StateOffline
+	case modeStopping:
+		return StateStopping
+	}
+	return StateIdle
+}
 
 // view is an immutable snapshot of an app's routing state, published by the
 // app goroutine through an atomic pointer so Acquire takes no lock and
@@ -226,24 +243,6 @@ func (a *App) kick() {
 	}
 }
 
-// pollOffline checks app_offline.htm at most every 200 ms on the request
-// path, as the reference polls while offline, so a removal is noticed even
-// without a working file watch. It reports true when the file looked gone
-// (the owner has been asked to re-check and will publish a new view).
-func (a *App) pollOffline() bool {
-	now := time.Now().UnixNano()
-	last := a.lastPoll.Load()
-	if now-last < offlinePollInterval*int64(time.Millisecond) || !a.lastPoll.CompareAndSwap(last, now) {
-		return false
-	}
-	_, err := os.Stat(a.offlinePath)
-	select {
-	case a.recheck <- struct{}{}:
-	default:
-	}
-	return os.IsNotExist(err)
-}
-
 // Status returns a copy of the app's state.
 func (a *App) Status() AppStatus {
 	sn := a.status.Load()
@@ -277,15 +276,15 @@ func (a *App) publishStatus() {
 		Offline:             a.offline,
 	}
 	sn := &statusSnap{st: st}
-	anyReady, anyStarting := false, false
+	sn.st.State = a.mode().state()
 	for _, sl := range a.slots {
 		ps := ProcessStatus{Slot: sl.idx, Restarts: sl.restarts, LastExit: sl.lastExit}
 		switch {
 		case sl.cur != nil:
-			ps.State, anyReady = StateReady, true
+			ps.State = StateReady
 			ps.PID, ps.Port, ps.Started = sl.cur.pid, sl.cur.port, sl.cur.started
 		case sl.start != nil:
-			ps.State, anyStarting = StateStarting, true
+			ps.State = StateStarting
 		case a.stopping:
 			ps.State = StateStopping
 		case a.offline:
@@ -297,20 +296,6 @@ func (a *App) publishStatus() {
 		}
 		sn.st.Processes = append(sn.st.Processes, ps)
 		sn.procs = append(sn.procs, sl.cur)
-	}
-	switch {
-	case a.stopping:
-		sn.st.State = StateStopping
-	case a.offline:
-		sn.st.State = StateOffline
-	case anyReady:
-		sn.st.State = StateReady
-	case anyStarting:
-		sn.st.State = StateStarting
-	case a.blocked:
-		sn.st.State = StateCrashLoop
-	default:
-		sn.st.State = StateIdle
 	}
 	a.status.Store(sn)
 }

@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,41 +12,24 @@ import (
 
 // The variables the supervisor sets for every backend (spec §1.1).
 const (
-	envPort             = "ASPNETCORE_PORT"
-	envToken            = "ASPNETCORE_TOKEN"
-	envApplPath         = "ASPNETCORE_APPL_PATH"
-	envHTTPAuth         = "ASPNETCORE_IIS_HTTPAUTH"
-	envWebSockets       = "ASPNETCORE_IIS_WEBSOCKETS_SUPPORTED"
-	envPhysicalPath     = "ASPNETCORE_IIS_PHYSICAL_PATH"
-	envHostingStartup   = "ASPNETCORE_HOSTINGSTARTUPASSEMBLIES"
-	iisIntegrationAsm   = "Microsoft.AspNetCore.Server.IISIntegration"
-	portArgToken        = "%ASPNETCORE_PORT%"
-	applPathArgToken    = "%ASPNETCORE_APPL_PATH%"
-	minExplicitPort     = 1025
-	maxPort             = 48000
-	minRandomPort       = 10000
-	portTries           = 10
-	outputCaptureLimit  = 30000 // bytes of output kept for a start-failure report
-	offlinePollInterval = 200   // ms between app_offline.htm checks on the request path
+	envPort            = "ASPNETCORE_PORT"
+	envToken           = "ASPNETCORE_TOKEN"
+	envApplPath        = "ASPNETCORE_APPL_PATH"
+	envHTTPAuth        = "ASPNETCORE_IIS_HTTPAUTH"
+	envWebSockets      = "ASPNETCORE_IIS_WEBSOCKETS_SUPPORTED"
+	envPhysicalPath    = "ASPNETCORE_IIS_PHYSICAL_PATH"
+	envHostingStartup  = "ASPNETCORE_HOSTINGSTARTUPASSEMBLIES"
+	iisIntegrationAsm  = "Microsoft.AspNetCore.Server.IISIntegration"
+	portArgToken       = "%ASPNETCORE_PORT%"
+	applPathArgToken   = "%ASPNETCORE_APPL_PATH%"
+	minExplicitPort    = 1025
+	maxPort            = 48000
+	minRandomPort      = 10000
+	portTries          = 10
+	outputCaptureLimit = 30000 // bytes of output kept for a start-failure report
 )
 
 var managedEnv = [...]string{envPort, envToken, envApplPath, envHTTPAuth, envWebSockets, envPhysicalPath, envHostingStartup}
-
-// Errors a start can fail with. They appear wrapped in logs and in
-// AppStatus.LastStartError; errors.Is works on them.
-var (
-	// ErrPortRange: ASPNETCORE_PORT in <environmentVariables> is not an
-	// integer in 1025-48000. A critical error: the start is not retried.
-	ErrPortRange = errors.New("ASPNETCORE_PORT must be an integer in 1025-48000")
-	// ErrNoFreePort: 10 random ports in 10000-48000 were all taken.
-	ErrNoFreePort = errors.New("no free port in 10000-48000 after 10 tries")
-	// ErrProcessNotFound: processPath resolves to no file. Critical.
-	ErrProcessNotFound = errors.New("processPath not found")
-	// ErrExited: the process exited before it listened on its port.
-	ErrExited = errors.New("process exited before listening")
-	// ErrStartTimeout: the process did not listen within startupTimeLimit.
-	ErrStartTimeout = errors.New("process did not listen within startupTimeLimit")
-)
 
 // configValue looks name up in the spec's <environmentVariables>
 // case-insensitively, as the reference does for the variables it manages.

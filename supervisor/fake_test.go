@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -116,6 +117,12 @@ func (f *fakeOS) Watch(dir string) (Watcher, error) {
 	f.watchers = append(f.watchers, w)
 	return w, nil
 }
+
+// ReadFile and Stat read the real file system: the tests write the app's
+// files (app_offline.htm, web.config) into a temporary directory.
+func (f *fakeOS) ReadFile(name string) ([]byte, error) { return os.ReadFile(name) }
+
+func (f *fakeOS) Stat(name string) (fs.FileInfo, error) { return os.Stat(name) }
 
 // notify delivers a directory event for name to every watcher.
 func (f *fakeOS) notify(name string) {

@@ -2,12 +2,14 @@ package supervisor
 
 import (
 	"io"
+	"io/fs"
 	"syscall"
 	"time"
 )
 
 // OS is the supervisor's seam over the operating system: everything that
-// spawns, signals, touches a socket or watches a directory goes through it,
+// spawns, signals, touches a socket, reads a file or watches a directory
+// goes through it,
 // so the state machines can be tested with fakes in milliseconds. Options.OS
 // nil means the real Linux implementation. Implementations must be safe for
 // concurrent use.
@@ -28,6 +30,11 @@ type OS interface {
 	SendShutdown(url, token string, timeout time.Duration) (int, error)
 	// Watch reports changes to the entries of dir (not recursive).
 	Watch(dir string) (Watcher, error)
+	// ReadFile returns the contents of the named file (app_offline.htm).
+	ReadFile(name string) ([]byte, error)
+	// Stat describes the named file (app_offline.htm while offline, and
+	// web.config when the directory cannot be watched).
+	Stat(name string) (fs.FileInfo, error)
 }
 
 // Cmd is what Spawn starts. Path is absolute; Args excludes argv[0] (Spawn

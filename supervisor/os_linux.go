@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -214,6 +215,10 @@ func (realOS) SendShutdown(url, token string, timeout time.Duration) (int, error
 	resp.Body.Close()
 	return resp.StatusCode, nil
 }
+
+func (realOS) ReadFile(name string) ([]byte, error) { return os.ReadFile(name) }
+
+func (realOS) Stat(name string) (fs.FileInfo, error) { return os.Stat(name) }
 
 func (realOS) Watch(dir string) (Watcher, error) {
 	fw, err := fsnotify.NewWatcher()

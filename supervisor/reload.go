@@ -45,11 +45,7 @@ func (a *App) reload() error {
 	}
 	a.recycles++
 	a.logEvent(zerolog.InfoLevel, "recycle", "web.config changed; recycling", nil)
-	// A new configuration deserves a clean slate, as the reference's new
-	// application object gets one.
-	a.fails.reset()
-	a.blocked, a.lastFailed = false, false
-	a.unblockTimer.Stop()
+	a.clearRapidFails()
 	if a.stopping || a.offline {
 		a.resizeSlots(spec.ProcessesPerApplication)
 		a.publish()

@@ -2,11 +2,7 @@ package supervisor
 
 import (
 	"context"
-	"errors"
-	"io/fs"
-	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -173,10 +169,6 @@ func (a *App) finished() bool {
 	return true
 }
 
-// isOfflineName matches app_offline.htm case-insensitively, as the
-// reference does.
-func isOfflineName(name string) bool { return strings.EqualFold(name, "app_offline.htm") }
-
 type fileStamp struct {
 	mod  int64 // unix ns
 	size int64
@@ -184,7 +176,7 @@ type fileStamp struct {
 }
 
 func (a *App) configStamp() fileStamp {
-	fi, err := os.Stat(a.spec.Load().ConfigFile)
+	fi, err := a.s.os.Stat(a.spec.Load().ConfigFile)
 	if err != nil {
 		return fileStamp{}
 	}
@@ -195,29 +187,13 @@ func (a *App) configStamp() fileStamp {
 // waiter on the old one), then starts the stops queued since the last
 // publish: a process leaves the rotation before it is retired.
 func (a *App) publish() {
-	v := &view{changed: make(chan struct{}), epoch: a.epoch}
-	starting := false
-	for _, sl := range a.slots {
-		if sl.cur != nil {
-			v.procs = append(v.procs, sl.cur)
+	v := &view{changed: make(chan struct{}), epoch: a.epoch, mode: a.mode()}
+	if v.mode == modeReady {
+		for _, sl := range a.slots {
+			if sl.cur != nil {
+				v.procs = append(v.procs, sl.cur)
+			}
 		}
-		starting = starting || sl.start != nil
-	}
-	switch {
-	case a.stopping:
-		v.mode, v.procs = modeStopping, nil
-	case a.offline:
-		v.mode, v.procs = modeOffline, nil
-	case len(v.procs) > 0:
-		v.mode = modeReady
-	case starting:
-		v.mode = modeStarting
-	case a.blocked:
-		v.mode = modeBlocked
-	case a.lastFailed:
-		v.mode = modeFailed
-	default:
-		v.mode = modeIdle
 	}
 	a.publishStatus() // before the view, so a woken waiter sees it
 	old := a.view.Swap(v)
@@ -227,6 +203,31 @@ func (a *App) publish() {
 	for _, ps := range stops {
 		a.startStop(ps)
 	}
+}
+
+// mode is what the owner's fields say Acquire should do: the mode of the
+// next view, and through State the app's state in AppStatus.
+func (a *App) mode() mode {
+	anyReady, anyStarting := false, false
+	for _, sl := range a.slots {
+		anyReady = anyReady || sl.cur != nil
+		anyStarting = anyStarting || sl.start != nil
+	}
+	switch {
+	case a.stopping:
+		return modeStopping
+	case a.offline:
+		return modeOffline
+	case anyReady:
+		return modeReady
+	case anyStarting:
+		return modeStarting
+	case a.blocked:
+		return modeBlocked
+	case a.lastFailed:
+		return modeFailed
+	}
+	return modeIdle
 }
 
 // onWake starts every empty slot when nothing is ready (the first request,
@@ -289,6 +290,16 @@ func (a *App) block(limit int) {
 	a.unblockTimer.Reset(time.Until(free))
 	a.logEvent(zerolog.ErrorLevel, "rapid_fail_block", "rapidFailsPerMinute exceeded; answering 502.5 until the window frees up",
 		func(e *zerolog.Event) { e.Int("limit", limit).Time("until", free) })
+}
+
+// clearRapidFails forgets every failure in the rapid-fail window and ends
+// a block: a clean slate after app_offline.htm goes away or a new
+// configuration is accepted, as the reference's new application object
+// gets one. The caller publishes.
+func (a *App) clearRapidFails() {
+	a.fails.reset()
+	a.blocked, a.lastFailed = false, false
+	a.unblockTimer.Stop()
 }
 
 // onUnblock ends a block: the window has room again. An app that is still
@@ -480,42 +491,6 @@ func (a *App) onProbed(p *Process, ok bool) {
 	a.crash(sl, p, "backend stopped accepting connections; killed")
 }
 
-// checkOffline reads app_offline.htm and switches the app offline or back
-// online. An unreadable file counts as present with an empty page, as in
-// the reference.
-func (a *App) checkOffline() {
-	data, err := os.ReadFile(a.offlinePath)
-	if err != nil && errors.Is(err, fs.ErrNotExist) {
-		if a.offline {
-			a.offline = false
-			a.fails.reset()
-			a.blocked, a.lastFailed = false, false
-			a.unblockTimer.Stop()
-			a.logEvent(zerolog.InfoLevel, "app_online", "app_offline.htm removed; the next request starts the app", nil)
-			a.publish()
-		}
-		return
-	}
-	if err != nil {
-		data = nil
-	}
-	a.page.Store(&data)
-	if a.offline || a.stopping {
-		return
-	}
-	a.offline = true
-	a.logEvent(zerolog.InfoLevel, "app_offline", "app_offline.htm found; stopping the app", nil)
-	limit := a.spec.Load().ShutdownTimeLimit
-	for _, sl := range a.slots {
-		a.cancelStart(sl)
-		if sl.cur != nil {
-			a.queueStop(sl.cur, limit, "app_offline")
-			sl.cur = nil
-		}
-	}
-	a.publish()
-}
-
 // beginStop starts stopping everything for good: gracefully (Shutdown) or
 // at once (Kill, which has already SIGKILLed every process group).
 func (a *App) beginStop(kill bool) {
@@ -524,14 +499,21 @@ func (a *App) beginStop(kill bool) {
 	if kill {
 		limit = 0
 	}
+	a.stopAll(limit, "shutdown")
+	a.publish()
+}
+
+// stopAll cancels every slot's start and queues the stop of every slot's
+// process with limit and reason; the slots are left empty. The caller
+// publishes.
+func (a *App) stopAll(limit time.Duration, reason string) {
 	for _, sl := range a.slots {
 		a.cancelStart(sl)
 		if sl.cur != nil {
-			a.queueStop(sl.cur, limit, "shutdown")
+			a.queueStop(sl.cur, limit, reason)
 			sl.cur = nil
 		}
 	}
-	a.publish()
 }
 
 // resizeSlots makes the app have n slots; surplus slots are stopped.

@@ -37,11 +37,6 @@ type startFailure struct {
 	attempts   int
 }
 
-// errCritical marks a start error that retrying cannot fix.
-type errCritical struct{ error }
-
-func (e errCritical) Unwrap() error { return e.error }
-
 // runStart is a start task: up to two attempts, each with a new port and
 // token, each bounded by startupTimeLimit. It reports exactly one evStarted.
 func (a *App) runStart(ctx context.Context, t *startTask, slotIdx int) {
@@ -167,7 +162,7 @@ func (a *App) launch(spec *configload.AppSpec, slotIdx int, warned *bool) (*Proc
 		a.send(event{kind: evExited, p: p})
 	})
 	if !tracked {
-		return nil, errCritical{errors.New("loopgate is stopping")}
+		return nil, errCritical{ErrStopping}
 	}
 	a.logEvent(zerolog.InfoLevel, "start", "backend started", func(e *zerolog.Event) {
 		e.Int("pid", p.pid).Int("port", port).Int("slot", slotIdx)

@@ -1,0 +1,27 @@
+package supervisor
+
+import "errors"
+
+// Errors a start can fail with. They appear wrapped in logs and in
+// AppStatus.LastStartError; errors.Is works on them.
+var (
+	// ErrPortRange: ASPNETCORE_PORT in <environmentVariables> is not an
+	// integer in 1025-48000. A critical error: the start is not retried.
+	ErrPortRange = errors.New("ASPNETCORE_PORT must be an integer in 1025-48000")
+	// ErrNoFreePort: 10 random ports in 10000-48000 were all taken.
+	ErrNoFreePort = errors.New("no free port in 10000-48000 after 10 tries")
+	// ErrProcessNotFound: processPath resolves to no file. Critical.
+	ErrProcessNotFound = errors.New("processPath not found")
+	// ErrExited: the process exited before it listened on its port.
+	ErrExited = errors.New("process exited before listening")
+	// ErrStartTimeout: the process did not listen within startupTimeLimit.
+	ErrStartTimeout = errors.New("process did not listen within startupTimeLimit")
+	// ErrStopping: the process was spawned after Kill began and was killed
+	// at once. Critical.
+	ErrStopping = errors.New("loopgate is stopping")
+)
+
+// errCritical marks a start error that retrying cannot fix.
+type errCritical struct{ error }
+
+func (e errCritical) Unwrap() error { return e.error }
