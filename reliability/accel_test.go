@@ -83,7 +83,7 @@ func TestAccelOnTraffic(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("GET /big?mb=8: %d, %d bytes, %v", resp.StatusCode, len(down), err)
 	}
-	want := make([]byte, 8<<20) // faultapp's /big: byte(i) in each MiB
+	want := make([]byte, 8<<20) // testbackend's /big: byte(i) in each MiB
 	for i := range want {
 		want[i] = byte(i)
 	}
@@ -178,7 +178,7 @@ func TestAccelSlowClientIsBounded(t *testing.T) {
 	read := func(n int) {
 		n, err := io.ReadFull(resp.Body, buf[:n])
 		for i, b := range buf[:n] {
-			if b != byte(off+int64(i)) { // faultapp's /big: byte(i) in each MiB
+			if b != byte(off+int64(i)) { // testbackend's /big: byte(i) in each MiB
 				t.Fatalf("byte %d of the body is %#x, want %#x", off+int64(i), b, byte(off+int64(i)))
 			}
 		}

@@ -16,7 +16,7 @@ import (
 // the kernel stops completing its handshakes once 3 connections queue) is
 // found unreachable, killed and replaced.
 func TestHungBackend(t *testing.T) {
-	dir := appDir(t, `requestTimeout="00:00:01" rapidFailsPerMinute="100"`, map[string]string{"FA_BACKLOG": "2"})
+	dir := appDir(t, `requestTimeout="00:00:01" rapidFailsPerMinute="100"`, map[string]string{"TB_BACKLOG": "2"})
 	l := startLoopgate(t, loopgatetest.Options{Args: []string{dir}})
 	c := client(t, 20*time.Second)
 	code, body, err := get(c, l.URL("/"))

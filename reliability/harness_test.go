@@ -17,17 +17,17 @@ import (
 	"github.com/loopgate/loopgate/internal/loopgatetest"
 )
 
-// faultappPkg is the backend every web.config here runs.
-const faultappPkg = "./internal/faultapp"
+// backendPkg is the backend every web.config here runs.
+const backendPkg = "github.com/loopgate/loopgate/internal/testbackend"
 
-// TestMain builds loopgate and faultapp once, into a temporary directory,
+// TestMain builds loopgate and the test backend once, into a temporary directory,
 // never into the repository (other work may be using bin/).
-func TestMain(m *testing.M) { loopgatetest.Main(m, faultappPkg) }
+func TestMain(m *testing.M) { loopgatetest.Main(m, backendPkg) }
 
 // long reports whether the full-length scenarios were asked for.
 func long() bool { return os.Getenv("LOOPGATE_LONG") == "1" }
 
-// appDir writes a web.config that runs faultapp with the given aspNetCore
+// appDir writes a web.config that runs the test backend with the given aspNetCore
 // attributes and environment variables, and returns the directory.
 func appDir(t *testing.T, attrs string, env map[string]string) string {
 	t.Helper()
@@ -51,7 +51,7 @@ func writeConfig(t *testing.T, dir, attrs string, env map[string]string) {
     </aspNetCore>
   </system.webServer>
 </configuration>
-`, loopgatetest.Program(t, faultappPkg), attrs, vars.String())
+`, loopgatetest.Program(t, backendPkg), attrs, vars.String())
 	if err := os.WriteFile(filepath.Join(dir, "web.config"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

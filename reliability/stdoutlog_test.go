@@ -24,7 +24,7 @@ func TestStdoutLogUnwritable(t *testing.T) {
 	}
 	const lines = 50
 	dir := appDir(t, `stdoutLogEnabled="true" stdoutLogFile="`+filepath.Join(blocker, "logs", "stdout")+`" rapidFailsPerMinute="100"`,
-		map[string]string{"FA_PRINT_LINES": "50"})
+		map[string]string{"TB_PRINT_LINES": "50"})
 	l := startLoopgate(t, loopgatetest.Options{Args: []string{dir}})
 	checkStdoutFallback(t, l, "could not create the stdout log file", lines)
 }
@@ -47,7 +47,7 @@ func TestStdoutLogDiskFull(t *testing.T) {
 	})
 	const lines = 2000 // about 80 KB: five times the file system
 	dir := appDir(t, `stdoutLogEnabled="true" stdoutLogFile="`+filepath.Join(mnt, "stdout")+`" rapidFailsPerMinute="100"`,
-		map[string]string{"FA_PRINT_LINES": "2000"})
+		map[string]string{"TB_PRINT_LINES": "2000"})
 	l := startLoopgate(t, loopgatetest.Options{Args: []string{dir}})
 	relayed := checkStdoutFallback(t, l, "stdout log", lines)
 	// The files hold what fit; the rest went to loopgate's log.

@@ -23,7 +23,8 @@ import (
 	"github.com/loopgate/loopgate/internal/gobuild"
 )
 
-// testBackend is the compiled internal/testbackend, built once by TestMain.
+// testBackend is the compiled internal/testbackend (the module's one
+// scripted test backend), built once by TestMain.
 var testBackend string
 
 func TestMain(m *testing.M) {
@@ -40,7 +41,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	testBackend = filepath.Join(dir, "testbackend")
-	if err := gobuild.Build(testBackend, "./internal/testbackend"); err != nil {
+	if err := gobuild.Build(testBackend, "github.com/loopgate/loopgate/internal/testbackend"); err != nil {
 		fmt.Fprintf(os.Stderr, "building the test backend: %v\n", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
@@ -105,10 +106,21 @@ type backendInfo struct {
 	Env   map[string]string `json:"env"`
 }
 
+// backendGet sends GET path straight to p with its pairing token, as
+// loopgate would.
+func backendGet(p *Process, path string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, "http://"+p.Addr()+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("MS-ASPNETCORE-TOKEN", p.Token())
+	c := http.Client{Timeout: 5 * time.Second}
+	return c.Do(req)
+}
+
 func getInfo(t *testing.T, p *Process) backendInfo {
 	t.Helper()
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + p.Addr() + "/")
+	resp, err := backendGet(p, "/info")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +192,7 @@ func TestRealStartEnvironmentAndCrashRestart(t *testing.T) {
 	})
 
 	// Crash: restarted at once with a new pid, port and token.
-	http.Get("http://" + p.Addr() + "/exit?code=3")
+	backendGet(p, "/exit?code=3")
 	eventually(t, 10*time.Second, "restart after the crash", func() bool {
 		st := a.Status()
 		return st.Crashes == 1 && st.State == StateReady && st.Processes[0].PID != p.PID()
@@ -334,7 +346,7 @@ func TestRealProcessGroupIsKilled(t *testing.T) {
 		t.Fatal("the backend's child is not running")
 	}
 	// The backend exits by itself; its leftover child must not linger.
-	http.Get("http://" + p.Addr() + "/exit?code=0")
+	backendGet(p, "/exit?code=0")
 	eventually(t, 5*time.Second, "the backend's child killed with its group", func() bool { return !alive(child) })
 }
 

@@ -1,7 +1,7 @@
 package main
 
 // Tests that run the real loopgate binary as a subprocess against a test
-// backend (testdata/backend) or the example app: the drain on SIGTERM with a
+// backend (internal/testbackend) or the example app: the drain on SIGTERM with a
 // request in flight, sd_notify, SIGHUP, SIGUSR1, SIGQUIT, configuration
 // errors, and `make run` end to end. internal/loopgatetest runs loopgate
 // (killing every process in t.Cleanup, bounding every wait); this file
@@ -23,7 +23,7 @@ import (
 )
 
 // backendPkg is the test backend every web.config here runs.
-const backendPkg = "./testdata/backend"
+const backendPkg = "github.com/loopgate/loopgate/internal/testbackend"
 
 func TestMain(m *testing.M) { loopgatetest.Main(m, backendPkg) }
 

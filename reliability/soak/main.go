@@ -7,7 +7,7 @@
 //	go run ./reliability/soak                  # 10 minutes
 //	go run ./reliability/soak -duration 1m     # a quick look
 //
-// It builds the reliability backend (reliability/internal/faultapp) into
+// It builds the reliability backend (internal/testbackend) into
 // a temporary directory, serves it with bin/loopgate (-loopgate to use
 // another binary) on 127.0.0.1 with two processes, and runs at once:
 // small GETs (-gets clients), 1 MiB uploads checked byte for byte,
@@ -113,8 +113,8 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	app := filepath.Join(work, "faultapp")
-	if err := gobuild.Build(app, "github.com/loopgate/loopgate/reliability/internal/faultapp"); err != nil {
+	app := filepath.Join(work, "testbackend")
+	if err := gobuild.Build(app, "github.com/loopgate/loopgate/internal/testbackend"); err != nil {
 		return err
 	}
 	appDir := filepath.Join(work, "app")
