@@ -19,7 +19,7 @@
 // their group when they exit.
 //
 // The operating system (spawn, signals, port probes, the shutdown request,
-// directory watching) is reached through the OS interface, and time through
+// file reads, directory watching) is reached through the OS interface, and time through
 // the time package, so the state machines are tested with fakes under
 // testing/synctest in milliseconds.
 //
