@@ -387,11 +387,13 @@ func (p *parser) processPath(s *AppSpec, n *node, a *attr) {
 	if v, ok := p.env.nonEmpty("ANCM_LAUNCHER_PATH"); ok {
 		p.log.Debug().Str("file", p.file).Str("processPath", v).Msg("ANCM_LAUNCHER_PATH overrides processPath")
 		s.ProcessPath = v
+		s.ProcessPathSource = Problem{Attr: "ANCM_LAUNCHER_PATH", Value: v}
 	} else {
 		line, raw := n.line, ""
 		if a != nil {
 			line, raw = a.line, a.value
 		}
+		s.ProcessPathSource = Problem{File: p.file, Line: line, Attr: "processPath", Value: raw}
 		if strings.TrimSpace(raw) == "" {
 			p.fail(line, "processPath", raw, "required")
 			return

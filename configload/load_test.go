@@ -192,6 +192,10 @@ func TestCorpus(t *testing.T) {
 			sameLines(t, "warnings", warningLines(got), tt.warnings)
 			warnings := got.Warnings
 			got.Warnings = nil
+			if src := got.ProcessPathSource; src.File != testFile || src.Line == 0 || src.Attr != "processPath" || src.Value == "" || src.Rule != "" {
+				t.Errorf("ProcessPathSource %#v", src)
+			}
+			got.ProcessPathSource = Problem{}
 			if !reflect.DeepEqual(*got, tt.want) {
 				t.Errorf("spec:\n got %+v\nwant %+v", *got, tt.want)
 			}

@@ -29,6 +29,12 @@ type AppSpec struct {
 	// "MyApp". The supervisor tries it when ProcessPath does not exist
 	// (DESIGN.md §4).
 	ProcessPathFallback string
+	// ProcessPathSource says where ProcessPath was written, for messages
+	// about it (such as loopgate check's "not found"): a Problem without a
+	// Rule holding the file, line, attribute and value as written, or Attr
+	// ANCM_LAUNCHER_PATH with its value and no file when that variable set
+	// it. Equal ignores it, as it does Warnings.
+	ProcessPathSource Problem
 	// Arguments is aspNetCore@arguments (or ANCM_LAUNCHER_ARGS, taken as
 	// given) %VAR%-expanded, then split like a Windows command line
 	// (CommandLineToArgvW rules), then translated: in a token that starts with

@@ -49,25 +49,6 @@ func runServe(args, environ []string, stdout, stderr io.Writer) int {
 	return serve(cfg, environ, log, sink, stderr)
 }
 
-// loadSpecs reads every app's web.config. On any error it returns all of
-// them, so one run shows every problem.
-func loadSpecs(apps []appArg, environ []string, log zerolog.Logger) ([]*configload.AppSpec, []error) {
-	var specs []*configload.AppSpec
-	var errs []error
-	for _, a := range apps {
-		spec, err := configload.Load(a.dir, configload.Options{VirtualPath: a.vpath, Environ: environ, Logger: log})
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, w := range spec.Warnings {
-			log.Warn().Str("event", "config_warning").Str("app", spec.VirtualPath).Msg(w.String())
-		}
-		specs = append(specs, spec)
-	}
-	return specs, errs
-}
-
 // backendEnviron is loopgate's environment minus what belongs to loopgate's
 // own service manager: a backend that speaks sd_notify (a .NET app with
 // UseSystemd) must not report READY=1 on loopgate's behalf.
@@ -136,20 +117,21 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 	}
 	rt.notify = notify
 
-	specs, errs := loadSpecs(cfg.Apps, environ, log)
-	if len(errs) > 0 {
-		for _, err := range errs {
-			var invalid *configload.Error
-			if errors.As(err, &invalid) {
-				for _, p := range invalid.Problems {
-					fmt.Fprintln(stderr, p.String())
-				}
-			} else {
-				fmt.Fprintf(stderr, "loopgate serve: %v\n", err)
+	specs, loaded := loadApps(cfg.Apps, environ, log)
+	if loaded.errors > 0 {
+		for _, p := range loaded.problems {
+			if !p.Warning {
+				fmt.Fprintln(stderr, p.String())
 			}
+		}
+		for _, err := range loaded.errs {
+			fmt.Fprintf(stderr, "loopgate serve: %v\n", err)
 		}
 		fmt.Fprintf(stderr, "loopgate serve: configuration invalid; nothing started (check it with 'loopgate check')\n")
 		return exitUsage
+	}
+	for _, p := range loaded.problems {
+		log.Warn().Str("event", "config_warning").Str("app", p.app).Msg(p.String())
 	}
 
 	// Signals are caught from here on, before anything is started, so a
