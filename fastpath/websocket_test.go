@@ -1,6 +1,10 @@
 package fastpath
 
 import (
+	"bytes"
+	"context"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -98,5 +102,158 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 			t.Fatalf("timed out waiting: %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// wsUpgrade is a WebSocket upgrade request as a client sends it.
+const wsUpgrade = "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+
+// wsClose is an unmasked close frame with status 1000 (a server's).
+var wsClose = []byte{0x88, 0x02, 0x03, 0xe8}
+
+// TestWebSocketEndPropagates: whichever side of a tunnel ends, the other
+// side sees its connection end within a second, after everything sent
+// before the end. (Defect 3 of issue 13: fasthttp's hijacked connection
+// ignores Close, so a backend that ended left the client open until the
+// client sent something.)
+func TestWebSocketEndPropagates(t *testing.T) {
+	const within = time.Second
+	type backendEnd func(c net.Conn)
+	cases := []struct {
+		name string
+		end  backendEnd // nil: the client ends instead
+		// client is how the client ends when end is nil.
+		client func(c *net.TCPConn)
+		frame  []byte // what the client must read before its end
+	}{
+		{name: "backend close frame then FIN", end: func(c net.Conn) { c.Write(wsClose); c.Close() }, frame: wsClose},
+		{name: "backend FIN", end: func(c net.Conn) { c.Close() }},
+		{name: "backend reset", end: func(c net.Conn) { c.(*net.TCPConn).SetLinger(0); c.Close() }},
+		{name: "backend close frame then reset", end: func(c net.Conn) {
+			c.Write(wsClose)
+			time.Sleep(50 * time.Millisecond)
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}, frame: wsClose},
+		{name: "client close", client: func(c *net.TCPConn) { c.Close() }},
+		{name: "client half-close", client: func(c *net.TCPConn) { c.CloseWrite() }},
+		{name: "client reset", client: func(c *net.TCPConn) { c.SetLinger(0); c.Close() }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			endBackend := make(chan struct{})
+			backendSawEnd := make(chan time.Duration, 1)
+			addr := rawBackend(t, func(c net.Conn) {
+				br := newReader(c)
+				if _, err := readRawRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+					"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+				if tc.end != nil {
+					select {
+					case <-endBackend:
+					case <-time.After(10 * time.Second):
+					}
+					tc.end(c)
+					return
+				}
+				// Wait for the client's end, reading everything.
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				var since time.Time
+				for {
+					if _, err := br.ReadByte(); err != nil {
+						backendSawEnd <- time.Since(since)
+						return
+					}
+					if since.IsZero() {
+						since = time.Now() // the client's marker byte arrived
+					}
+				}
+			})
+			h := newHarness(t, Config{}, "/")
+			b := h.backend("/", addr)
+			c := dialRaw(t, h.addr)
+			c.send(wsUpgrade)
+			r, err := http.ReadResponse(c.br, &http.Request{Method: "GET"})
+			if err != nil || r.StatusCode != 101 {
+				t.Fatalf("upgrade: %v %v", r, err)
+			}
+			waitFor(t, func() bool { return h.srv.InFlight() == 1 }, "tunnel open")
+			if tc.end != nil {
+				start := time.Now()
+				close(endBackend)
+				_ = c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				got, err := io.ReadAll(c.br)
+				took := time.Since(start)
+				c.c.Close() // as a WebSocket client does at the end of its stream
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					t.Fatalf("client connection still open %v after the backend ended", took)
+				}
+				if !bytes.Equal(got, tc.frame) {
+					t.Errorf("client read % x before the end, want % x", got, tc.frame)
+				}
+				if took > within {
+					t.Errorf("client saw the end after %v, want under %v", took, within)
+				}
+			} else {
+				c.send("x") // marker: the backend starts its clock
+				time.Sleep(20 * time.Millisecond)
+				tc.client(c.c.(*net.TCPConn))
+				select {
+				case d := <-backendSawEnd:
+					if d > within+100*time.Millisecond {
+						t.Errorf("backend saw the client's end after %v", d)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("backend connection still open 5 s after the client ended")
+				}
+			}
+			waitFor(t, func() bool { return b.released.Load() == 1 && h.srv.InFlight() == 0 }, "backend released after the tunnel ended")
+		})
+	}
+}
+
+// TestWebSocketShutdownClosesTunnel: Shutdown closes an open tunnel at once
+// (both connections) and releases its backend, so a drain with an open
+// WebSocket does not wait for the drain timeout or kill the backend.
+func TestWebSocketShutdownClosesTunnel(t *testing.T) {
+	backendEnded := make(chan struct{})
+	addr := rawBackend(t, func(c net.Conn) {
+		br := newReader(c)
+		if _, err := readRawRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		io.Copy(io.Discard, br)
+		close(backendEnded)
+	})
+	h := newHarness(t, Config{}, "/")
+	b := h.backend("/", addr)
+	c := dialRaw(t, h.addr)
+	c.send(wsUpgrade)
+	if r, err := http.ReadResponse(c.br, &http.Request{Method: "GET"}); err != nil || r.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", r, err)
+	}
+	waitFor(t, func() bool { return h.srv.InFlight() == 1 }, "tunnel open")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := h.srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if !c.closedByPeer(2 * time.Second) {
+		t.Error("client connection still open after Shutdown")
+	}
+	select {
+	case <-backendEnded:
+	case <-time.After(2 * time.Second):
+		t.Error("backend connection still open after Shutdown")
+	}
+	waitFor(t, func() bool { return b.released.Load() == 1 && h.srv.InFlight() == 0 }, "backend released after Shutdown")
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Shutdown with an open tunnel took %v", d)
 	}
 }
