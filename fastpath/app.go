@@ -55,7 +55,8 @@ type route struct {
 	// prefix is the virtual path without its trailing slash ("" for "/").
 	prefix string
 	// startupPage caches the 502.5 page for the spec's
-	// AdditionalErrorPageLink, so the page is built once, not per request.
+	// AdditionalErrorPageLink and output settings, so the page is built
+	// once, not per request.
 	startupPage atomic.Pointer[startupPage]
 	// inflight counts the app's requests from routing to finish.
 	inflight atomic.Int64
@@ -66,16 +67,18 @@ type route struct {
 }
 
 type startupPage struct {
-	link string
-	body []byte
+	link   string
+	output appOutput
+	body   []byte
 }
 
-// page502_5 returns the 502.5 body for the spec in force.
-func (r *route) page502_5(link string) []byte {
-	if p := r.startupPage.Load(); p != nil && p.link == link {
+// page502_5 returns the 502.5 body for spec, the spec in force.
+func (r *route) page502_5(spec *configload.AppSpec) []byte {
+	link, output := spec.AdditionalErrorPageLink, outputOf(spec)
+	if p := r.startupPage.Load(); p != nil && p.link == link && p.output == output {
 		return p.body
 	}
-	p := &startupPage{link: link, body: render502_5(link)}
+	p := &startupPage{link: link, output: output, body: render502_5(link, output)}
 	r.startupPage.Store(p)
 	return p.body
 }

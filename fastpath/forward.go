@@ -208,7 +208,7 @@ func (x *exchange) try(attempt int) (done, retry bool) {
 		if x.spec.DisableStartUpErrorPage {
 			return x.answer(fasthttp.StatusBadGateway, nil), false
 		}
-		return x.answerPage(fasthttp.StatusBadGateway, x.rt.page502_5(x.spec.AdditionalErrorPageLink)), false
+		return x.answerPage(fasthttp.StatusBadGateway, x.rt.page502_5(x.spec)), false
 	case supervisor.Offline:
 		return x.answerPage(fasthttp.StatusServiceUnavailable, x.rt.app.OfflinePage()), false
 	default:

@@ -220,7 +220,7 @@ func TestForwardingConformanceBothProtocols(t *testing.T) {
 			req, _ := http.NewRequest("GET", h.url("/"), nil)
 			resp := do(t, c, req, h2)
 			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != 502 || !bytes.Equal(body, render502_5("")) || resp.Header.Get("Content-Type") != "text/html" {
+			if resp.StatusCode != 502 || !bytes.Equal(body, render502_5("", outputRelayed)) || resp.Header.Get("Content-Type") != "text/html" {
 				t.Errorf("status %d type %q body %.60q", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 			}
 		}},

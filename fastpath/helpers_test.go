@@ -87,6 +87,7 @@ func testSpec(vpath string) *configload.AppSpec {
 		VirtualPath:             vpath,
 		RequestTimeout:          2 * time.Minute,
 		MaxAllowedContentLength: 30000000,
+		ConsoleRedirection:      true, // configload's default
 	}
 }
 

@@ -3,9 +3,11 @@ package fastpath
 import (
 	"html"
 	"strings"
+
+	"github.com/loopgate/loopgate/configload"
 )
 
-// render502_5 builds the 502.5 page exactly as the reference fills its
+// render502_5 builds the 502.5 page from the reference's
 // ancm_error_page.htm template (ancm-spec.md §3.2): title and h1
 // "HTTP Error 502.5 - ANCM Out-Of-Process Startup Failure", the common
 // solutions list, the troubleshooting steps and the troubleshooting link,
@@ -14,7 +16,15 @@ import (
 // with "</html>\r\n", as the reference's page does. The link is HTML-escaped
 // (the reference inserts it raw); a plain URL is unchanged by that except
 // for '&'.
-func render502_5(additionalLink string) []byte {
+//
+// The troubleshooting steps are loopgate's: the reference sends a Linux
+// operator to "the system event log", which does not exist here. They
+// point at what does: the start_failed line in loopgate's log (command
+// line, exit status, the app's first output), `loopgate status`, and the
+// app's stdout log files when stdoutLogEnabled is on (else where its output
+// goes instead). As in the reference, no detail of the failure itself is on
+// the page: clients see it, operators read the log.
+func render502_5(additionalLink string, output appOutput) []byte {
 	const title = "HTTP Error 502.5 - ANCM Out-Of-Process Startup Failure"
 	const reasons = "<h2> Common solutions to this issue: </h2>" +
 		"<ul><li> The application process failed to start </li>" +
@@ -25,17 +35,46 @@ func render502_5(additionalLink string) []byte {
 		l := html.EscapeString(additionalLink)
 		extra = `<a href="` + l + `"> <cite> ` + l + ` </cite></a> and `
 	}
+	stdout := outputSteps[output]
 	page := strings.NewReplacer(
 		"{title}", title,
 		"{reasons}", reasons,
+		"{stdout}", stdout,
 		"{extra}", extra,
 	).Replace(errorPageTemplate)
 	return []byte(strings.ReplaceAll(page, "\n", "\r\n"))
 }
 
+// appOutput is where an app's stdout and stderr go, for the 502.5 page.
+type appOutput uint8
+
+const (
+	outputRelayed   appOutput = iota // into loopgate's log (the default)
+	outputFile                       // stdoutLogEnabled="true"
+	outputDiscarded                  // enableOutOfProcessConsoleRedirection="false"
+)
+
+// outputOf says where spec sends the app's output.
+func outputOf(spec *configload.AppSpec) appOutput {
+	switch {
+	case !spec.ConsoleRedirection:
+		return outputDiscarded
+	case spec.StdoutLogEnabled:
+		return outputFile
+	}
+	return outputRelayed
+}
+
+// outputSteps are the troubleshooting step about the app's own output.
+var outputSteps = [...]string{
+	outputRelayed:   `The application process' stdout and stderr are in loopgate's log, each line with the app and its process ID; <code>stdoutLogEnabled="true"</code> in web.config writes them to files instead`,
+	outputFile:      `Read the application process' stdout log: one file per start, named after <code>stdoutLogFile</code> in web.config with the start time and the process ID`,
+	outputDiscarded: `The application process' stdout and stderr are discarded (<code>enableOutOfProcessConsoleRedirection="false"</code> in web.config); without that setting they are in loopgate's log`,
+}
+
 // errorPageTemplate is the reference's ancm_error_page.htm with its printf
 // fields named: {title} twice, {reasons}, the empty "specific error" field
-// and {extra}.
+// and {extra}; its troubleshooting steps are loopgate's, with {stdout}.
 const errorPageTemplate = `<!DOCTYPE html>
 <html lang="en-US" xmlns="http://www.w3.org/1999/xhtml">
     <head>
@@ -104,9 +143,10 @@ const errorPageTemplate = `<!DOCTYPE html>
 
         <h2> Troubleshooting steps: </h2>
         <ul>
-            <li> Check the system event log for error messages </li>
-            <li> Enable logging the application process' stdout messages </li>
-            <li> Attach a debugger to the application process and inspect </li>
+            <li> Find the app's <code>start_failed</code> line in loopgate's log (<code>journalctl -u loopgate</code>, <code>docker logs</code> or the <code>--log-file</code>): it holds the command line, the exit status and the first output of the application process </li>
+            <li> Run <code>loopgate status</code> on the server: it shows the app's state and its last start error </li>
+            <li> {stdout} </li>
+            <li> Run the command from that log line by hand, in the app's directory and with <code>ASPNETCORE_PORT</code> set: the app must listen on 127.0.0.1 at that port </li>
         </ul>
 
         <h2>
