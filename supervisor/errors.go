@@ -16,6 +16,10 @@ var (
 	ErrExited = errors.New("process exited before listening")
 	// ErrStartTimeout: the process did not listen within startupTimeLimit.
 	ErrStartTimeout = errors.New("process did not listen within startupTimeLimit")
+	// ErrWrongPort: the process tree kept listening on other ports (or on
+	// addresses 127.0.0.1 does not reach) and not on ASPNETCORE_PORT. The
+	// error says where it listens. Critical.
+	ErrWrongPort = errors.New("the app listens, but not on ASPNETCORE_PORT")
 	// ErrStopping: the process was spawned after Kill began and was killed
 	// at once. Critical.
 	ErrStopping = errors.New("loopgate is stopping")

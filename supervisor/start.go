@@ -210,13 +210,16 @@ func (a *App) waitReady(ctx context.Context, p *Process, limit time.Duration) er
 	defer tick.Stop()
 	d := a.diag.Load()
 	backoff := minProbeBackoff
+	wrong := &wrongPortWatch{pid: p.pid, port: p.port}
+	wrong.os, _ = a.s.os.(listenerOS)
+	exited := func() error { return &exitedError{status: p.exitStatus, port: p.port} }
 	for {
 		if p.hasExited() {
-			return fmt.Errorf("%w (%s)", ErrExited, p.exitStatus)
+			return exited()
 		}
 		if a.s.os.Probe(p.port, probeTimeout) {
 			if p.hasExited() { // something else answered on the port
-				return fmt.Errorf("%w (%s)", ErrExited, p.exitStatus)
+				return exited()
 			}
 			return nil
 		}
@@ -224,10 +227,13 @@ func (a *App) waitReady(ctx context.Context, p *Process, limit time.Duration) er
 		if limit == 0 {
 			return fmt.Errorf("%w (0s)", ErrStartTimeout)
 		}
+		if err := wrong.check(time.Now()); err != nil {
+			return errCritical{err}
+		}
 		tick.Reset(backoff)
 		select {
 		case <-p.exited:
-			return fmt.Errorf("%w (%s)", ErrExited, p.exitStatus)
+			return exited()
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-deadline.C:
