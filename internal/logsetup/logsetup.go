@@ -85,7 +85,7 @@ func New(o Options) (zerolog.Logger, *Sink, error) {
 	terminal := isTerminal(sink.w)
 	var out io.Writer = sink
 	if o.Format == FormatConsole || (o.Format == "" && terminal) {
-		out = zerolog.ConsoleWriter{Out: sink, NoColor: !terminal, TimeFormat: "15:04:05.000"}
+		out = zerolog.ConsoleWriter{Out: sink, NoColor: !terminal, TimeFormat: "15:04:05.000", FormatPrepare: prepareConsole}
 	}
 	return zerolog.New(out).Level(level).With().Timestamp().Logger(), sink, nil
 }

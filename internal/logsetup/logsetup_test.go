@@ -124,3 +124,45 @@ func TestLogFileUnopenable(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestConsoleAccessAndBackendLines: in the console format an access line
+// reads as a request, and a backend's line shows one timestamp, loopgate's,
+// not the app's own after it. JSON keeps both as they are.
+func TestConsoleAccessAndBackendLines(t *testing.T) {
+	var buf bytes.Buffer
+	log, _, err := New(Options{Format: FormatConsole, Stderr: &buf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info().Str("event", "access").Str("method", "GET").Str("path", "/api/x?y=1").Int("status", 200).
+		Int64("bytes", 232).Int64("bytes_in", 0).Float64("duration_ms", 1.25).Str("app", "/api").Int("pid", 7).Str("client", "127.0.0.1:5").Send()
+	for _, line := range []string{
+		"[2026-12-07 08:55:26 +0000] [632] [INFO] Starting gunicorn 23.0.0",
+		"2026-12-07 08:55:26,123 - app - INFO - ready",
+		"2026-12-07T08:55:26.123456Z info: Microsoft.Hosting.Lifetime[0]",
+		"2026/12/07 08:55:26 listening",
+		"info: Microsoft.Hosting.Lifetime[14]",
+		"2026-12-07",
+	} {
+		log.Info().Str("app", "/").Int("pid", 632).Str("stream", "stdout").Msg(line)
+	}
+	got := strings.Split(strings.TrimRight(buf.String(), "\n"), "\n")
+	want := []string{
+		"INF GET /api/x?y=1 200 232B 1.25ms app=/api bytes_in=0 client=127.0.0.1:5 pid=7",
+		"INF [632] [INFO] Starting gunicorn 23.0.0 app=/ pid=632 stream=stdout",
+		"INF app - INFO - ready app=/ pid=632 stream=stdout",
+		"INF info: Microsoft.Hosting.Lifetime[0] app=/ pid=632 stream=stdout",
+		"INF listening app=/ pid=632 stream=stdout",
+		"INF info: Microsoft.Hosting.Lifetime[14] app=/ pid=632 stream=stdout",
+		"INF 2026-12-07 app=/ pid=632 stream=stdout",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d lines:\n%s", len(got), buf.String())
+	}
+	for i := range want {
+		// Each line starts with loopgate's timestamp: "15:04:05.000 ".
+		if len(got[i]) < 13 || got[i][2] != ':' || got[i][13:] != want[i] {
+			t.Errorf("line %d:\n got %q\nwant %q after the timestamp", i, got[i], want[i])
+		}
+	}
+}
