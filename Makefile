@@ -11,7 +11,7 @@ LISTEN   ?= 127.0.0.1:8080
 ADMIN    ?= 127.0.0.1:9180
 FUZZTIME ?= 5s
 
-.PHONY: build example test race run bench generate lint docker bpf-deps clean
+.PHONY: build example test suites race run bench generate lint docker bpf-deps suite-deps clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/loopgate
@@ -20,12 +20,18 @@ build:
 example:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(EXAMPLE)/hello ./$(EXAMPLE)
 
-test: bpf-deps
+test: bpf-deps suite-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./configload
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzHeaderRewrite$$' -fuzztime $(FUZZTIME) ./fastpath
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzRoute$$' -fuzztime $(FUZZTIME) ./fastpath
+
+# The third-party suites alone (package suites: WebSocket frame cases
+# against gorilla/websocket, h2spec built from suites/tools, python3
+# http.server and gunicorn hosted through a web.config); part of test.
+suites: suite-deps
+	$(GO) test -count=1 -v ./suites
 
 run: build example
 	$(BIN) serve --listen $(LISTEN) --admin $(ADMIN) $(EXAMPLE)
@@ -71,6 +77,23 @@ bpf-deps:
 		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev >/dev/null; }; \
 	else \
 		echo "note: clang, llvm and libbpf-dev are missing (apt-get install clang llvm libbpf-dev); eBPF regeneration checks will skip"; \
+	fi
+
+# The suites' non-Go backends: gunicorn (and with it python3) from Debian,
+# installed when missing and we may (root with apt-get); otherwise says
+# what is missing, and those tests skip (fail under .ci/run, which sets
+# LOOPGATE_REQUIRE_SUITES=1). h2spec needs no package: the suites build it
+# with go from suites/tools.
+suite-deps:
+	@if command -v gunicorn >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing gunicorn (and python3) for the suites' non-Go backends"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gunicorn python3 >/dev/null || \
+		{ DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gunicorn python3 >/dev/null; }; \
+	else \
+		echo "note: gunicorn or python3 is missing (apt-get install gunicorn python3); the suites' backend tests will skip"; \
 	fi
 
 lint:

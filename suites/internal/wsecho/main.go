@@ -1,8 +1,10 @@
-// Command wsecho is the third-party WebSocket backend of the suites tests:
-// a gorilla/websocket server (a library nobody on the team wrote) that
+// Command wsecho is the backend of the suites tests' WebSocket cases and
+// h2spec: a gorilla/websocket server (a library nobody on the team wrote) that
 // reads ASPNETCORE_PORT, listens on 127.0.0.1 and prints "listening ADDR"
 // on stdout (port 0 picks one, for the tests that run it directly).
 //
+//	/            any method: reads the body, answers 200 "ok from wsecho\n"
+//	             (h2spec's target: its flow-control cases need 5 bytes)
 //	GET /pid     its PID
 //	GET /open    the number of WebSocket sessions open now
 //	GET /echo    WebSocket: each message back as one frame (ReadMessage,
@@ -45,6 +47,10 @@ func main() {
 	}
 	fmt.Println("listening", ln.Addr())
 	mux := http.NewServeMux()
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, "ok from wsecho\n")
+	})
 	mux.HandleFunc("GET /pid", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, os.Getpid()) })
 	mux.HandleFunc("GET /open", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, open.Load()) })
 	mux.HandleFunc("GET /echo", session(echo))
