@@ -304,7 +304,7 @@ func TestRealStdoutLogFileAndPortArgument(t *testing.T) {
 	spec := realSpec(t, "TB_PRINT=to the file")
 	spec.StdoutLogEnabled = true
 	spec.Arguments = []string{"-port", "%ASPNETCORE_PORT%"}
-	s, _ := realSup(t, spec)
+	s, logs := realSup(t, spec)
 	p, o := acquireReal(t, s.Apps()[0])
 	if o != Ready {
 		t.Fatalf("Acquire: %v", o)
@@ -318,6 +318,8 @@ func TestRealStdoutLogFileAndPortArgument(t *testing.T) {
 	if len(files) != 1 {
 		t.Fatalf("stdout log files %v", files)
 	}
+	// The start line says where the output goes.
+	containsAll(t, "log", logs.String(), `"message":"backend started; its stdout and stderr go to `+files[0]+`"`, `"stdout_log":"`+files[0]+`"`)
 	eventually(t, 5*time.Second, "both streams in the stdout log", func() bool {
 		data, _ := os.ReadFile(files[0])
 		return strings.Contains(string(data), "out: to the file") && strings.Contains(string(data), "err: to the file")

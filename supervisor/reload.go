@@ -1,7 +1,9 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 
 	"github.com/rs/zerolog"
 )
@@ -20,6 +22,19 @@ func (a *App) reload() error {
 	if err == nil && (spec.Dir != cur.Dir || spec.VirtualPath != cur.VirtualPath) {
 		err = fmt.Errorf("%s: the reloaded spec is for %s at %s", cur.ConfigFile, spec.Dir, spec.VirtualPath)
 	}
+	if errors.Is(err, fs.ErrNotExist) {
+		// Deleted, or not there yet in the middle of a deployment that
+		// replaces the directory's files. IIS would stop hosting the app; a
+		// deployment must not take a site down for the moment between the
+		// delete and the copy, so the app keeps serving, as with a broken
+		// file, until web.config is back or loopgate restarts without it.
+		a.reloadsFailed++
+		a.configError = fmt.Sprintf("%s is missing; the app keeps running with its last configuration "+
+			"(app_offline.htm takes it offline; restart loopgate without this APP to remove it)", cur.ConfigFile)
+		a.logEvent(zerolog.ErrorLevel, "config_missing", a.configError, nil)
+		a.publishStatus()
+		return err
+	}
 	if err != nil {
 		a.reloadsFailed++
 		a.configError = err.Error()
@@ -29,7 +44,14 @@ func (a *App) reload() error {
 		return err
 	}
 	a.reloadsOK++
-	a.configError = ""
+	if a.configError != "" {
+		a.configError = ""
+		msg := "web.config is good again; applying it"
+		if spec.Equal(cur) {
+			msg = "web.config is good again, and the same as the configuration running"
+		}
+		a.logEvent(zerolog.InfoLevel, "config_ok", msg, nil)
+	}
 	if spec.Equal(cur) {
 		a.publishStatus()
 		return nil

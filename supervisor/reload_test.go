@@ -93,6 +93,48 @@ func TestReloadInvalidKeepsRunningSpec(t *testing.T) {
 		if st := a.Status(); st.ConfigError != "" || len(f.spawned()) != 1 {
 			t.Errorf("status %+v after the fix", st)
 		}
+		containsAll(t, "log", logs.String(), `"event":"config_ok","message":"web.config is good again, and the same as the configuration running"`)
+	})
+}
+
+// TestReloadMissingWebConfigKeepsServing: a deleted web.config (or one in
+// the middle of being replaced by a deployment) does not take the app down;
+// status and the log say so, and its return is logged like a fix.
+func TestReloadMissingWebConfigKeepsServing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeOS(func(*Cmd) behaviour { return listening() })
+		spec := loadedApp(t, "", "")
+		s, logs := fakeSup(t, f, Options{}, spec)
+		defer stop(t, s)
+		a := s.Apps()[0]
+		p := mustAcquire(t, a)
+		p.Release()
+		saved := mustRead(t, spec.ConfigFile)
+		if err := os.Remove(spec.ConfigFile); err != nil {
+			t.Fatal(err)
+		}
+		if errs := s.Reload(); len(errs) != 1 {
+			t.Fatalf("Reload errors %v", errs)
+		}
+		want := spec.ConfigFile + " is missing; the app keeps running with its last configuration (app_offline.htm takes it offline; restart loopgate without this APP to remove it)"
+		if st := a.Status(); st.ConfigError != want || st.ConfigReloadsFailed != 1 || a.Spec() != spec {
+			t.Errorf("status %+v", st)
+		}
+		if p2 := mustAcquire(t, a); p2 != p {
+			t.Error("a missing web.config replaced the running process")
+		} else {
+			p2.Release()
+		}
+		containsAll(t, "log", logs.String(), `"event":"config_missing","message":"`+want+`"`)
+		// Back with a change: logged as good again, and applied.
+		writeFile(t, spec.ConfigFile, strings.Replace(saved, "<aspNetCore ", `<aspNetCore shutdownTimeLimit="3" `, 1))
+		if errs := s.Reload(); len(errs) != 0 {
+			t.Fatal(errs)
+		}
+		if st := a.Status(); st.ConfigError != "" || st.Recycles != 1 {
+			t.Errorf("status %+v after web.config came back", st)
+		}
+		containsAll(t, "log", logs.String(), `"event":"config_ok","message":"web.config is good again; applying it"`)
 	})
 }
 

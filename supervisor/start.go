@@ -150,8 +150,12 @@ func (a *App) launch(spec *configload.AppSpec, slotIdx int, warned *bool) (*Proc
 		exited:  make(chan struct{}),
 	}
 	tracked := a.s.track(proc)
+	stdoutLog := ""
 	if cmd.Output {
 		file := a.openStdoutLog(spec, started, p.pid, warned)
+		if file != nil {
+			stdoutLog = file.Name()
+		}
 		p.out = startOutput(proc, a.log.With().Int("pid", p.pid).Logger(), file)
 	}
 	a.goHelper(func() {
@@ -164,8 +168,15 @@ func (a *App) launch(spec *configload.AppSpec, slotIdx int, warned *bool) (*Proc
 	if !tracked {
 		return nil, errCritical{ErrStopping}
 	}
-	a.logEvent(zerolog.InfoLevel, "start", "backend started", func(e *zerolog.Event) {
+	msg := "backend started"
+	if stdoutLog != "" {
+		msg = "backend started; its stdout and stderr go to " + stdoutLog
+	}
+	a.logEvent(zerolog.InfoLevel, "start", msg, func(e *zerolog.Event) {
 		e.Int("pid", p.pid).Int("port", port).Int("slot", slotIdx)
+		if stdoutLog != "" {
+			e.Str("stdout_log", stdoutLog)
+		}
 	})
 	return p, nil
 }

@@ -23,7 +23,7 @@ func sample() Snapshot {
 				Processes: []Process{{Slot: 0, PID: 4242, Port: 40001, State: "ready", Started: started, UptimeSeconds: 75, Restarts: 1, Requests: 17, LastExit: "signal: killed"}}},
 			{Name: "/api", VirtualPath: "/api", Dir: "/srv/api", State: "idle",
 				ConfigError:    `/srv/api/web.config:7: startupTimeLimit="4000": out of range 0-3600`,
-				LastStartError: "process exited with exit status 1 before listening\nsecond line",
+				LastStartError: "exit status 1: the process exited before listening on ASPNETCORE_PORT 28092\nsecond line",
 				Processes:      []Process{{Slot: 0, State: "idle"}}},
 		},
 	}
@@ -44,13 +44,13 @@ APP   STATE  DIR         STARTS  CRASHES  RESTARTS  RECYCLES  RAPID-FAIL BLOCKS
 
 APP   SLOT  PID   PORT   STATE  UPTIME  RESTARTS  REQUESTS  LAST EXIT
 /     0     4242  40001  ready  1m15s   1         17        signal: killed
-/api  0     -     -      idle   -       0         0         -
+/api  0     -     -      idle   -       0         0         start failed: exit status 1: the process exited before listening on…
 
 /api: configuration error (previous configuration still running):
   /srv/api/web.config:7: startupTimeLimit="4000": out of range 0-3600
 
 /api: last start failure:
-  process exited with exit status 1 before listening
+  exit status 1: the process exited before listening on ASPNETCORE_PORT 28092
   second line
 `
 	if got := b.String(); got != want {
@@ -88,7 +88,7 @@ func TestJSONFieldNames(t *testing.T) {
 	for _, want := range []string{`"version":"v1.2.3"`, `"uptime_seconds":11045`, `"listeners":[{"addr":"127.0.0.1:8080","tls":false}`,
 		`"acceleration":{"mode":"auto","active":false,"reason":"kernel lacks BPF_PROG_TYPE_SOCK_OPS","redirected":0,"passed":0,"fallbacks":0}`,
 		`"virtual_path":"/api"`, `"config_error":"/srv/api/web.config:7:`, `"pid":4242`, `"last_exit":"signal: killed"`,
-		`"requests":17`, `"last_start_error":"process exited`, `"rapid_fail_blocks":0`, `"config_reloads_failed":0`} {
+		`"requests":17`, `"last_start_error":"exit status 1`, `"rapid_fail_blocks":0`, `"config_reloads_failed":0`} {
 		if !strings.Contains(string(raw), want) {
 			t.Errorf("JSON lacks %s:\n%s", want, raw)
 		}

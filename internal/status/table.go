@@ -64,7 +64,7 @@ func WriteTable(w io.Writer, s Snapshot) error {
 		for _, app := range s.Apps {
 			for _, p := range app.Processes {
 				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", app.VirtualPath, p.Slot,
-					dash(p.PID), dash(p.Port), p.State, durationOrDash(p), p.Restarts, p.Requests, orDash(p.LastExit))
+					dash(p.PID), dash(p.Port), p.State, durationOrDash(p), p.Restarts, p.Requests, lastExit(app, p))
 			}
 		}
 	}
@@ -116,6 +116,24 @@ func dash(n int) string {
 		return "-"
 	}
 	return strconv.Itoa(n)
+}
+
+// lastExit is the LAST EXIT column: how the slot's last process ended, or,
+// for a slot without a process after a failed start, the start failure
+// (its first line, shortened; the whole of it follows the table).
+func lastExit(app App, p Process) string {
+	if p.PID == 0 && app.LastStartError != "" {
+		msg, _, _ := strings.Cut(app.LastStartError, "\n")
+		if r := []rune(msg); len(r) > 60 {
+			msg = string(r[:59])
+			if i := strings.LastIndexByte(msg, ' '); i > 30 {
+				msg = msg[:i] // at a word boundary
+			}
+			msg += "…"
+		}
+		return "start failed: " + msg
+	}
+	return orDash(p.LastExit)
 }
 
 func orDash(s string) string {
