@@ -104,6 +104,8 @@ func TestPackageBoundaries(t *testing.T) {
 		"github.com/cilium/ebpf": func(pkg string) bool { return strings.HasPrefix(pkg, module+"/bpf") },
 		// Test support: imported by tests only (p.Imports lists none of them).
 		module + "/internal/loopgatetest": func(string) bool { return false },
+		// The socket layer under the forwarder.
+		module + "/internal/sockio": func(pkg string) bool { return pkg == module+"/fastpath" },
 		"github.com/valyala/fasthttp": func(pkg string) bool {
 			for _, ok := range []string{"/fastpath", "/pairing", "/bench", "/examples"} {
 				if strings.HasPrefix(pkg, module+ok) {

@@ -1,3 +1,7 @@
+// Apps and routing: the App and Backend interfaces the forwarder needs
+// (FromSupervisor adapts the supervisor), the mounted routes and the
+// longest-virtual-path match, with each route's cached answers.
+
 package fastpath
 
 import (

@@ -1,3 +1,6 @@
+// The front server's configuration: every field with its default and
+// unit, and the validation New applies.
+
 package fastpath
 
 import (
@@ -76,9 +79,10 @@ type Config struct {
 	// access log). Default: none.
 	Observer Observer
 
-	// DisableHTTP2 makes TLS listeners offer only http/1.1 in ALPN. By
-	// default they offer h2 too, and HTTP/2 connections are served by
-	// golang.org/x/net/http2 with the same forwarding (see h2.go).
+	// DisableHTTP2 makes TLS listeners offer only http/1.1 in ALPN
+	// (`--h2=false`). By default they offer h2 too, and HTTP/2 connections
+	// are served by the standard library's HTTP/2 server (net/http) with
+	// the same forwarding (see h2.go).
 	DisableHTTP2 bool
 
 	// HTTP2MaxConcurrentStreams bounds the streams one HTTP/2 connection

@@ -17,6 +17,16 @@
 // HTTP/2 or TLS to backends, and does not start or stop processes: that is
 // the supervisor's job.
 //
+// One request, file by file: server.go and conns.go accept it (connection
+// limit, lingering close), app.go routes it, exchange.go holds its state,
+// forward.go runs the attempts (acquire, connect, send, read the head) and
+// decides retries in one function, retryable; headers.go rewrites the head,
+// upload.go streams the request body, response.go and relay.go turn the
+// backend's response into the client's, answer.go gives loopgate's own
+// answers, websocket.go tunnels, h2.go and h2conn.go carry HTTP/2 clients
+// onto the same exchange. The system calls underneath (raw reads and
+// writes, the stale-connection peek, writev) are internal/sockio's.
+//
 // fastpath is the forwarder's only user of fasthttp types. Nothing on the
 // forwarding path allocates per request; TestForwardAllocs and
 // TestHeaderRewriteAllocs enforce it.

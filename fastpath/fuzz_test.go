@@ -66,7 +66,7 @@ func FuzzHeaderRewrite(f *testing.F) {
 		if length < -2 {
 			length = -2
 		}
-		in := headInput{token: token, remote: peer, contentLength: length}
+		in := headInput{token: token, remote: peer, body: reqBodyOf(length), contentLength: length}
 		head := appendRequestHead(nil, &req.Header, &ri, &in)
 
 		if !bytes.HasSuffix(head, []byte("\r\n\r\n")) {

@@ -1,3 +1,6 @@
+// Request and response header rules: the trust model, the refusal of
+// ambiguous framing, and the request head rewritten for the backend.
+
 package fastpath
 
 import (
@@ -193,8 +196,9 @@ type headInput struct {
 	remote     net.Addr
 	https      bool
 	clientCert []byte // verified client certificate DER, or nil
-	// contentLength is the body length to declare: >= 0 for
-	// Content-Length, -1 for chunked, -2 for no body framing at all.
+	// body is the framing to declare: Content-Length (contentLength
+	// bytes), chunked, or none at all.
+	body          reqBody
 	contentLength int64
 }
 
@@ -241,12 +245,12 @@ func appendRequestHead(dst []byte, h *fasthttp.RequestHeader, ri *reqInfo, in *h
 	if ri.websocket {
 		dst = append(dst, "Connection: Upgrade\r\n"...)
 	}
-	switch {
-	case in.contentLength >= 0:
+	switch in.body {
+	case reqBodySized:
 		dst = append(dst, "Content-Length: "...)
 		dst = strconv.AppendInt(dst, in.contentLength, 10)
 		dst = append(dst, "\r\n"...)
-	case in.contentLength == -1:
+	case reqBodyChunked:
 		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
 	}
 	dst = append(dst, "MS-ASPNETCORE-TOKEN: "...)

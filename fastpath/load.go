@@ -1,3 +1,5 @@
+// Per-app load for metrics: requests in flight and upstream connections.
+
 package fastpath
 
 // AppLoad is one app's load at one instant, for metrics.

@@ -1,3 +1,6 @@
+// The Observer interface and RequestInfo: what metrics and access logs
+// are told about each finished request.
+
 package fastpath
 
 import (

@@ -1,3 +1,5 @@
+// The error pages loopgate renders: 502.5 and 502.3.
+
 package fastpath
 
 import (

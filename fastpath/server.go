@@ -1,3 +1,7 @@
+// The front server: its lifecycle (New, Listen, Serve, StopAccepting,
+// Shutdown), the TLS certificates, WebSocket tunnel bookkeeping, and the
+// answers to requests fasthttp could not parse.
+
 package fastpath
 
 import (
@@ -10,7 +14,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -39,6 +42,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []boundListener
+	serving   []*limitedListener // what ServeListener serves, closed by StopAccepting
 	tunnels   map[*exchange]net.Conn
 	closing   bool
 }
@@ -56,14 +60,14 @@ func New(cfg Config, apps []App, logger zerolog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt, err := newRouter(apps)
+	router, err := newRouter(apps)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
 		cfg:     c,
 		log:     logger,
-		router:  rt,
+		router:  router,
 		limiter: newConnLimiter(c.MaxConns),
 		tunnels: map[*exchange]net.Conn{},
 	}
@@ -219,13 +223,15 @@ func (s *Server) ServeListener(ln net.Listener, isTLS bool) error {
 	if isTLS && s.tlsConf == nil {
 		return fmt.Errorf("%w: TLS listener %s without a certificate", ErrConfig, ln.Addr())
 	}
+	ll := &limitedListener{Listener: ln, lim: s.limiter, log: s.log, done: make(chan struct{})}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		return nil
 	}
+	s.serving = append(s.serving, ll)
 	s.mu.Unlock()
-	var l net.Listener = &limitedListener{Listener: ln, lim: s.limiter, log: s.log, done: make(chan struct{})}
+	var l net.Listener = ll
 	if isTLS {
 		l = tls.NewListener(l, s.tlsConf)
 		if s.h2 != nil {
@@ -239,9 +245,7 @@ func (s *Server) ServeListener(ln net.Listener, isTLS bool) error {
 // closes idle connections; WebSocket tunnels are closed. When ctx ends
 // first, every remaining connection is closed and ctx's error returned.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	s.mu.Unlock()
+	s.StopAccepting()
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.ShutdownWithContext(ctx) }()
 	s.closeTunnels()
@@ -261,6 +265,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.closeListeners()
 	return err
+}
+
+// StopAccepting closes every listener: from its return on, a connect is
+// refused, while the open connections are served on until Shutdown, which
+// calls it first. A caller that announces the stop (sd_notify STOPPING=1)
+// calls it before, so the announcement follows the close.
+func (s *Server) StopAccepting() {
+	s.mu.Lock()
+	s.closing = true
+	serving := s.serving
+	s.serving = nil
+	s.mu.Unlock()
+	for _, l := range serving {
+		_ = l.Close()
+	}
+	s.closeListeners()
 }
 
 // InFlight returns the number of requests being forwarded now, WebSocket
@@ -334,276 +354,4 @@ type fasthttpLogger struct{ l zerolog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) {
 	f.l.Debug().Msgf(format, args...)
-}
-
-// resetConn makes closing c send a TCP RST, so the client sees an aborted
-// response rather than a complete one.
-func resetConn(c net.Conn) {
-	for {
-		switch cc := c.(type) {
-		case *tls.Conn:
-			c = cc.NetConn()
-		case *trackedConn:
-			c = cc.Conn
-		case *net.TCPConn:
-			_ = cc.SetLinger(0)
-			return
-		default:
-			return
-		}
-	}
-}
-
-// connLimiter bounds open client connections across listeners and can
-// close them all at a forced shutdown. At the limit it makes room by
-// closing the keep-alive connection that has been idle longest, as nginx
-// does: a client reopens an idle connection for free, while a new client
-// kept waiting gets nothing. Safe for concurrent use.
-type connLimiter struct {
-	sem      chan struct{} // a slot per handed-out connection
-	open     atomic.Int64  // accepted and not yet closed
-	reclaims atomic.Int64  // idle connections closed to make room
-	lastWarn atomic.Int64  // unix ns of the last "limit reached" warning
-	mu       sync.Mutex
-	conns    map[*trackedConn]struct{}
-}
-
-// reclaimWait is how long Accept waits at the limit for a slot before it
-// looks for an idle connection to close again.
-const reclaimWait = 50 * time.Millisecond
-
-// take waits for a connection slot, closing idle connections to make room;
-// false when done closes first.
-func (l *connLimiter) take(done <-chan struct{}, log *zerolog.Logger) bool {
-	select {
-	case l.sem <- struct{}{}:
-		return true
-	case <-done:
-		return false
-	default:
-	}
-	var t *time.Timer
-	for {
-		if l.closeIdlest() {
-			l.reclaims.Add(1)
-			if now := time.Now().UnixNano(); now-l.lastWarn.Load() > int64(time.Minute) {
-				l.lastWarn.Store(now)
-				log.Warn().Str("event", "max_conns").Int("max_conns", cap(l.sem)).Int64("reclaimed", l.reclaims.Load()).
-					Msg("connection limit reached; closing the longest-idle keep-alive connections to admit new ones")
-			}
-		}
-		if t == nil {
-			t = time.NewTimer(reclaimWait)
-			defer t.Stop()
-		} else {
-			t.Reset(reclaimWait)
-		}
-		select {
-		case l.sem <- struct{}{}:
-			return true
-		case <-done:
-			return false
-		case <-t.C:
-		}
-	}
-}
-
-// closeIdlest closes the connection idle longest between two requests, if
-// any is; connections that are new, busy or hijacked are never closed.
-func (l *connLimiter) closeIdlest() bool {
-	var idlest *trackedConn
-	var since int64
-	l.mu.Lock()
-	for c := range l.conns {
-		if at := c.idleSince.Load(); at != 0 && (idlest == nil || at < since) {
-			idlest, since = c, at
-		}
-	}
-	l.mu.Unlock()
-	if idlest == nil {
-		return false
-	}
-	_ = idlest.Close()
-	return true
-}
-
-// lingerTime bounds how long a connection closed with an unread request
-// body keeps reading (and dropping) what the client still sends; at most
-// maxDiscardBytes are read. nginx's lingering close, for the same reason:
-// closing a socket with unread data sends a reset, which can destroy the
-// answer (a 413, say) before the client has read it.
-const lingerTime = 2 * time.Second
-
-// lingerOnClose makes closing c a lingering close: send FIN after the
-// answer, drop what the client still sends for up to lingerTime, then
-// close. For connections whose request body was left unread.
-func lingerOnClose(c net.Conn) {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	if tc, ok := c.(*trackedConn); ok {
-		tc.linger.Store(true)
-	}
-}
-
-// connState is fasthttp's ConnState hook: it marks connections idle between
-// requests, for the limiter.
-func connState(c net.Conn, st fasthttp.ConnState) {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	tc, ok := c.(*trackedConn)
-	if !ok {
-		return
-	}
-	if st == fasthttp.StateIdle {
-		tc.idleSince.Store(time.Now().UnixNano())
-	} else {
-		tc.idleSince.Store(0)
-	}
-}
-
-func newConnLimiter(n int) *connLimiter {
-	return &connLimiter{sem: make(chan struct{}, n), conns: map[*trackedConn]struct{}{}}
-}
-
-func (l *connLimiter) closeAll() {
-	l.mu.Lock()
-	cs := make([]*trackedConn, 0, len(l.conns))
-	for c := range l.conns {
-		cs = append(cs, c)
-	}
-	l.mu.Unlock()
-	for _, c := range cs {
-		_ = c.Close()
-	}
-}
-
-// limitedListener hands out a connection only while the limiter has room
-// (closing idle keep-alive connections to make some): past MaxConns with
-// none idle, one accepted connection waits for a slot and the others in
-// the kernel's accept queue. It also rides out a
-// shortage of file descriptors or kernel memory (EMFILE, ENFILE, ENOBUFS,
-// ENOMEM), which fasthttp would take as the listener's end: it logs the
-// first failure, retries with a backoff from 5 ms to 1 s (the connections
-// wait in the accept queue meanwhile), and logs once more when accepting
-// works again. Accept is called from one goroutine.
-type limitedListener struct {
-	net.Listener
-	lim       *connLimiter
-	log       zerolog.Logger
-	done      chan struct{}
-	closeOnce sync.Once
-}
-
-const (
-	minAcceptBackoff = 5 * time.Millisecond
-	maxAcceptBackoff = time.Second
-)
-
-func (l *limitedListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil && resourceShortage(err) {
-		c, err = l.retryAccept(err)
-	}
-	if err != nil {
-		return nil, err
-	}
-	// The slot is taken after the accept, so idle connections are closed
-	// only for a client that is really waiting.
-	if !l.lim.take(l.done, &l.log) {
-		_ = c.Close()
-		return nil, net.ErrClosed
-	}
-	tc := &trackedConn{Conn: c, lim: l.lim, raw: newRawIO(c)}
-	l.lim.open.Add(1)
-	l.lim.mu.Lock()
-	l.lim.conns[tc] = struct{}{}
-	l.lim.mu.Unlock()
-	return tc, nil
-}
-
-// retryAccept keeps accepting after a resource shortage until it works,
-// another error comes or the listener closes.
-func (l *limitedListener) retryAccept(first error) (net.Conn, error) {
-	l.log.Error().Str("event", "accept_failing").Err(first).Str("addr", l.Addr().String()).
-		Msg("cannot accept connections; retrying, new connections wait in the kernel's accept queue")
-	since := time.Now()
-	failures := 1
-	backoff := minAcceptBackoff
-	t := time.NewTimer(backoff)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-l.done:
-			return nil, net.ErrClosed
-		}
-		c, err := l.Listener.Accept()
-		if err == nil || !resourceShortage(err) {
-			l.log.Warn().Str("event", "accept_recovered").Str("addr", l.Addr().String()).Int("failures", failures).
-				Dur("after", time.Since(since)).Msg("accepting connections again")
-			return c, err
-		}
-		failures++
-		backoff = min(2*backoff, maxAcceptBackoff)
-		t.Reset(backoff)
-	}
-}
-
-// resourceShortage reports whether an accept failed for want of file
-// descriptors or kernel memory: a passing condition, not the listener's end.
-func resourceShortage(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
-}
-
-func (l *limitedListener) Close() error {
-	l.closeOnce.Do(func() { close(l.done) })
-	return l.Listener.Close()
-}
-
-// trackedConn gives its limiter slot back when closed.
-type trackedConn struct {
-	net.Conn
-	lim       *connLimiter
-	closed    atomic.Bool
-	idleSince atomic.Int64 // unix ns since it waits for a next request; 0: new, busy or hijacked
-	gather    gatherState  // owned by the connection's serving goroutine
-	raw       *rawIO       // nil: not TCP, the Conn's own Read and Write are used
-	linger    atomic.Bool  // see lingerOnClose
-}
-
-func (c *trackedConn) Close() error {
-	if tcp, ok := c.Conn.(*net.TCPConn); ok && c.linger.CompareAndSwap(true, false) {
-		drainBeforeClose(tcp)
-	}
-	err := c.Conn.Close()
-	if c.closed.CompareAndSwap(false, true) {
-		c.lim.mu.Lock()
-		delete(c.lim.conns, c)
-		c.lim.mu.Unlock()
-		c.lim.open.Add(-1)
-		<-c.lim.sem
-	}
-	return err
-}
-
-// drainBeforeClose half-closes c and reads and drops what the client still
-// sends, until it closes its side, lingerTime passes or maxDiscardBytes
-// were read.
-func drainBeforeClose(c *net.TCPConn) {
-	if c.CloseWrite() != nil {
-		return
-	}
-	_ = c.SetReadDeadline(time.Now().Add(lingerTime))
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	for read := 0; read < maxDiscardBytes; {
-		n, err := c.Read(*bp)
-		read += n
-		if err != nil {
-			return
-		}
-	}
 }

@@ -1,3 +1,5 @@
+// Upstreams: the keep-alive connection pool to one backend process.
+
 package fastpath
 
 import (
@@ -7,6 +9,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/loopgate/loopgate/internal/sockio"
 	"github.com/loopgate/loopgate/supervisor"
 )
 
@@ -27,8 +30,9 @@ import (
 // not normalised, no default User-Agent) are set anyway so that any use of
 // Do on this client would forward as faithfully.
 //
-// An upstream is safe for concurrent use.
+// An upstream is safe for concurrent use; it must not be copied.
 type upstream struct {
+	_      noCopy
 	hc     fasthttp.HostClient
 	ops    poolOps
 	closed atomic.Bool
@@ -79,7 +83,7 @@ func newUpstream(addr string, cfg *Config) *upstream {
 			if err != nil {
 				return nil, err
 			}
-			bc, err := newBackendConn(c.(*net.TCPConn))
+			bc, err := sockio.NewBackendConn(c.(*net.TCPConn))
 			if err != nil {
 				c.Close()
 				return nil, err
@@ -138,17 +142,18 @@ func (u *upstream) Close() {
 	u.hc.CloseIdleConnections()
 }
 
-// NewUpstream makes the keep-alive pool for one backend process. Pass it as
-// supervisor.Options.NewUpstream; because the supervisor is built before
-// the Server (New needs its apps), wire it through a variable the closure
-// reads when the first process starts, which is after Serve began:
-//
-//	var srv *fastpath.Server
-//	sup, err := supervisor.New(specs, supervisor.Options{
-//		NewUpstream: func(p *supervisor.Process) supervisor.Upstream { return srv.NewUpstream(p) },
-//	})
-//	...
-//	srv, err = fastpath.New(cfg, apps, logger) // apps from fastpath.FromSupervisor
+// NewUpstream makes the keep-alive pool for one backend process, with the
+// server's configuration (Config.NewUpstream does the same without a
+// Server).
 func (s *Server) NewUpstream(p *supervisor.Process) supervisor.Upstream {
 	return newUpstream(p.Addr(), &s.cfg)
+}
+
+// NewUpstream makes the keep-alive pool for one backend process with c's
+// backend settings (defaults filled in): pass it as
+// supervisor.Options.NewUpstream, before the Server exists. An invalid c is
+// refused by New, before any process starts.
+func (c Config) NewUpstream(p *supervisor.Process) supervisor.Upstream {
+	d, _ := c.withDefaults()
+	return newUpstream(p.Addr(), &d)
 }

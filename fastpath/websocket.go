@@ -1,3 +1,5 @@
+// WebSocket tunnels: the upgraded connection relayed both ways.
+
 package fastpath
 
 import (

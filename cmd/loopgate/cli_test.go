@@ -79,7 +79,7 @@ func TestParseServeDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &serveConfig{Listen: []string{":8080"}, HTTP2: true, Admin: "127.0.0.1:9180", Accel: "auto", DrainTimeout: 30 * time.Second,
+	want := &serveConfig{Front: fastpath.Config{Listen: []string{":8080"}}, Admin: "127.0.0.1:9180", Accel: "auto", DrainTimeout: 30 * time.Second,
 		LogLevel: "info", AccessLog: true, Apps: []appArg{{arg: dir, vpath: "/", dir: dir}}}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("parseServe(%q) =\n%+v\nwant\n%+v", dir, c, want)
@@ -97,23 +97,23 @@ func TestParseServeInterspersed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &serveConfig{Listen: []string{"127.0.0.1:1", "[::1]:2"}, TLSListen: []string{":443"}, TLSCert: "c.pem", TLSKey: "k.pem",
-		TLSClientCA: "ca.pem", Admin: "", Accel: "off", DrainTimeout: 5 * time.Second, LogFormat: "console", LogLevel: "debug",
-		AccessLog: false, Limits: limits{MaxConns: 5, MaxHeaderBytes: 4096, HeaderReadTimeout: time.Second, BodyReadTimeout: 2 * time.Second,
-			SendTimeout: 3 * time.Second, IdleTimeout: 4 * time.Second, BackendConnectTimeout: 5 * time.Second, BackendMaxConns: 6,
-			BackendQueueTimeout: 7 * time.Second, BackendIdleTimeout: 8 * time.Second, BackendMaxResponseHeaderBytes: 9000},
+	want := &serveConfig{Front: fastpath.Config{Listen: []string{"127.0.0.1:1", "[::1]:2"}, TLSListen: []string{":443"}, TLSCertFile: "c.pem", TLSKeyFile: "k.pem",
+		TLSClientCAFile: "ca.pem", DisableHTTP2: true, MaxConns: 5, MaxHeaderBytes: 4096, HeaderReadTimeout: time.Second, BodyReadTimeout: 2 * time.Second,
+		SendTimeout: 3 * time.Second, IdleTimeout: 4 * time.Second, ConnectTimeout: 5 * time.Second, MaxConnsPerBackend: 6,
+		BackendQueueTimeout: 7 * time.Second, BackendIdleTimeout: 8 * time.Second, MaxResponseHeaderBytes: 9000},
+		Admin: "", Accel: "off", DrainTimeout: 5 * time.Second, LogFormat: "console", LogLevel: "debug", AccessLog: false,
 		Apps: []appArg{{arg: a, vpath: "/", dir: a}, {arg: "/api=" + b, vpath: "/api", dir: b}}}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", c, want)
 	}
 	// Only --tls-listen: no plain listener is added behind the user's back.
 	c, err = parseServe([]string{a, "--tls-listen", ":443", "--tls-cert", "c", "--tls-key", "k"})
-	if err != nil || len(c.Listen) != 0 {
-		t.Errorf("TLS only: listen %v, %v", c.Listen, err)
+	if err != nil || len(c.Front.Listen) != 0 {
+		t.Errorf("TLS only: listen %v, %v", c.Front.Listen, err)
 	}
 	// After "--" everything is an APP, even what looks like a flag.
 	c, err = parseServe([]string{"--", "--listen"})
-	if err != nil || len(c.Apps) != 1 || c.Apps[0].arg != "--listen" || !reflect.DeepEqual(c.Listen, []string{":8080"}) {
+	if err != nil || len(c.Apps) != 1 || c.Apps[0].arg != "--listen" || !reflect.DeepEqual(c.Front.Listen, []string{":8080"}) {
 		t.Errorf(`"-- --listen": %+v, %v`, c, err)
 	}
 }

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/loopgate/loopgate/fastpath"
 	"github.com/loopgate/loopgate/internal/admin"
 	"github.com/loopgate/loopgate/internal/logsetup"
 )
@@ -55,14 +57,11 @@ const serveFlagsHelp = `  --listen ADDR            plain HTTP listener, repeatab
                                 backend status line + headers; larger is a 502.3 (default 65536)
 `
 
-// serveConfig is the parsed `loopgate serve` command line.
+// serveConfig is the parsed `loopgate serve` command line. The front
+// server's flags are bound straight into Front (a limit left at 0 keeps
+// fastpath's default); serve adds the Observer.
 type serveConfig struct {
-	Listen       []string
-	TLSListen    []string
-	TLSCert      string
-	TLSKey       string
-	TLSClientCA  string
-	HTTP2        bool
+	Front        fastpath.Config
 	Admin        string
 	AdminHosts   []string
 	Accel        string
@@ -71,15 +70,7 @@ type serveConfig struct {
 	LogLevel     string
 	LogFile      string
 	AccessLog    bool
-	Limits       limits
 	Apps         []appArg
-}
-
-// limits are the front server's limits; zero means fastpath's default.
-type limits struct {
-	MaxConns, MaxHeaderBytes, BackendMaxConns, BackendMaxResponseHeaderBytes int
-	HeaderReadTimeout, BodyReadTimeout, SendTimeout, IdleTimeout             time.Duration
-	BackendConnectTimeout, BackendQueueTimeout, BackendIdleTimeout           time.Duration
 }
 
 // usageError is a command-line mistake: exit 2 with the message and a hint.
@@ -97,15 +88,36 @@ type stringList []string
 func (l *stringList) String() string     { return strings.Join(*l, ",") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
+// negatedBool is a boolean flag that sets the negation of its field
+// (--h2=false sets fastpath.Config.DisableHTTP2).
+type negatedBool struct{ v *bool }
+
+func (b negatedBool) IsBoolFlag() bool { return true }
+func (b negatedBool) String() string {
+	if b.v == nil {
+		return "true"
+	}
+	return strconv.FormatBool(!*b.v)
+}
+func (b negatedBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	*b.v = !v
+	return nil
+}
+
 func newServeFlags(c *serveConfig) *flag.FlagSet {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported by the caller, help by --help
-	fs.Var((*stringList)(&c.Listen), "listen", "")
-	fs.Var((*stringList)(&c.TLSListen), "tls-listen", "")
-	fs.StringVar(&c.TLSCert, "tls-cert", "", "")
-	fs.StringVar(&c.TLSKey, "tls-key", "", "")
-	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "")
-	fs.BoolVar(&c.HTTP2, "h2", true, "")
+	f := &c.Front
+	fs.Var((*stringList)(&f.Listen), "listen", "")
+	fs.Var((*stringList)(&f.TLSListen), "tls-listen", "")
+	fs.StringVar(&f.TLSCertFile, "tls-cert", "", "")
+	fs.StringVar(&f.TLSKeyFile, "tls-key", "", "")
+	fs.StringVar(&f.TLSClientCAFile, "tls-client-ca", "", "")
+	fs.Var(negatedBool{&f.DisableHTTP2}, "h2", "")
 	fs.StringVar(&c.Admin, "admin", "127.0.0.1:9180", "")
 	fs.Var((*stringList)(&c.AdminHosts), "admin-host", "")
 	fs.StringVar(&c.Accel, "accel", "auto", "")
@@ -114,18 +126,17 @@ func newServeFlags(c *serveConfig) *flag.FlagSet {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "")
 	fs.StringVar(&c.LogFile, "log-file", "", "")
 	fs.BoolVar(&c.AccessLog, "access-log", true, "")
-	l := &c.Limits
-	fs.IntVar(&l.MaxConns, "max-conns", 0, "")
-	fs.IntVar(&l.MaxHeaderBytes, "max-header-bytes", 0, "")
-	fs.DurationVar(&l.HeaderReadTimeout, "header-read-timeout", 0, "")
-	fs.DurationVar(&l.BodyReadTimeout, "body-read-timeout", 0, "")
-	fs.DurationVar(&l.SendTimeout, "send-timeout", 0, "")
-	fs.DurationVar(&l.IdleTimeout, "idle-timeout", 0, "")
-	fs.DurationVar(&l.BackendConnectTimeout, "backend-connect-timeout", 0, "")
-	fs.IntVar(&l.BackendMaxConns, "backend-max-conns", 0, "")
-	fs.DurationVar(&l.BackendQueueTimeout, "backend-queue-timeout", 0, "")
-	fs.DurationVar(&l.BackendIdleTimeout, "backend-idle-timeout", 0, "")
-	fs.IntVar(&l.BackendMaxResponseHeaderBytes, "backend-max-response-header-bytes", 0, "")
+	fs.IntVar(&f.MaxConns, "max-conns", 0, "")
+	fs.IntVar(&f.MaxHeaderBytes, "max-header-bytes", 0, "")
+	fs.DurationVar(&f.HeaderReadTimeout, "header-read-timeout", 0, "")
+	fs.DurationVar(&f.BodyReadTimeout, "body-read-timeout", 0, "")
+	fs.DurationVar(&f.SendTimeout, "send-timeout", 0, "")
+	fs.DurationVar(&f.IdleTimeout, "idle-timeout", 0, "")
+	fs.DurationVar(&f.ConnectTimeout, "backend-connect-timeout", 0, "")
+	fs.IntVar(&f.MaxConnsPerBackend, "backend-max-conns", 0, "")
+	fs.DurationVar(&f.BackendQueueTimeout, "backend-queue-timeout", 0, "")
+	fs.DurationVar(&f.BackendIdleTimeout, "backend-idle-timeout", 0, "")
+	fs.IntVar(&f.MaxResponseHeaderBytes, "backend-max-response-header-bytes", 0, "")
 	return fs
 }
 
@@ -165,13 +176,14 @@ func parseServe(args []string) (*serveConfig, error) {
 	if len(positional) == 0 {
 		return nil, usagef("no APP given: name at least one directory that holds a web.config")
 	}
-	if len(c.Listen) == 0 && len(c.TLSListen) == 0 {
-		c.Listen = []string{":8080"}
+	f := &c.Front
+	if len(f.Listen) == 0 && len(f.TLSListen) == 0 {
+		f.Listen = []string{":8080"}
 	}
 	for _, group := range []struct {
 		flag  string
 		addrs []string
-	}{{"--listen", c.Listen}, {"--tls-listen", c.TLSListen}} {
+	}{{"--listen", f.Listen}, {"--tls-listen", f.TLSListen}} {
 		for _, a := range group.addrs {
 			if _, _, err := net.SplitHostPort(a); err != nil {
 				return nil, usagef("%s %q: want HOST:PORT or :PORT", group.flag, a)
@@ -188,10 +200,10 @@ func parseServe(args []string) (*serveConfig, error) {
 			return nil, usagef("--admin-host %q: %v", h, err)
 		}
 	}
-	if len(c.TLSListen) > 0 && (c.TLSCert == "" || c.TLSKey == "") {
+	if len(f.TLSListen) > 0 && (f.TLSCertFile == "" || f.TLSKeyFile == "") {
 		return nil, usagef("--tls-listen needs --tls-cert and --tls-key")
 	}
-	if len(c.TLSListen) == 0 && (c.TLSCert != "" || c.TLSKey != "" || c.TLSClientCA != "") {
+	if len(f.TLSListen) == 0 && (f.TLSCertFile != "" || f.TLSKeyFile != "" || f.TLSClientCAFile != "") {
 		return nil, usagef("--tls-cert, --tls-key and --tls-client-ca need a --tls-listen address")
 	}
 	switch c.Accel {
@@ -202,7 +214,7 @@ func parseServe(args []string) (*serveConfig, error) {
 	if c.DrainTimeout < 0 {
 		return nil, usagef("--drain-timeout %v: must not be negative", c.DrainTimeout)
 	}
-	if err := c.Limits.check(); err != nil {
+	if err := checkLimits(f); err != nil {
 		return nil, err
 	}
 	if err := logsetup.CheckFormat(c.LogFormat); err != nil {
@@ -219,23 +231,24 @@ func parseServe(args []string) (*serveConfig, error) {
 	return c, nil
 }
 
-// check rejects negative limits (zero selects the default).
-func (l *limits) check() error {
+// checkLimits rejects negative limits (zero selects the default) with the
+// flag's name; fastpath.New would refuse them too, naming the field.
+func checkLimits(f *fastpath.Config) error {
 	for _, v := range []struct {
 		flag string
 		neg  bool
 	}{
-		{"--max-conns", l.MaxConns < 0},
-		{"--max-header-bytes", l.MaxHeaderBytes < 0},
-		{"--header-read-timeout", l.HeaderReadTimeout < 0},
-		{"--body-read-timeout", l.BodyReadTimeout < 0},
-		{"--send-timeout", l.SendTimeout < 0},
-		{"--idle-timeout", l.IdleTimeout < 0},
-		{"--backend-connect-timeout", l.BackendConnectTimeout < 0},
-		{"--backend-max-conns", l.BackendMaxConns < 0},
-		{"--backend-queue-timeout", l.BackendQueueTimeout < 0},
-		{"--backend-idle-timeout", l.BackendIdleTimeout < 0},
-		{"--backend-max-response-header-bytes", l.BackendMaxResponseHeaderBytes < 0},
+		{"--max-conns", f.MaxConns < 0},
+		{"--max-header-bytes", f.MaxHeaderBytes < 0},
+		{"--header-read-timeout", f.HeaderReadTimeout < 0},
+		{"--body-read-timeout", f.BodyReadTimeout < 0},
+		{"--send-timeout", f.SendTimeout < 0},
+		{"--idle-timeout", f.IdleTimeout < 0},
+		{"--backend-connect-timeout", f.ConnectTimeout < 0},
+		{"--backend-max-conns", f.MaxConnsPerBackend < 0},
+		{"--backend-queue-timeout", f.BackendQueueTimeout < 0},
+		{"--backend-idle-timeout", f.BackendIdleTimeout < 0},
+		{"--backend-max-response-header-bytes", f.MaxResponseHeaderBytes < 0},
 	} {
 		if v.neg {
 			return usagef("%s: must not be negative (0 selects the default)", v.flag)

@@ -99,7 +99,7 @@ type server struct {
 	sink     *logsetup.Sink
 	notify   *sdnotify.Notifier
 	sup      *supervisor.Supervisor
-	front    *front
+	front    *fastpath.Server
 	admin    *admin.Server
 	adminLn  net.Listener
 	accel    *bpf.Accel
@@ -110,12 +110,12 @@ type server struct {
 
 // serve runs the edge until a signal stops it and returns the exit status.
 func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetup.Sink, stderr io.Writer) int {
-	rt := &server{cfg: cfg, log: log, sink: sink, started: time.Now()}
+	srv := &server{cfg: cfg, log: log, sink: sink, started: time.Now()}
 	notify, err := sdnotify.FromEnviron(environ)
 	if err != nil {
 		log.Warn().Err(err).Msg("not notifying the service manager")
 	}
-	rt.notify = notify
+	srv.notify = notify
 
 	specs, loaded := loadApps(cfg.Apps, environ, log)
 	if loaded.errors > 0 {
@@ -140,54 +140,57 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigc)
 
-	rt.accel, rt.accelSt, err = startAccel(cfg.Accel, log)
+	srv.accel, srv.accelSt, err = startAccel(cfg.Accel, log)
 	if err != nil {
 		log.Error().Err(err).Msg("not starting")
 		return exitFailure
 	}
-	defer rt.closeAccel()
+	defer srv.closeAccel()
 
 	var ports supervisor.PortRegistry
-	if rt.accel != nil {
-		ports = rt.accel
+	if srv.accel != nil {
+		ports = srv.accel
 	}
 	names := make([]string, len(specs))
 	for i, s := range specs {
 		names[i] = s.VirtualPath
 	}
-	m := metrics.New(metrics.Options{Version: version, Apps: names, Snapshot: rt.snapshot, Front: rt.frontGauges, AppLoad: rt.appLoad})
+	m := metrics.New(metrics.Options{Version: version, Apps: names, Snapshot: srv.snapshot, Front: srv.frontGauges, AppLoad: srv.appLoad})
 	if cfg.Admin != "" {
 		hosts := cfg.AdminHosts
 		if h, _, _ := net.SplitHostPort(cfg.Admin); admin.CheckHost(h) == nil {
 			hosts = append(hosts[:len(hosts):len(hosts)], h) // --admin myhost:9180 answers to myhost
 		}
-		rt.admin = admin.New(admin.Options{Snapshot: rt.snapshot, Gatherer: m.Registry(), Logger: log, Hosts: hosts})
-		rt.adminLn, err = net.Listen("tcp", cfg.Admin)
+		srv.admin = admin.New(admin.Options{Snapshot: srv.snapshot, Gatherer: m.Registry(), Logger: log, Hosts: hosts})
+		srv.adminLn, err = net.Listen("tcp", cfg.Admin)
 		if err != nil {
 			log.Error().Err(err).Str("admin", cfg.Admin).Msg("not starting: admin listener")
 			return exitFailure
 		}
-		defer rt.adminLn.Close() // a no-op after the admin server closed it
+		defer srv.adminLn.Close() // a no-op after the admin server closed it
 	}
-	// The supervisor needs the forwarder's upstream factory and the
-	// forwarder needs the supervisor's apps. NewUpstream is first called
-	// when a backend starts, on a request, so after fp is set.
-	var fp *front
-	rt.sup, err = supervisor.New(specs, supervisor.Options{
-		Logger:  log,
-		Environ: backendEnviron(environ),
-		Ports:   ports,
-		NewUpstream: func(p *supervisor.Process) supervisor.Upstream {
-			return fp.srv.NewUpstream(p)
-		},
+	cfg.Front.Observer = newObserver(m, names, log, cfg.AccessLog)
+	srv.sup, err = supervisor.New(specs, supervisor.Options{
+		Logger:      log,
+		Environ:     backendEnviron(environ),
+		Ports:       ports,
+		NewUpstream: cfg.Front.NewUpstream,
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("not starting")
 		return exitFailure
 	}
-	fp, err = newFront(cfg, rt.sup, newObserver(m, names, log, cfg.AccessLog), log)
+	apps := make([]fastpath.App, 0, len(srv.sup.Apps()))
+	for _, a := range srv.sup.Apps() {
+		apps = append(apps, fastpath.FromSupervisor(a))
+	}
+	srv.front, err = fastpath.New(cfg.Front, apps, log)
+	if err == nil {
+		// Bound now, so a busy port is reported before serve says it is ready.
+		err = srv.front.Listen()
+	}
 	if err != nil {
-		rt.sup.Kill()
+		srv.sup.Kill()
 		if errors.Is(err, fastpath.ErrConfig) {
 			fmt.Fprintf(stderr, "loopgate serve: %v\n", err)
 			return exitUsage
@@ -195,172 +198,186 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 		log.Error().Err(err).Msg("not starting")
 		return exitFailure
 	}
-	rt.front = fp
 	failc := make(chan error, 2)
 	go func() {
-		if err := rt.front.Serve(); err != nil {
+		if err := srv.front.Serve(); err != nil {
 			failc <- err
 		}
 	}()
-	if rt.admin != nil {
+	if srv.admin != nil {
 		go func() {
-			if err := rt.admin.Serve(rt.adminLn); err != nil {
+			if err := srv.admin.Serve(srv.adminLn); err != nil {
 				failc <- err
 			}
 		}()
 	}
-	rt.logStartup(specs)
-	if rt.admin != nil {
-		rt.admin.SetHealth(admin.Serving)
+	srv.logStartup(specs)
+	if srv.admin != nil {
+		srv.admin.SetHealth(admin.Serving)
 	}
-	rt.sdNotify(rt.notify.Ready, rt.statusLine())
-	return rt.loop(sigc, failc)
+	srv.sdNotify(srv.notify.Ready, srv.statusLine())
+	return srv.loop(sigc, failc)
 }
 
 // loop handles signals until loopgate stops.
-func (rt *server) loop(sigc <-chan os.Signal, failc <-chan error) int {
+func (srv *server) loop(sigc <-chan os.Signal, failc <-chan error) int {
 	for {
 		select {
 		case sig := <-sigc:
 			switch sig {
 			case syscall.SIGHUP:
-				rt.reload()
+				srv.reload()
 			case syscall.SIGUSR1:
-				if err := rt.sink.Reopen(); err != nil {
-					rt.log.Error().Err(err).Msg("SIGUSR1: reopening the log file failed; still logging to the old one")
-				} else if rt.sink.Path() != "" {
-					rt.log.Info().Str("event", "log_reopen").Str("file", rt.sink.Path()).Msg("SIGUSR1: log file reopened")
+				if err := srv.sink.Reopen(); err != nil {
+					srv.log.Error().Err(err).Msg("SIGUSR1: reopening the log file failed; still logging to the old one")
+				} else if srv.sink.Path() != "" {
+					srv.log.Info().Str("event", "log_reopen").Str("file", srv.sink.Path()).Msg("SIGUSR1: log file reopened")
 				}
 			case syscall.SIGQUIT:
-				rt.log.Warn().Str("event", "kill").Msg("SIGQUIT: stopping at once; killing every backend")
-				rt.kill()
+				srv.log.Warn().Str("event", "kill").Msg("SIGQUIT: stopping at once; killing every backend")
+				srv.kill()
 				return exitOK
 			default: // SIGTERM, SIGINT
-				return rt.drain(sig, sigc, exitOK)
+				return srv.drain(sig, sigc, exitOK)
 			}
 		case err := <-failc:
-			rt.log.Error().Err(err).Msg("a listener failed; draining and stopping")
-			return rt.drain(nil, sigc, exitFailure)
+			srv.log.Error().Err(err).Msg("a listener failed; draining and stopping")
+			return srv.drain(nil, sigc, exitFailure)
 		}
 	}
 }
 
 // reload is SIGHUP: every web.config and the TLS certificates again.
-func (rt *server) reload() {
-	rt.sdNotify(rt.notify.Reloading, "reloading configuration")
-	rt.log.Info().Str("event", "reload").Msg("SIGHUP: re-reading every web.config and the TLS certificates")
+func (srv *server) reload() {
+	srv.sdNotify(srv.notify.Reloading, "reloading configuration")
+	srv.log.Info().Str("event", "reload").Msg("SIGHUP: re-reading every web.config and the TLS certificates")
 	// The supervisor logs each broken web.config itself (event config_error).
-	errs := rt.sup.Reload()
-	if err := rt.front.ReloadCertificates(); err != nil {
+	errs := srv.sup.Reload()
+	if err := srv.front.ReloadCertificates(); err != nil {
 		errs = append(errs, err)
-		rt.log.Error().Str("event", "tls_reload_failed").Err(err).Msg("TLS certificates not reloaded; the previous ones stay in use")
+		srv.log.Error().Str("event", "tls_reload_failed").Err(err).Msg("TLS certificates not reloaded; the previous ones stay in use")
 	}
-	line := rt.statusLine()
+	line := srv.statusLine()
 	if len(errs) > 0 {
 		line = fmt.Sprintf("%s; last reload had %d error(s), see the log", line, len(errs))
-		rt.log.Warn().Str("event", "reload_done").Int("errors", len(errs)).Msg("reload done with errors; what failed keeps its running configuration")
+		srv.log.Warn().Str("event", "reload_done").Int("errors", len(errs)).Msg("reload done with errors; what failed keeps its running configuration")
 	} else {
-		rt.log.Info().Str("event", "reload_done").Msg("reload done")
+		srv.log.Info().Str("event", "reload_done").Msg("reload done")
 	}
-	rt.sdNotify(rt.notify.Ready, line)
+	srv.sdNotify(srv.notify.Ready, line)
 }
 
 // drain is the graceful stop of DESIGN.md §1: health red first, listeners
 // closed, in-flight requests finished up to --drain-timeout, then every
 // backend shut down as in spec §4.5. A second SIGTERM/SIGINT or a SIGQUIT
 // during the drain stops at once.
-func (rt *server) drain(sig os.Signal, sigc <-chan os.Signal, code int) int {
-	rt.draining.Store(true)
-	if rt.admin != nil {
-		rt.admin.SetHealth(admin.Draining)
+func (srv *server) drain(sig os.Signal, sigc <-chan os.Signal, code int) int {
+	srv.draining.Store(true)
+	if srv.admin != nil {
+		srv.admin.SetHealth(admin.Draining)
 	}
 	name := "failure"
 	if sig != nil {
 		name = signame(sig)
 	}
-	rt.sdNotify(rt.notify.Stopping, "draining ("+name+")")
-	rt.log.Info().Str("event", "drain").Str("signal", name).Str("drain_timeout", rt.cfg.DrainTimeout.String()).
+	// STOPPING=1 once the listeners are closed: from then on a connect
+	// is refused.
+	srv.front.StopAccepting()
+	srv.sdNotify(srv.notify.Stopping, "draining ("+name+")")
+	srv.log.Info().Str("event", "drain").Str("signal", name).Str("drain_timeout", srv.cfg.DrainTimeout.String()).
 		Msg("draining: health is red, listeners closed, waiting for in-flight requests")
 
 	done := make(chan int, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), rt.cfg.DrainTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), srv.cfg.DrainTimeout)
 		defer cancel()
-		if err := rt.stopFront(ctx); err != nil {
-			rt.log.Warn().Str("event", "drain_timeout").Err(err).Msg("--drain-timeout reached; cutting the requests still in flight")
+		if err := srv.stopFront(ctx); err != nil {
+			srv.log.Warn().Str("event", "drain_timeout").Err(err).Msg("--drain-timeout reached; cutting the requests still in flight")
 		}
-		rt.log.Info().Str("event", "backends_stop").Msg("stopping backends")
+		srv.log.Info().Str("event", "backends_stop").Msg("stopping backends")
 		// The supervisor bounds each backend by its shutdownTimeLimit; this
 		// only guards against a stuck stop.
-		ctx2, cancel2 := context.WithTimeout(context.Background(), rt.backendStopBound())
+		ctx2, cancel2 := context.WithTimeout(context.Background(), srv.backendStopBound())
 		defer cancel2()
-		if err := rt.sup.Shutdown(ctx2); err != nil {
-			rt.log.Error().Err(err).Msg("backends did not stop in time; killed")
+		if err := srv.sup.Shutdown(ctx2); err != nil {
+			srv.log.Error().Err(err).Msg("backends did not stop in time; killed")
 		}
 		done <- code
 	}()
 	for {
 		select {
 		case c := <-done:
-			rt.shutdownAdmin()
-			rt.log.Info().Str("event", "stopped").Msg("loopgate stopped")
+			srv.shutdownAdmin()
+			srv.log.Info().Str("event", "stopped").Msg("loopgate stopped")
 			return c
 		case s := <-sigc:
 			switch s {
 			case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
-				rt.log.Warn().Str("event", "kill").Str("signal", signame(s)).Msg("signal during drain: stopping at once; killing every backend")
-				rt.kill()
+				srv.log.Warn().Str("event", "kill").Str("signal", signame(s)).Msg("signal during drain: stopping at once; killing every backend")
+				srv.kill()
 				return code
 			case syscall.SIGUSR1:
-				rt.sink.Reopen()
+				srv.sink.Reopen()
 			}
 		}
 	}
 }
 
 // kill stops everything at once (SIGQUIT).
-func (rt *server) kill() {
-	rt.draining.Store(true)
-	if rt.admin != nil {
-		rt.admin.SetHealth(admin.Draining)
+func (srv *server) kill() {
+	srv.draining.Store(true)
+	if srv.admin != nil {
+		srv.admin.SetHealth(admin.Draining)
 	}
-	rt.sdNotify(rt.notify.Stopping, "stopping at once")
-	rt.sup.Kill()
+	srv.front.StopAccepting()
+	srv.sdNotify(srv.notify.Stopping, "stopping at once")
+	srv.sup.Kill()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	rt.stopFront(ctx)
-	rt.shutdownAdmin()
+	srv.stopFront(ctx)
+	srv.shutdownAdmin()
+}
+
+// listeners are the front's bound addresses (with the kernel's port for
+// ":0"), plain ones first.
+func (srv *server) listeners() []status.Listener {
+	addrs := srv.front.Addrs()
+	out := make([]status.Listener, len(addrs))
+	for i, a := range addrs {
+		out[i] = status.Listener{Addr: a.String(), TLS: i >= len(srv.cfg.Front.Listen)}
+	}
+	return out
 }
 
 // frontGauges feeds the scrape-time gauges of the front server.
-func (rt *server) frontGauges() (int64, int) {
-	if rt.front == nil {
+func (srv *server) frontGauges() (int64, int) {
+	if srv.front == nil {
 		return 0, 0
 	}
-	return rt.front.srv.InFlight(), rt.front.srv.OpenConns()
+	return srv.front.InFlight(), srv.front.OpenConns()
 }
 
 // appLoad feeds the scrape-time per-app gauges of the front server.
-func (rt *server) appLoad(app string) (int64, int, int) {
-	if rt.front == nil {
+func (srv *server) appLoad(app string) (int64, int, int) {
+	if srv.front == nil {
 		return 0, 0, 0
 	}
-	l, _ := rt.front.srv.AppLoad(app)
+	l, _ := srv.front.AppLoad(app)
 	return l.InFlight, l.UpstreamOpen, l.UpstreamBusy
 }
 
-func (rt *server) stopFront(ctx context.Context) error {
-	if rt.front == nil {
+func (srv *server) stopFront(ctx context.Context) error {
+	if srv.front == nil {
 		return nil
 	}
-	return rt.front.Shutdown(ctx)
+	return srv.front.Shutdown(ctx)
 }
 
 // backendStopBound is the longest shutdownTimeLimit of any app plus a
 // margin for the shutdown request and process reaping.
-func (rt *server) backendStopBound() time.Duration {
+func (srv *server) backendStopBound() time.Duration {
 	var longest time.Duration
-	for _, a := range rt.sup.Apps() {
+	for _, a := range srv.sup.Apps() {
 		if d := a.Spec().ShutdownTimeLimit; d > longest {
 			longest = d
 		}
@@ -368,84 +385,84 @@ func (rt *server) backendStopBound() time.Duration {
 	return longest + 5*time.Second
 }
 
-func (rt *server) shutdownAdmin() {
-	if rt.admin == nil {
+func (srv *server) shutdownAdmin() {
+	if srv.admin == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	rt.admin.Shutdown(ctx)
+	srv.admin.Shutdown(ctx)
 }
 
-func (rt *server) closeAccel() {
-	if rt.accel != nil {
-		if err := rt.accel.Close(); err != nil {
-			rt.log.Warn().Err(err).Msg("detaching the eBPF programs")
+func (srv *server) closeAccel() {
+	if srv.accel != nil {
+		if err := srv.accel.Close(); err != nil {
+			srv.log.Warn().Err(err).Msg("detaching the eBPF programs")
 		}
 	}
 }
 
-func (rt *server) sdNotify(send func(string) error, line string) {
+func (srv *server) sdNotify(send func(string) error, line string) {
 	if err := send(line); err != nil {
-		rt.log.Warn().Err(err).Msg("notifying the service manager")
+		srv.log.Warn().Err(err).Msg("notifying the service manager")
 	}
 }
 
 // statusLine is the one-line summary for `systemctl status`.
-func (rt *server) statusLine() string {
+func (srv *server) statusLine() string {
 	var ls []string
-	for _, l := range rt.front.Listeners() {
+	for _, l := range srv.listeners() {
 		ls = append(ls, l.Addr)
 	}
-	return fmt.Sprintf("serving %d app(s) on %s", len(rt.sup.Apps()), strings.Join(ls, ", "))
+	return fmt.Sprintf("serving %d app(s) on %s", len(srv.sup.Apps()), strings.Join(ls, ", "))
 }
 
 // logStartup says what listens where and which apps are mounted: the first
 // thing a newcomer reads.
-func (rt *server) logStartup(specs []*configload.AppSpec) {
-	for _, l := range rt.front.Listeners() {
+func (srv *server) logStartup(specs []*configload.AppSpec) {
+	for _, l := range srv.listeners() {
 		scheme := "http"
 		if l.TLS {
 			scheme = "https"
 		}
-		rt.log.Info().Str("event", "listening").Str("addr", l.Addr).Bool("tls", l.TLS).
+		srv.log.Info().Str("event", "listening").Str("addr", l.Addr).Bool("tls", l.TLS).
 			Msgf("listening on %s://%s", scheme, l.Addr)
 	}
-	if rt.adminLn != nil {
-		addr := rt.adminLn.Addr().String()
-		rt.log.Info().Str("event", "admin").Str("addr", addr).
+	if srv.adminLn != nil {
+		addr := srv.adminLn.Addr().String()
+		srv.log.Info().Str("event", "admin").Str("addr", addr).
 			Msgf("admin endpoint on http://%s (/healthz /status /metrics)", addr)
 	}
 	for _, s := range specs {
 		cmd := strings.Join(append([]string{s.ProcessPath}, s.Arguments...), " ")
-		rt.log.Info().Str("event", "mounted").Str("app", s.VirtualPath).Str("dir", s.Dir).Str("command", cmd).
+		srv.log.Info().Str("event", "mounted").Str("app", s.VirtualPath).Str("dir", s.Dir).Str("command", cmd).
 			Msgf("app %s mounted from %s; it starts on the first request", s.VirtualPath, s.Dir)
 	}
-	rt.log.Info().Str("event", "ready").Str("version", version).Msg("loopgate ready")
+	srv.log.Info().Str("event", "ready").Str("version", version).Msg("loopgate ready")
 }
 
 // snapshot builds the /status document.
-func (rt *server) snapshot() status.Snapshot {
+func (srv *server) snapshot() status.Snapshot {
 	now := time.Now()
 	s := status.Snapshot{
 		Version:       version,
-		Started:       rt.started,
-		UptimeSeconds: now.Sub(rt.started).Seconds(),
-		Draining:      rt.draining.Load(),
-		Acceleration:  rt.accelSt,
+		Started:       srv.started,
+		UptimeSeconds: now.Sub(srv.started).Seconds(),
+		Draining:      srv.draining.Load(),
+		Acceleration:  srv.accelSt,
 	}
-	if rt.front != nil {
-		s.Listeners = rt.front.Listeners()
+	if srv.front != nil {
+		s.Listeners = srv.listeners()
 	}
-	if rt.accel != nil {
-		if c, err := rt.accel.Counters(); err == nil {
+	if srv.accel != nil {
+		if c, err := srv.accel.Counters(); err == nil {
 			s.Acceleration.Redirected, s.Acceleration.Passed, s.Acceleration.Fallbacks = c.Redirected, c.Passed, c.Fallbacks
 		}
 	}
-	if rt.sup == nil {
+	if srv.sup == nil {
 		return s
 	}
-	for _, a := range rt.sup.Status() {
+	for _, a := range srv.sup.Status() {
 		app := status.App{
 			Name: a.Name, VirtualPath: a.VirtualPath, Dir: a.Dir, State: string(a.State),
 			ConfigError: a.ConfigError, LastStartError: a.LastStartError, Offline: a.Offline,

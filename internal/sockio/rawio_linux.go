@@ -1,4 +1,6 @@
-package fastpath
+// RawIO: reads and writes of a non-blocking TCP socket with RawSyscall.
+
+package sockio
 
 import (
 	"io"
@@ -7,12 +9,13 @@ import (
 	"unsafe"
 )
 
-// rawIO reads and writes a TCP connection's non-blocking socket with
+// RawIO reads and writes a TCP connection's non-blocking socket with
 // RawSyscall, waiting for readiness through the netpoller as net.Conn does
 // (deadlines and Close behave the same). Reads and writes may run in two
 // goroutines at once (the body pump writes while the response is read);
-// each direction has its own state. The callbacks are made once per
-// connection, so an operation allocates nothing.
+// each direction has its own state, and each direction is used by one
+// goroutine at a time. The callbacks are made once per connection, so an
+// operation allocates nothing. A RawIO must not be copied.
 //
 // Why: a Go syscall.Syscall tells the scheduler the thread may block. On
 // a busy core a write to a loopback peer often outlasts a sysmon tick
@@ -23,7 +26,7 @@ import (
 // wake-ups a second, about 7 % of its CPU. Non-blocking socket calls never
 // sleep in the kernel, so they need none of that; with RawSyscall the
 // monitor goes back to 10 ms sleeps (under 10 wake-ups a second).
-type rawIO struct {
+type RawIO struct {
 	rc syscall.RawConn
 
 	rp   []byte
@@ -37,9 +40,9 @@ type rawIO struct {
 	wfn  func(fd uintptr) bool
 }
 
-// newRawIO returns nil for anything but a *net.TCPConn; callers then use
+// NewRawIO returns nil for anything but a *net.TCPConn; callers then use
 // the connection's own Read and Write.
-func newRawIO(c net.Conn) *rawIO {
+func NewRawIO(c net.Conn) *RawIO {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return nil
@@ -48,7 +51,7 @@ func newRawIO(c net.Conn) *rawIO {
 	if err != nil {
 		return nil
 	}
-	r := &rawIO{rc: rc}
+	r := &RawIO{rc: rc}
 	r.rfn = func(fd uintptr) bool {
 		for {
 			n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rp[0])), uintptr(len(r.rp)))
@@ -84,7 +87,8 @@ func newRawIO(c net.Conn) *rawIO {
 	return r
 }
 
-func (r *rawIO) read(p []byte) (int, error) {
+// Read reads as net.Conn.Read does: io.EOF at the peer's end.
+func (r *RawIO) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -102,7 +106,8 @@ func (r *rawIO) read(p []byte) (int, error) {
 	return r.rn, nil
 }
 
-func (r *rawIO) write(p []byte) (int, error) {
+// Write writes all of p, as net.Conn.Write does.
+func (r *RawIO) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -114,17 +119,3 @@ func (r *rawIO) write(p []byte) (int, error) {
 	}
 	return r.wn, err
 }
-
-// Read implements net.Conn through rawIO.
-func (c *trackedConn) Read(p []byte) (int, error) {
-	if c.raw == nil {
-		return c.Conn.Read(p)
-	}
-	return c.raw.read(p)
-}
-
-// Read implements net.Conn through rawIO.
-func (bc *backendConn) Read(p []byte) (int, error) { return bc.raw.read(p) }
-
-// Write implements net.Conn through rawIO.
-func (bc *backendConn) Write(p []byte) (int, error) { return bc.raw.write(p) }

@@ -1,0 +1,71 @@
+// loopgate's own answers: 502.3 for a backend that failed before its
+// response head, 400, 404, 413, 502.5 and 503, and what becomes of a
+// request body nobody read.
+
+package fastpath
+
+import (
+	"github.com/valyala/fasthttp"
+)
+
+var strTextHTML = []byte("text/html")
+
+// fail answers 502.3 for a backend that could not be reached or failed
+// before the response head was complete.
+func (x *exchange) fail(err error) bool {
+	if x.stream != nil && x.stream.canceled() {
+		// The client reset the stream, and its backend connection was
+		// closed for it: not the backend's failure.
+		x.aborted = true
+		x.s.log.Debug().Err(err).Str("app", x.route.name).Int("pid", x.pid).Msg("client reset the stream")
+	} else {
+		x.s.log.Warn().Err(err).Str("app", x.route.name).Int("pid", x.pid).Msg("bad gateway")
+	}
+	x.stopPump()
+	x.dropConn()
+	x.releaseBackend()
+	x.ctx.Response.Header.Reset()
+	return x.answerPage(fasthttp.StatusBadGateway, page502_3)
+}
+
+// answerClientError answers 400 after the client failed while sending the
+// body (ancm-spec.md §2.9).
+func (x *exchange) answerClientError(err error) bool {
+	x.s.log.Debug().Err(err).Msg("client failed while sending the request body")
+	x.releaseBackend()
+	x.consumed = false
+	return x.answer(fasthttp.StatusBadRequest, nil)
+}
+
+// answerPage answers status with an HTML body.
+func (x *exchange) answerPage(status int, body []byte) bool {
+	x.answer(status, body)
+	x.ctx.Response.Header.SetContentTypeBytes(strTextHTML)
+	return true
+}
+
+// answer answers status with body (nil for none) from loopgate itself. A
+// request body that was not read to its end makes the client connection
+// close after the answer, so its rest is never taken for a request. An
+// answer given before any of a body of at most maxDiscardBytes was read
+// (503 offline, 502.5, 404) reads and drops that body first: a client
+// still sending it would otherwise meet a reset on the closed connection
+// and lose the answer, and the connection stays usable.
+func (x *exchange) answer(status int, body []byte) bool {
+	x.releaseBackend()
+	if !x.consumed && x.pumpBuf == nil && x.reqBody == reqBodySized && x.reqLen > 0 && x.reqLen <= maxDiscardBytes &&
+		status != fasthttp.StatusRequestEntityTooLarge && status != fasthttp.StatusBadRequest {
+		x.consumed = x.discardBody()
+	}
+	r := &x.ctx.Response
+	r.Header.SetStatusCode(status)
+	r.SetBodyRaw(body)
+	if !x.consumed {
+		r.Header.SetConnectionClose()
+		lingerOnClose(x.ctx.Conn())
+	}
+	x.status = status
+	x.bodyEnd = true
+	setDeadline(x.ctx.Conn().SetWriteDeadline, x.s.cfg.SendTimeout)
+	return true
+}

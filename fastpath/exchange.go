@@ -1,0 +1,224 @@
+// The exchange: one request's forwarding state, how it is pooled and
+// reset, and how it ends (finish): the backend connection pooled or
+// closed, the backend released, the observer told.
+
+package fastpath
+
+import (
+	"bufio"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/loopgate/loopgate/configload"
+)
+
+// reqBody is how the client frames its request body.
+type reqBody uint8
+
+const (
+	reqBodyNone    reqBody = iota // no framing header: no body
+	reqBodySized                  // Content-Length: reqLen bytes (0 included)
+	reqBodyChunked                // Transfer-Encoding: chunked
+)
+
+// reqBodyOf classifies fasthttp's RequestHeader.ContentLength: a length
+// >= 0, -1 for chunked, -2 for none.
+func reqBodyOf(n int64) reqBody {
+	switch {
+	case n >= 0:
+		return reqBodySized
+	case n == -1:
+		return reqBodyChunked
+	}
+	return reqBodyNone
+}
+
+// streamHooks is what the HTTP/2 front (h2.go) adds to an exchange; nil for
+// an HTTP/1.1 request. Implemented by *streamWatch.
+type streamHooks interface {
+	// arrived is the request's arrival (an HTTP/2 request's RequestCtx
+	// has no time of its own).
+	arrived() time.Time
+	// attach reports the backend connection an attempt took, to be closed
+	// when the client resets the stream.
+	attach(backend net.Conn)
+	// canceled reports whether the client reset the stream.
+	canceled() bool
+}
+
+// noCopy makes go vet's copylocks check refuse a copy of the struct that
+// holds it; it is never locked.
+type noCopy struct{}
+
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}
+
+// exchange is one request's forwarding state, pooled and reused. It is owned
+// by the request's goroutine; the body pump goroutine touches only the fields
+// documented as its own until it reports on pumpDone. The response body is
+// written by fasthttp after the handler returns through WriteTo, and
+// CloseWithError ends the exchange. An exchange must not be copied, nor
+// retained after finish.
+type exchange struct {
+	_      noCopy
+	s      *Server
+	ctx    *fasthttp.RequestCtx
+	route  *route
+	spec   *configload.AppSpec
+	ri     reqInfo
+	stream streamHooks // HTTP/2 only; nil for HTTP/1.1
+	head   []byte      // request head sent to the backend (plus a small body)
+	body   []byte      // a request body of at most smallBodyBytes
+
+	b      Backend
+	up     *upstream
+	handle any
+	conn   net.Conn
+	br     *bufio.Reader
+
+	reqBody    reqBody
+	reqLen     int64 // reqBodySized: the declared Content-Length; 0 otherwise
+	limit      int64 // maxAllowedContentLength: the largest body allowed, in bytes
+	idempotent bool
+	consumed   bool // the request body was read to its end
+
+	// pump state (upload.go): pumpBuf and bytesIn belong to the pump
+	// goroutine while pumping is true.
+	pumping  bool
+	pumpDone chan error
+	pumpErr  error
+	pumpBuf  *[]byte
+	bytesIn  int64
+	bodySent atomic.Bool // the pump is writing, or wrote, the body's last byte; its report on pumpDone follows
+
+	// response body state (relay.go)
+	kind      bodyKind
+	remaining int64 // bodyFixed: bytes left; bodyChunked: bytes left in chunk
+	chunkErr  error // a chunk's trailing CRLF was bad
+	bodyEnd   bool  // the backend's body ended cleanly
+	backendOK bool  // the backend connection can carry another request
+
+	status   int
+	bytesOut int64
+	retried  bool
+	aborted  bool
+	upgraded bool
+	pid      int
+}
+
+func (x *exchange) reset() {
+	*x = exchange{
+		s:        x.s,
+		head:     x.head[:0],
+		body:     x.body[:0],
+		pumpDone: x.pumpDone,
+	}
+}
+
+// emptyBody reports a request without a body to send.
+func (x *exchange) emptyBody() bool {
+	return x.reqBody == reqBodyNone || (x.reqBody == reqBodySized && x.reqLen == 0)
+}
+
+// streamedBody reports a request body that is streamed to the backend by
+// the pump (upload.go) rather than sent from memory with the head: it cannot
+// be sent again.
+func (x *exchange) streamedBody() bool {
+	return x.reqBody == reqBodyChunked || (x.reqBody == reqBodySized && x.reqLen > smallBodyBytes)
+}
+
+// finish ends the exchange: the pump is stopped, the backend connection
+// pooled or closed, the backend released, the observer told, and the
+// exchange recycled.
+func (x *exchange) finish() {
+	x.stopPump()
+	if x.pumpBuf != nil {
+		bufPool.Put(x.pumpBuf)
+	}
+	if x.handle != nil {
+		if x.backendOK && x.bodyEnd && x.consumed && x.br != nil && x.br.Buffered() == 0 {
+			x.up.put(x.handle)
+		} else {
+			x.up.drop(x.handle)
+		}
+	}
+	if x.br != nil {
+		x.up.hc.ReleaseReader(x.br)
+	}
+	x.releaseBackend()
+	s := x.s
+	if s.cfg.Observer != nil {
+		h := &x.ctx.Request.Header
+		name := ""
+		if x.route != nil {
+			name = x.route.name
+		}
+		start := x.ctx.Time()
+		if x.stream != nil {
+			start = x.stream.arrived()
+		}
+		s.cfg.Observer.ObserveRequest(RequestInfo{
+			App:        name,
+			Method:     classifyMethod(h.Method()),
+			Status:     x.status,
+			Duration:   time.Since(start),
+			BytesIn:    x.bytesIn,
+			BytesOut:   x.bytesOut,
+			PID:        x.pid,
+			Retried:    x.retried,
+			Upgraded:   x.upgraded,
+			Aborted:    x.aborted,
+			RawMethod:  h.Method(),
+			Target:     h.RequestURI(),
+			RemoteAddr: x.ctx.RemoteAddr(),
+		})
+	}
+	if x.route != nil {
+		x.route.inflight.Add(-1)
+	}
+	x.reset()
+	s.exchanges.Put(x)
+	s.inflight.Add(-1)
+}
+
+// releaseBackend ends the request's use of its backend, counted as a
+// request the backend served (or failed).
+func (x *exchange) releaseBackend() {
+	if x.b != nil {
+		x.b.Release()
+		x.b = nil
+	}
+}
+
+// releaseUnused ends an attempt that the backend never answered and that
+// is not counted against it: the request is retried, or loopgate answers.
+func (x *exchange) releaseUnused() {
+	if x.b != nil {
+		x.b.ReleaseUnused()
+		x.b = nil
+	}
+}
+
+// dropConn closes the current backend connection after a failed attempt.
+func (x *exchange) dropConn() {
+	if x.handle != nil {
+		x.up.drop(x.handle)
+		x.handle, x.conn = nil, nil
+	}
+	if x.br != nil {
+		x.up.hc.ReleaseReader(x.br)
+		x.br = nil
+	}
+}
+
+// setDeadline sets an inactivity deadline d from now, or none for d == 0.
+func setDeadline(set func(time.Time) error, d time.Duration) {
+	if d > 0 {
+		_ = set(time.Now().Add(d))
+	} else {
+		_ = set(time.Time{})
+	}
+}

@@ -1,0 +1,147 @@
+// The response head: what the backend's head becomes for the client (the
+// header rules, the framing of the body that follows, a WebSocket upgrade,
+// a close-delimited body for an HTTP/1.0 client).
+
+package fastpath
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"net"
+
+	"github.com/valyala/fasthttp"
+)
+
+var strHTTP11 = []byte("HTTP/1.1")
+
+// connStater is a client connection that knows its TLS state: *tls.Conn,
+// and the HTTP/2 stream's stand-in (h2Conn).
+type connStater interface {
+	ConnectionState() tls.ConnectionState
+}
+
+// respond answers with the backend's final response head, read into
+// ctx.Response.Header. It returns true when the answer is complete (no
+// body) and false when the body streams through WriteTo (relay.go), a
+// close-delimited writer or a WebSocket tunnel.
+func (x *exchange) respond() bool {
+	ctx := x.ctx
+	rh := &ctx.Response.Header
+	x.status = rh.StatusCode()
+	if x.status == fasthttp.StatusSwitchingProtocols {
+		if !x.ri.websocket {
+			x.stopPump()
+			x.dropConn()
+			rh.Reset()
+			return x.fail(errBadSwitch)
+		}
+		return x.startTunnel()
+	}
+	if x.ri.websocket {
+		x.backendOK = false // it was asked to upgrade; do not reuse it
+	}
+	x.awaitPump()
+	backendClose := rh.ConnectionClose()
+	filterResponseHead(rh, x.spec.ForwardResponseConnectionHeader)
+	if !x.consumed {
+		rh.SetConnectionClose()
+	}
+	x.backendOK = x.backendOK && !backendClose && x.pumpErr == nil
+	setDeadline(ctx.Conn().SetWriteDeadline, x.s.cfg.SendTimeout)
+
+	if h := &ctx.Request.Header; h.IsHead() || x.status == fasthttp.StatusNoContent || x.status == fasthttp.StatusNotModified {
+		x.kind, x.bodyEnd = bodyNone, true
+		return true
+	}
+	size := rh.ContentLength()
+	switch {
+	case size >= 0:
+		x.kind, x.remaining = bodyFixed, int64(size)
+		x.bodyEnd = size == 0
+	case size == -1:
+		x.kind = bodyChunked
+	default:
+		x.kind, size = bodyUntilClose, -1
+		x.backendOK = false
+	}
+	if size < 0 && !ctx.Request.Header.IsHTTP11() {
+		return x.startCloseDelimited()
+	}
+	ctx.Response.SetBodyStream(x, size)
+	return false
+}
+
+// startCloseDelimited answers an HTTP/1.0 client whose response has no
+// length up front. Such a client cannot take chunked framing (which fasthttp
+// would use), so the head and body are written past fasthttp on the
+// hijacked connection, and closing it ends the body.
+func (x *exchange) startCloseDelimited() bool {
+	rh := &x.ctx.Response.Header
+	rh.Del(fasthttp.HeaderTransferEncoding)
+	rh.SetContentLength(-2) // no framing header; Connection: close
+	x.head = rh.AppendBytes(x.head[:0])
+	x.ctx.HijackSetNoResponse(true)
+	x.ctx.Hijack(x.closeDelimited)
+	return false
+}
+
+func (x *exchange) closeDelimited(client net.Conn) {
+	defer x.finish()
+	bw := bufio.NewWriterSize(client, 16<<10)
+	_, err := bw.Write(x.head)
+	if err == nil {
+		_, err = x.WriteTo(bw)
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil || !x.bodyEnd {
+		x.aborted = true
+		x.backendOK = false
+	}
+}
+
+// filterResponseHead applies the response header rules (ancm-spec.md §2.6):
+// the backend's status code and reason phrase stay; Date is loopgate's;
+// Connection is dropped unless forwardResponseConnectionHeader=true;
+// Keep-Alive and Proxy-Connection are hop-by-hop; the Trailer announcement
+// is dropped (the trailers themselves follow the body, see addTrailer);
+// a Server header appears only if the backend sent one; repeated headers
+// (Set-Cookie and the others) all stay. Framing headers are set by fasthttp
+// from the body the client gets.
+func filterResponseHead(rh *fasthttp.ResponseHeader, forwardConnection bool) {
+	rh.SetProtocol(strHTTP11)
+	rh.Del(fasthttp.HeaderDate)
+	rh.Del(fasthttp.HeaderKeepAlive)
+	rh.Del("Proxy-Connection")
+	rh.Del(fasthttp.HeaderTrailer)
+	if !forwardConnection {
+		rh.Del(fasthttp.HeaderConnection)
+	}
+}
+
+// hiddenTrailerName replaces the name "Trailer" (same length, a valid
+// token no app sends) in a response head fasthttp refused for it.
+const hiddenTrailerName = "!railer"
+
+// hideTrailerAnnouncement renames the Trailer fields of the response head
+// buffered at the front of br, and reports whether there was one. It runs
+// only after fasthttp parsed that whole head and refused it, so the head
+// is in the buffer, where Peek lets it be changed before it is read again.
+func hideTrailerAnnouncement(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	hidden := false
+	for {
+		i := bytes.IndexByte(b, '\n')
+		if i <= 1 { // no line, or the empty line that ends the head
+			return hidden
+		}
+		if line := b[:i]; len(line) > len(hiddenTrailerName) && line[len(hiddenTrailerName)] == ':' &&
+			equalFoldASCII(line[:len(hiddenTrailerName)], fasthttp.HeaderTrailer) {
+			copy(line, hiddenTrailerName)
+			hidden = true
+		}
+		b = b[i+1:]
+	}
+}

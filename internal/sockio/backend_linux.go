@@ -1,0 +1,138 @@
+// BackendConn: a dialed backend connection, its stale-connection peek and
+// its write-then-await of a whole request.
+
+package sockio
+
+import (
+	"net"
+	"syscall"
+	"unsafe"
+)
+
+// BackendConn is a dialed backend connection with what Stale and
+// WriteAwait need prepared once, at dial time, so neither allocates. Reads
+// and writes go through RawIO. It is used by one request at a time (whose
+// body pump may write while the response is read). A BackendConn must not
+// be copied.
+type BackendConn struct {
+	*net.TCPConn
+	rc    syscall.RawConn
+	peek  func(fd uintptr) bool
+	stale bool
+	await awaitState
+	raw   *RawIO
+}
+
+// NewBackendConn wraps a freshly dialed connection.
+func NewBackendConn(c *net.TCPConn) (*BackendConn, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	bc := &BackendConn{TCPConn: c, rc: rc}
+	bc.peek = func(fd uintptr) bool {
+		var b [1]byte
+		_, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		// EAGAIN: nothing to read, the connection is idle and open. EOF,
+		// bytes nobody asked for, or any other error make it unusable.
+		bc.stale = errno != syscall.EAGAIN
+		return true
+	}
+	bc.await.init()
+	bc.raw = NewRawIO(c)
+	return bc, nil
+}
+
+// Read implements net.Conn through RawIO.
+func (bc *BackendConn) Read(p []byte) (int, error) { return bc.raw.Read(p) }
+
+// Write implements net.Conn through RawIO.
+func (bc *BackendConn) Write(p []byte) (int, error) { return bc.raw.Write(p) }
+
+// Stale reports whether a pooled connection is unusable before anything
+// is written to it: the backend closed it, reset it, or sent bytes nobody
+// asked for. It peeks without blocking. A connection that is not a
+// *BackendConn is never reported stale.
+func Stale(c net.Conn) bool {
+	bc, ok := c.(*BackendConn)
+	if !ok {
+		return false
+	}
+	bc.stale = false
+	if err := bc.rc.Read(bc.peek); err != nil {
+		return true
+	}
+	return bc.stale
+}
+
+// awaitState is WriteAwait's per-connection state, with the callback made
+// once so that a call allocates nothing.
+type awaitState struct {
+	out   []byte
+	n     int   // bytes of out written
+	wrote bool  // the write was attempted
+	err   error // a write error other than EAGAIN
+	fn    func(fd uintptr) bool
+}
+
+func (a *awaitState) init() {
+	a.fn = func(fd uintptr) bool {
+		if a.wrote {
+			return true // called again: the answer is readable
+		}
+		a.wrote = true
+		for a.n < len(a.out) {
+			n, _, err := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&a.out[a.n])), uintptr(len(a.out)-a.n))
+			switch err {
+			case 0:
+				a.n += int(n)
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return true // the rest goes out through the blocking Write
+			default:
+				a.err = err
+				return true
+			}
+		}
+		return false // wait for readability
+	}
+}
+
+// WriteAwait writes a whole request (nothing follows it) to the backend and
+// returns when the answer can be read, or when the read deadline passes:
+// the next read then finds what it waits for, or reports the deadline. A
+// connection that is not a *BackendConn is written to plainly.
+//
+// Why: a plain Write followed by a Read always costs one read(2) that fails
+// with EAGAIN, since the backend cannot have answered yet; on a loaded host
+// that is one of the five system calls a proxied request needs. Waiting
+// first is only safe if readiness is reset before the write (Go's netpoller
+// forgets an edge that came before the wait began), so the write is made
+// from inside RawConn.Read, whose reset precedes the callback. The write
+// deadline applies when the socket buffer is full and the rest is written
+// by the ordinary Write.
+//
+// An error means the request may not have been sent whole; nothing of it
+// was if the error came before the first byte.
+func WriteAwait(c net.Conn, p []byte) error {
+	bc, ok := c.(*BackendConn)
+	if !ok {
+		_, err := c.Write(p)
+		return err
+	}
+	a := &bc.await
+	a.out, a.n, a.wrote, a.err = p, 0, false, nil
+	err := bc.rc.Read(a.fn)
+	a.out = nil
+	switch {
+	case !a.wrote:
+		return &net.OpError{Op: "write", Net: "tcp", Err: err} // failed before the write
+	case a.err != nil:
+		return &net.OpError{Op: "write", Net: "tcp", Err: a.err}
+	case a.n < len(p):
+		_, err = bc.TCPConn.Write(p[a.n:])
+		return err
+	}
+	return nil // a wait that ended on the deadline is for the next read to report
+}
