@@ -13,11 +13,15 @@ FUZZTIME ?= 5s
 
 .PHONY: build example test suites race run bench generate lint docker bpf-deps suite-deps clean
 
+# A cold build shows nothing for minutes (modules download, the standard
+# library compiles): say so before the first one.
 build:
+	@[ -x $(BIN) ] || echo "building $(BIN): the first build downloads and compiles the dependencies and can take a few minutes"
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/loopgate
 
 # The example backend is built next to its web.config, where processPath finds it.
 example:
+	@[ -x $(EXAMPLE)/hello ] || echo "building $(EXAMPLE)/hello, the example backend"
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(EXAMPLE)/hello ./$(EXAMPLE)
 
 test: bpf-deps suite-deps

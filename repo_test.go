@@ -125,3 +125,26 @@ func TestPackageBoundaries(t *testing.T) {
 		}
 	}
 }
+
+// TestMakeBuildSaysItIsBuilding: `make run` starts with `make build`, whose
+// first (cold) build is silent for minutes otherwise.
+func TestMakeBuildSaysItIsBuilding(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make not installed")
+	}
+	bin := t.TempDir() + "/loopgate"
+	build := func() string {
+		out, err := exec.Command("make", "--no-print-directory", "build", "BIN="+bin).CombinedOutput()
+		if err != nil {
+			t.Fatalf("make build: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	want := "building " + bin + ": the first build downloads and compiles the dependencies and can take a few minutes\n"
+	if out := build(); !strings.HasPrefix(out, want) {
+		t.Errorf("first make build printed:\n%s\nwant it to start with:\n%s", out, want)
+	}
+	if out := build(); strings.Contains(out, "building ") {
+		t.Errorf("a rebuild printed:\n%s", out)
+	}
+}

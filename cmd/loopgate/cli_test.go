@@ -222,3 +222,34 @@ func TestHelpLimitDefaultsAreFastpaths(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusHelpIsItsOwn: `loopgate status --help` explains status, not
+// every command's flags.
+func TestStatusHelpIsItsOwn(t *testing.T) {
+	code, out, _ := runCapture("status", "--help")
+	if code != 0 || !strings.HasPrefix(out, "usage: loopgate status [--admin ADDR] [--json]\n") ||
+		!strings.Contains(out, "--json           print the /status JSON document") || strings.Contains(out, "--listen") {
+		t.Errorf("status --help: exit %d:\n%s", code, out)
+	}
+}
+
+func TestUnknownFlagSuggestion(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status", "--jsno"}, "loopgate status: unknown flag --jsno: did you mean --json?\n"},
+		{[]string{"status", "-Admin", "x"}, "loopgate status: unknown flag --Admin: did you mean --admin?\n"},
+		{[]string{"status", "--verbose"}, "loopgate status: unknown flag --verbose\n"},
+	} {
+		code, _, errText := runCapture(c.args...)
+		if code != exitUsage || !strings.HasPrefix(errText, c.want) {
+			t.Errorf("%q: exit %d, stderr %q, want it to start with %q", c.args, code, errText, c.want)
+		}
+	}
+	for name, want := range map[string]string{"lisen": "listen", "listne": "listen", "tls-cret": "tls-cert", "acel": "accel", "h3": "h2", "x": "", "drain": "", "admin-hots": "admin-host"} {
+		if got := closest(name, []string{"listen", "tls-listen", "tls-cert", "tls-key", "accel", "admin", "admin-host", "h2", "drain-timeout"}); got != want {
+			t.Errorf("closest(%q) = %q, want %q", name, got, want)
+		}
+	}
+}

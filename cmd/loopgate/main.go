@@ -63,6 +63,11 @@ const commandsText = `  loopgate serve [flags] APP...             run the edge
   loopgate version
 `
 
+const statusFlagsHelp = `status flags:
+  --admin ADDR     the admin endpoint of the running serve (default 127.0.0.1:9180)
+  --json           print the /status JSON document instead of a table
+`
+
 const usageText = "usage:\n" + commandsText + "\nRun 'loopgate --help' for flags, signals and exit statuses.\n"
 
 // helpText states the contract of DESIGN.md §1; a test keeps it in step
@@ -83,10 +88,7 @@ go to the app with the longest matching virtual path (/api matches /api and
 
 serve flags (--flag and -flag both work; flags may follow the APPs):
 ` + serveFlagsHelp + `
-status flags:
-  --admin ADDR     the admin endpoint of the running serve (default 127.0.0.1:9180)
-  --json           print the /status JSON document instead of a table
-
+` + statusFlagsHelp + `
 Signals (serve):
   SIGTERM, SIGINT  drain gracefully: /healthz turns 503, listeners close,
                    in-flight requests finish for up to --drain-timeout, then

@@ -15,6 +15,19 @@ import (
 // hang an operator's shell or a monitoring script.
 const statusTimeout = 10 * time.Second
 
+const statusUsage = "usage: loopgate status [--admin ADDR] [--json]\nRun 'loopgate status --help' for more.\n"
+
+// statusHelp is `loopgate status --help`.
+const statusHelp = `usage: loopgate status [--admin ADDR] [--json]
+
+Shows what a running loopgate serve is doing, from its admin endpoint's
+/status: version, uptime, listeners, acceleration, and per app its state,
+counters, processes (PID, port, uptime, requests, last exit) and its last
+configuration error and start failure. Exit status 1 when the endpoint
+cannot be reached, 2 on a usage error.
+
+` + statusFlagsHelp
+
 // runStatus is `loopgate status [--admin ADDR] [--json]`.
 func runStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
@@ -23,15 +36,15 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "")
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stdout, helpText)
+		fmt.Fprint(stdout, statusHelp)
 		return exitOK
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "loopgate status: %v\nusage: loopgate status [--admin ADDR] [--json]\n", err)
+		fmt.Fprintf(stderr, "loopgate status: %s\n%s", flagError(fs, err), statusUsage)
 		return exitUsage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "loopgate status: unexpected argument %q\nusage: loopgate status [--admin ADDR] [--json]\n", fs.Arg(0))
+		fmt.Fprintf(stderr, "loopgate status: unexpected argument %q\n%s", fs.Arg(0), statusUsage)
 		return exitUsage
 	}
 	if _, err := status.URL(*admin); err != nil {
