@@ -88,6 +88,9 @@ func TestPackageBoundaries(t *testing.T) {
 		// The shared test backend is an app: it knows loopgate only
 		// through the hosting contract (pairing), so it cannot test
 		// loopgate against loopgate's own code.
+		// The cgroup and keeper code serves the supervisor and the eBPF
+		// loader alike, so it may depend on neither.
+		module + "/internal/cgroup":      {module + "/supervisor", module + "/fastpath", module + "/bpf", "github.com/valyala/fasthttp"},
 		module + "/internal/testbackend": {module + "/supervisor", module + "/fastpath", module + "/bpf", module + "/internal/loopgatetest", "github.com/valyala/fasthttp"},
 	}
 	for pkg, bad := range forbidden {

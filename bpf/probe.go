@@ -12,6 +12,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
+
+	"github.com/loopgate/loopgate/internal/cgroup"
 )
 
 // ErrNotSupported means this host or process cannot run the sockmap fast
@@ -122,61 +124,13 @@ func parseCapEff(r io.Reader) (uint64, error) {
 	return 0, errors.New("no CapEff line")
 }
 
-// CgroupV2Mount returns the mount point of the cgroup v2 hierarchy, read
-// from /proc/self/mountinfo (it is not always /sys/fs/cgroup: hybrid hosts
-// mount it at /sys/fs/cgroup/unified). Without a cgroup v2 mount the
-// error wraps ErrNotSupported.
+// CgroupV2Mount returns the mount point of the cgroup v2 hierarchy (see
+// internal/cgroup.Mount). Without a cgroup v2 mount the error wraps
+// ErrNotSupported.
 func CgroupV2Mount() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", fmt.Errorf("finding cgroup v2 mount: %w", err)
+	mnt, err := cgroup.Mount()
+	if errors.Is(err, cgroup.ErrNoCgroup2) {
+		return "", fmt.Errorf("%w: %w", ErrNotSupported, err)
 	}
-	defer f.Close()
-	return parseCgroupV2Mount(f)
-}
-
-// parseCgroupV2Mount scans mountinfo lines (proc(5)): the mount point is
-// field 5 and the filesystem type follows the " - " separator.
-func parseCgroupV2Mount(r io.Reader) (string, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		if fstype, _, _ := strings.Cut(post, " "); fstype != "cgroup2" {
-			continue
-		}
-		fields := strings.Fields(pre)
-		if len(fields) < 5 {
-			return "", fmt.Errorf("finding cgroup v2 mount: malformed mountinfo line %q", line)
-		}
-		return unescapeMountinfo(fields[4]), nil
-	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("finding cgroup v2 mount: %w", err)
-	}
-	return "", fmt.Errorf("%w: no cgroup2 filesystem in /proc/self/mountinfo", ErrNotSupported)
-}
-
-// unescapeMountinfo undoes the kernel's octal escaping of space, tab,
-// newline and backslash (\040, \011, \012, \134) in mountinfo paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return mnt, err
 }

@@ -82,6 +82,19 @@ type Options struct {
 	// OS is the seam over spawning, signals, port probes, the shutdown
 	// request and directory watching. nil means the real operating system.
 	OS OS
+	// Contain (with the real OS only) keeps each backend's whole process
+	// tree from outliving its backend or loopgate: every backend process
+	// runs in a cgroup of its own below loopgate's cgroup, killed as a whole
+	// (cgroup.kill) when the backend stops, crashes or is recycled, and a
+	// keeper process kills them all if loopgate dies, even by SIGKILL
+	// (internal/cgroup). Without write access to a cgroup v2 hierarchy the
+	// keeper kills the backends' process groups instead. The program's main
+	// must call cgroup.KeeperMain first. false: process groups and
+	// Pdeathsig for the direct child only.
+	Contain bool
+	// ContainKeeper is the executable started as the keeper; "" means this
+	// program (/proc/self/exe).
+	ContainKeeper string
 }
 
 // State is where an app or one of its process slots is in its life.

@@ -16,7 +16,9 @@
 // Backends run in their own process group, are forked from one OS thread
 // that stays locked for the life of the process so that PR_SET_PDEATHSIG
 // kills them when loopgate dies (even by SIGKILL), and lose the rest of
-// their group when they exit.
+// their group when they exit. With Options.Contain each also runs in a
+// cgroup of its own (internal/cgroup), killed as a whole when it exits, and
+// a keeper process kills them all if loopgate dies.
 //
 // The operating system (spawn, signals, port probes, the shutdown request,
 // file reads, directory watching) is reached through the OS interface, and time through

@@ -14,8 +14,10 @@ import (
 // nil means the real Linux implementation. Implementations must be safe for
 // concurrent use.
 type OS interface {
-	// Spawn starts c in a new process group that dies with loopgate (even
-	// when loopgate is SIGKILLed), stdin on /dev/null.
+	// Spawn starts c in a new process group whose leader dies with
+	// loopgate (even when loopgate is SIGKILLed), stdin on /dev/null; with
+	// Options.Contain, in a cgroup of its own, so that its whole tree is
+	// killed with it and by the keeper if loopgate dies.
 	Spawn(c *Cmd) (Proc, error)
 	// PortFree reports whether 127.0.0.1:port can be bound right now.
 	PortFree(port int) bool
@@ -47,6 +49,10 @@ type Cmd struct {
 	// Output asks for stdout and stderr as pipes (Proc.Stdout, Proc.Stderr);
 	// false sends both to /dev/null.
 	Output bool
+	// App names the app the process belongs to (its virtual path); with
+	// Options.Contain the real OS puts the process in a cgroup of its own
+	// below the app's.
+	App string
 }
 
 // Proc is a spawned process as the OS seam sees it. Safe for concurrent use.
@@ -56,12 +62,14 @@ type Proc interface {
 	// Cmd.Output). The caller reads them to EOF and closes them.
 	Stdout() io.ReadCloser
 	Stderr() io.ReadCloser
-	// Signal sends sig to the whole process group. After Wait has seen the
-	// process exit it returns an error and sends nothing, so a recycled
-	// process id is never signalled.
+	// Signal sends sig to the whole process group, and SIGKILL also to
+	// every process in the process's cgroup, if it has one. After Wait has
+	// seen the process exit it returns an error and sends nothing, so a
+	// recycled process id is never signalled.
 	Signal(sig syscall.Signal) error
 	// Wait blocks until the process has exited, SIGKILLs what is left of its
-	// process group, reaps it and returns the exit status as text, e.g.
+	// process group and its cgroup (removing the cgroup), reaps it and
+	// returns the exit status as text, e.g.
 	// "exit status 3" or "signal: killed". Called exactly once.
 	Wait() string
 }

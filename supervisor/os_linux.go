@@ -18,10 +18,19 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"golang.org/x/sys/unix"
+
+	"github.com/loopgate/loopgate/internal/cgroup"
 )
 
-// realOS is the Linux implementation of OS.
-type realOS struct{}
+// groupRemoveWait bounds how long Wait waits for a dead backend's cgroup to
+// empty after cgroup.kill.
+const groupRemoveWait = 2 * time.Second
+
+// realOS is the Linux implementation of OS. With a tree, each backend
+// process gets a cgroup of its own (Options.Contain).
+type realOS struct {
+	tree *cgroup.Tree
+}
 
 var _ OS = realOS{}
 
@@ -67,7 +76,7 @@ func startOnSpawnerThread(cmd *exec.Cmd) error {
 	return <-reply
 }
 
-func (realOS) Spawn(c *Cmd) (Proc, error) {
+func (o realOS) Spawn(c *Cmd) (Proc, error) {
 	cmd := &exec.Cmd{
 		Path: c.Path,
 		Args: append([]string{c.Path}, c.Args...),
@@ -80,6 +89,18 @@ func (realOS) Spawn(c *Cmd) (Proc, error) {
 		},
 	}
 	p := &realProc{}
+	if o.tree != nil {
+		g, err := o.tree.NewGroup(c.App)
+		if err != nil {
+			return nil, err
+		}
+		if fd := g.FD(); fd >= 0 {
+			// clone3(CLONE_INTO_CGROUP): the process starts in its cgroup,
+			// so nothing it forks can be outside it.
+			cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
+		}
+		p.group = g
+	}
 	var outW, errW *os.File
 	if c.Output {
 		var err error
@@ -104,10 +125,16 @@ func (realOS) Spawn(c *Cmd) (Proc, error) {
 			p.stdout.Close()
 			p.stderr.Close()
 		}
+		if p.group != nil {
+			p.group.Remove(0)
+		}
 		return nil, err
 	}
 	p.cmd = cmd
 	p.pid = cmd.Process.Pid
+	if p.group != nil {
+		p.group.Started(p.pid)
+	}
 	return p, nil
 }
 
@@ -115,6 +142,7 @@ type realProc struct {
 	cmd            *exec.Cmd
 	pid            int
 	stdout, stderr *os.File
+	group          *cgroup.Group // nil without Options.Contain
 
 	mu     sync.Mutex // orders Signal against reaping
 	reaped bool
@@ -144,7 +172,14 @@ func (p *realProc) Signal(sig syscall.Signal) error {
 	}
 	// The group id is the leader's pid (Setpgid). Until the leader is reaped
 	// its pid, and so the group id, cannot be reused.
-	return unix.Kill(-p.pid, sig)
+	err := unix.Kill(-p.pid, sig)
+	if sig == syscall.SIGKILL && p.group != nil {
+		// Also what left the process group (setsid, setpgid).
+		if kerr := p.group.Kill(); err == nil {
+			err = kerr
+		}
+	}
+	return err
 }
 
 func (p *realProc) Wait() string {
@@ -160,9 +195,17 @@ func (p *realProc) Wait() string {
 	}
 	p.mu.Lock()
 	unix.Kill(-p.pid, unix.SIGKILL)
+	if p.group != nil {
+		p.group.Kill()
+	}
 	p.reaped = true
 	p.mu.Unlock()
 	p.cmd.Wait()
+	if p.group != nil {
+		// Bounded: what does not die leaves a cgroup behind for the
+		// supervisor's final cleanup (or the keeper) to remove.
+		p.group.Remove(groupRemoveWait)
+	}
 	if p.cmd.ProcessState == nil {
 		return "unknown exit status"
 	}

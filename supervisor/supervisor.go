@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/loopgate/loopgate/configload"
+	"github.com/loopgate/loopgate/internal/cgroup"
 	"github.com/loopgate/loopgate/pairing"
 )
 
@@ -32,6 +33,8 @@ type Supervisor struct {
 	killc    chan struct{} // closed when Kill begins
 	killOnce sync.Once
 
+	tree *cgroup.Tree // Options.Contain; nil without
+
 	mu     sync.Mutex
 	live   map[Proc]struct{} // spawned and not yet reaped
 	closed bool              // Kill ran: anything spawned later is killed at once
@@ -51,7 +54,22 @@ func New(specs []*configload.AppSpec, opts Options) (*Supervisor, error) {
 		live:     map[Proc]struct{}{},
 	}
 	if s.os == nil {
-		s.os = realOS{}
+		ros := realOS{}
+		if opts.Contain {
+			tree, err := cgroup.Open(cgroup.Options{Keeper: opts.ContainKeeper})
+			if err != nil {
+				s.log.Warn().Str("event", "containment").Str("mode", "none").Err(err).
+					Msg("no process-tree containment: only the direct child of loopgate dies with it")
+			} else {
+				e := s.log.Info()
+				if tree.Why() != "" {
+					e = s.log.Warn().Str("missing", tree.Why())
+				}
+				e.Str("event", "containment").Str("mode", tree.Mode()).Str("cgroup", tree.Dir()).Msg("process-tree containment")
+			}
+			ros.tree, s.tree = tree, tree
+		}
+		s.os = ros
 	}
 	s.load = func(dir, vpath string) (*configload.AppSpec, error) {
 		return configload.Load(dir, configload.Options{VirtualPath: vpath, Environ: opts.Environ, Logger: opts.Logger})
@@ -129,7 +147,23 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 			return fmt.Errorf("supervisor: shutdown: %w", ctx.Err())
 		}
 	}
+	s.closeTree()
 	return nil
+}
+
+// closeTree kills whatever is left in the backends' cgroups, removes them
+// and stops the keeper, once every app has finished.
+func (s *Supervisor) closeTree() {
+	if err := s.tree.Close(); err != nil {
+		s.log.Warn().Str("event", "containment").Err(err).Msg("cleaning up the backends' cgroups")
+	}
+}
+
+// Containment names the process-tree containment in force ("cgroup",
+// "cgroup-no-keeper", "process-group" or "none") and what is missing from
+// full containment ("" if nothing).
+func (s *Supervisor) Containment() (mode, missing string) {
+	return s.tree.Mode(), s.tree.Why()
 }
 
 // Kill SIGKILLs every backend's process group at once (SIGQUIT) and waits,
@@ -150,9 +184,11 @@ func (s *Supervisor) Kill() {
 		case <-a.done:
 		case <-t.C:
 			s.log.Error().Str("event", "kill").Msg("backends did not all exit after SIGKILL")
+			s.closeTree()
 			return
 		}
 	}
+	s.closeTree()
 }
 
 // track registers a freshly spawned process. After Kill it kills it instead

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"runtime"
+
+	"github.com/loopgate/loopgate/internal/cgroup"
 )
 
 // version is set by the Makefile with -ldflags "-X main.version=...".
@@ -22,6 +24,9 @@ const (
 )
 
 func main() {
+	// Started again as the keeper of the backends' cgroups (supervisor
+	// Options.Contain): that is all this process does.
+	cgroup.KeeperMain()
 	if code, ok := runAsInit(os.Environ(), os.Stderr); ok {
 		os.Exit(code)
 	}

@@ -175,6 +175,7 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 		Environ:     backendEnviron(environ),
 		Ports:       ports,
 		NewUpstream: cfg.Front.NewUpstream,
+		Contain:     true,
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("not starting")

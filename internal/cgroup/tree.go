@@ -1,0 +1,349 @@
+package cgroup
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Options configures Open.
+type Options struct {
+	// Keeper is the executable started as the keeper, with
+	// LOOPGATE_CGROUP_KEEPER set in its environment; its main must call
+	// KeeperMain first. "" means this process's own executable
+	// (/proc/self/exe).
+	Keeper string
+	// NoCgroup skips the cgroup and contains by process group only (what
+	// remains without write access to a cgroup v2 hierarchy).
+	NoCgroup bool
+}
+
+// Tree is what loopgate has to keep its backends' process trees from
+// outliving it: a cgroup of its own below loopgate's cgroup (when it can
+// create one) with a cgroup per backend process, and the keeper process.
+// Safe for concurrent use. Close it once the backends are gone.
+type Tree struct {
+	dir    string // absolute path of loopgate-<pid>; "" without a cgroup
+	why    string // why there is no cgroup (or no keeper)
+	keeper *keeper
+
+	mu     sync.Mutex
+	seq    uint64
+	closed bool
+}
+
+// Open creates the cgroup loopgate-<pid> below this process's cgroup and
+// starts the keeper. Without a usable cgroup v2 hierarchy (none mounted, no
+// write access) it contains by process group only and says why in Why;
+// without a keeper (the executable cannot be started) it still returns a
+// Tree, and Why says so. It fails only if neither works.
+func Open(opts Options) (*Tree, error) {
+	t := &Tree{}
+	var whys []string
+	if opts.NoCgroup {
+		whys = append(whys, "cgroups not wanted")
+	} else if dir, err := makeOwn(); err != nil {
+		whys = append(whys, err.Error())
+	} else {
+		t.dir = dir
+	}
+	exe := opts.Keeper
+	if exe == "" {
+		// Not os.Executable(): /proc/self/exe runs this program even after
+		// its file was replaced or deleted by an upgrade.
+		exe = "/proc/self/exe"
+	}
+	k, err := startKeeper(exe, t.dir)
+	if err != nil {
+		whys = append(whys, err.Error())
+	}
+	t.keeper = k
+	t.why = strings.Join(whys, "; ")
+	if t.dir == "" && k == nil {
+		return nil, fmt.Errorf("process tree containment: %s", t.why)
+	}
+	return t, nil
+}
+
+// makeOwn creates loopgate-<pid> below this process's cgroup.
+func makeOwn() (string, error) {
+	mnt, err := Mount()
+	if err != nil {
+		return "", err
+	}
+	self, err := Self()
+	if err != nil {
+		return "", err
+	}
+	// loopgate-<pid>, unless that is taken: by a loopgate with the same pid
+	// in another PID namespace, or left behind by one whose keeper could
+	// not clean up. Someone else's cgroup is never reused.
+	base := filepath.Join(mnt, self, "loopgate-"+strconv.Itoa(os.Getpid()))
+	dir := base
+	for i := 1; ; i++ {
+		err := os.Mkdir(dir, 0o755)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrExist) || i == 100 {
+			return "", fmt.Errorf("creating a cgroup below %s: %w", filepath.Join(mnt, self), err)
+		}
+		dir = base + "." + strconv.Itoa(i)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
+		os.Remove(dir)
+		return "", fmt.Errorf("%s is not a cgroup v2 directory: %w", dir, err)
+	}
+	return dir, nil
+}
+
+// Dir is the absolute path of loopgate's cgroup, "" without one.
+func (t *Tree) Dir() string { return t.dir }
+
+// Mode names the containment in force, for logs and /status: "cgroup"
+// (a cgroup per backend process, and a keeper), "cgroup-no-keeper",
+// "process-group" (the keeper kills process groups) or "none".
+func (t *Tree) Mode() string {
+	switch {
+	case t == nil:
+		return "none"
+	case t.dir != "" && t.keeper != nil:
+		return "cgroup"
+	case t.dir != "":
+		return "cgroup-no-keeper"
+	}
+	return "process-group"
+}
+
+// Why says what is missing from full containment ("" if nothing).
+func (t *Tree) Why() string {
+	if t == nil {
+		return ""
+	}
+	return t.why
+}
+
+// Group is one backend process's cgroup, or only its process group when the
+// Tree has no cgroup. Safe for concurrent use.
+type Group struct {
+	t    *Tree
+	dir  string // "" without a cgroup
+	fd   *os.File
+	pgid int
+}
+
+// NewGroup creates the cgroup for the next process of app (app/p<n> below
+// loopgate's cgroup). FD is then the descriptor to spawn into
+// (SysProcAttr.UseCgroupFD); call Started with the process id after the
+// spawn, or Remove if the spawn failed.
+func (t *Tree) NewGroup(app string) (*Group, error) {
+	g := &Group{t: t}
+	if t.dir == "" {
+		return g, nil
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil, errors.New("cgroup tree closed")
+	}
+	t.seq++
+	n := t.seq
+	t.mu.Unlock()
+	appDir := filepath.Join(t.dir, groupName(app))
+	if err := os.Mkdir(appDir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("creating cgroup: %w", err)
+	}
+	g.dir = filepath.Join(appDir, "p"+strconv.FormatUint(n, 10))
+	if err := os.Mkdir(g.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating cgroup: %w", err)
+	}
+	fd, err := os.Open(g.dir)
+	if err != nil {
+		os.Remove(g.dir)
+		return nil, fmt.Errorf("opening cgroup: %w", err)
+	}
+	g.fd = fd
+	return g, nil
+}
+
+// groupName turns an app's name (its virtual path) into a cgroup name:
+// "/" is "root", "/api/v1" is "api_v1"; bytes other than letters, digits,
+// '-', '.' and '_' become '_'.
+func groupName(app string) string {
+	app = strings.Trim(app, "/")
+	if app == "" {
+		return "root"
+	}
+	b := []byte(app)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return "app_" + string(b)
+}
+
+// FD is the cgroup's directory descriptor for SysProcAttr.CgroupFD, or -1
+// without a cgroup.
+func (g *Group) FD() int {
+	if g.fd == nil {
+		return -1
+	}
+	return int(g.fd.Fd())
+}
+
+// Dir is the cgroup's absolute path, "" without one.
+func (g *Group) Dir() string { return g.dir }
+
+// Started records the spawned process (its pid is its process group id)
+// and closes the descriptor. Without a cgroup the keeper is told to kill
+// the process group if loopgate dies.
+func (g *Group) Started(pid int) {
+	if g.fd != nil {
+		g.fd.Close()
+		g.fd = nil
+	}
+	g.pgid = pid
+	if g.dir == "" && g.t.keeper != nil {
+		g.t.keeper.send('+', pid)
+	}
+}
+
+// Kill SIGKILLs every process in the cgroup, wherever in it and whatever
+// process group or session it is in. Without a cgroup it does nothing (the
+// caller kills the process group).
+func (g *Group) Kill() error {
+	if g.dir == "" {
+		return nil
+	}
+	return kill(g.dir)
+}
+
+// Remove kills what is left in the cgroup, waits up to wait for it to be
+// empty and removes it. Without a cgroup it tells the keeper the process
+// group is gone. Call it once, after the process has been reaped.
+func (g *Group) Remove(wait time.Duration) error {
+	if g.fd != nil {
+		g.fd.Close()
+		g.fd = nil
+	}
+	if g.dir == "" {
+		if g.pgid != 0 && g.t.keeper != nil {
+			g.t.keeper.send('-', g.pgid)
+		}
+		return nil
+	}
+	return removeAll(g.dir, wait)
+}
+
+// Populated reports whether any process is left in the cgroup.
+func (g *Group) Populated() bool { return g.dir != "" && populated(g.dir) }
+
+// Close kills every backend left in loopgate's cgroup, removes it and
+// stops the keeper. It returns at once when called again.
+func (t *Tree) Close() error {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	t.mu.Unlock()
+	var err error
+	if t.dir != "" {
+		err = removeAll(t.dir, 5*time.Second)
+	}
+	if t.keeper != nil {
+		t.keeper.close()
+	}
+	return err
+}
+
+// kill writes to cgroup.kill (Linux 5.14); before that it SIGKILLs the
+// processes listed in cgroup.procs of dir and its descendants until none is
+// left, which a process forking as fast as it is killed can outrun for a
+// while.
+func kill(dir string) error {
+	err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	deadline := time.Now().Add(time.Second)
+	for populated(dir) && time.Now().Before(deadline) {
+		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return nil
+			}
+			data, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+			for _, f := range bytes.Fields(data) {
+				if pid, err := strconv.Atoi(string(f)); err == nil {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+			return nil
+		})
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// populated reads the populated key of dir's cgroup.events: true while any
+// process is in dir or below it. An unreadable file counts as empty.
+func populated(dir string) bool {
+	f, err := os.Open(filepath.Join(dir, "cgroup.events"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "populated "); ok {
+			return v != "0"
+		}
+	}
+	return false
+}
+
+// removeAll kills everything in dir's subtree, waits up to wait for it to
+// empty and removes the subtree's directories, deepest first.
+func removeAll(dir string, wait time.Duration) error {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err := kill(dir); err != nil {
+		return fmt.Errorf("killing cgroup %s: %w", dir, err)
+	}
+	deadline := time.Now().Add(wait)
+	for populated(dir) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup %s still has processes %v after SIGKILL", dir, wait)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	var dirs []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	var first error
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := os.Remove(dirs[i]); err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {
+			first = fmt.Errorf("removing cgroup: %w", err)
+		}
+	}
+	return first
+}
