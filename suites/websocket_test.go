@@ -328,6 +328,7 @@ func TestWebSocketEnds(t *testing.T) {
 					}
 					c.do(t, w)
 					fs, e, took := w.readUntilEnd(5 * time.Second)
+					t.Logf("client saw %s after %v", e, took)
 					if e == endTimeout || took > within {
 						t.Errorf("client saw %s after %v, want the end within %v", e, took, within)
 					}
@@ -388,7 +389,9 @@ func clientEnds(t *testing.T, tg wsTarget, do func(w *wsConn)) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if took := time.Since(start); took > within {
+	took := time.Since(start)
+	t.Logf("backend session ended within %v (polled)", took)
+	if took > within {
 		t.Errorf("backend saw the end after %v, want within %v", took, within)
 	}
 }
@@ -412,6 +415,7 @@ func TestWebSocketDrain(t *testing.T) {
 	}
 	l.Signal(syscall.SIGTERM)
 	_, e, took := w.readUntilEnd(10 * time.Second)
+	t.Logf("client saw %s %v after SIGTERM", e, took)
 	if e == endTimeout || took > within {
 		t.Errorf("client saw %s %v after SIGTERM, want the end within %v", e, took, within)
 	}
