@@ -11,21 +11,28 @@ import (
 var strTextHTML = []byte("text/html")
 
 // fail answers 502.3 for a backend that could not be reached or failed
-// before the response head was complete.
-func (x *exchange) fail(err error) bool {
+// before the response head was complete, at stage st (stageNone when not
+// an attempt's stage). The page and the log name the cause when it is
+// known.
+func (x *exchange) fail(st stage, err error) bool {
+	cause := gatewayCause(st, err)
 	if x.stream != nil && x.stream.canceled() {
 		// The client reset the stream, and its backend connection was
 		// closed for it: not the backend's failure.
 		x.aborted = true
 		x.s.log.Debug().Err(err).Str("app", x.route.name).Int("pid", x.pid).Msg("client reset the stream")
 	} else {
-		x.s.log.Warn().Err(err).Str("app", x.route.name).Int("pid", x.pid).Msg("bad gateway")
+		x.s.log.Warn().Err(err).Str("app", x.route.name).Int("pid", x.pid).Str("cause", cause.String()).Msg("bad gateway")
 	}
 	x.stopPump()
 	x.dropConn()
 	x.releaseBackend()
 	x.ctx.Response.Header.Reset()
-	return x.answerPage(fasthttp.StatusBadGateway, page502_3)
+	page := gatewayPages[cause]
+	if cause == gatewayTimeout {
+		page = x.route.timeoutPage(x.spec.RequestTimeout)
+	}
+	return x.answerPage(fasthttp.StatusBadGateway, page)
 }
 
 // answerClientError answers 400 after the client failed while sending the

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/loopgate/loopgate/configload"
 	"github.com/loopgate/loopgate/supervisor"
@@ -62,12 +63,29 @@ type route struct {
 	// AdditionalErrorPageLink and output settings, so the page is built
 	// once, not per request.
 	startupPage atomic.Pointer[startupPage]
+	// timeout502_3 caches the 502.3 page naming the spec's requestTimeout.
+	timeout502_3 atomic.Pointer[timeoutPage]
 	// inflight counts the app's requests from routing to finish.
 	inflight atomic.Int64
 	// ups are the upstreams (processes) this app's requests have used,
 	// for AppLoad; retired ones are forgotten there once drained.
 	upsMu sync.Mutex
 	ups   []*upstream
+}
+
+type timeoutPage struct {
+	d    time.Duration
+	body []byte
+}
+
+// timeoutPage returns the 502.3 page for requestTimeout d expiring.
+func (r *route) timeoutPage(d time.Duration) []byte {
+	if p := r.timeout502_3.Load(); p != nil && p.d == d {
+		return p.body
+	}
+	p := &timeoutPage{d: d, body: page502_3Timeout(d)}
+	r.timeout502_3.Store(p)
+	return p.body
 }
 
 type startupPage struct {

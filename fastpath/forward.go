@@ -146,7 +146,7 @@ func (x *exchange) forward() bool {
 			return done
 		}
 		if !retryable(st, retryFacts{attempt: attempt, idempotent: x.idempotent, streamed: x.streamedBody()}) {
-			return x.fail(err)
+			return x.fail(st, err)
 		}
 		if st != stageConnect {
 			// The connection turned out closed: the pooled ones as old or
@@ -207,7 +207,7 @@ func (x *exchange) acquire(attempt int) (answered bool) {
 	x.pid = b.PID()
 	up, _ := b.Upstream().(*upstream)
 	if up == nil {
-		return x.fail(errNoUpstream)
+		return x.fail(stageNone, errNoUpstream)
 	}
 	x.up = up
 	x.route.adopt(up)

@@ -230,7 +230,7 @@ func TestForwardingConformanceBothProtocols(t *testing.T) {
 			req, _ := http.NewRequest("GET", h.url("/"), nil)
 			resp := do(t, c, req, h2)
 			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != 502 || !bytes.Equal(body, page502_3) {
+			if resp.StatusCode != 502 || !bytes.Equal(body, page502_3Timeout(200*time.Millisecond)) {
 				t.Errorf("status %d body %.60q", resp.StatusCode, body)
 			}
 		}},

@@ -98,13 +98,32 @@ type harness struct {
 	addr string
 	apps map[string]*fakeApp
 	obs  *recorder
+	logs *logBuffer // the server's log, JSON lines
+}
+
+// logBuffer collects log lines; safe for concurrent use.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // newHarness starts a front server on 127.0.0.1 for apps mounted at vpaths,
 // each with no backend yet (see backend).
 func newHarness(t *testing.T, cfg Config, vpaths ...string) *harness {
 	t.Helper()
-	h := &harness{t: t, apps: map[string]*fakeApp{}, obs: &recorder{}}
+	h := &harness{t: t, apps: map[string]*fakeApp{}, obs: &recorder{}, logs: &logBuffer{}}
 	var apps []App
 	for _, vp := range vpaths {
 		a := &fakeApp{vpath: vp}
@@ -115,7 +134,7 @@ func newHarness(t *testing.T, cfg Config, vpaths ...string) *harness {
 	if cfg.Observer == nil {
 		cfg.Observer = h.obs
 	}
-	srv, err := New(cfg, apps, zerolog.Nop())
+	srv, err := New(cfg, apps, zerolog.New(h.logs))
 	if err != nil {
 		t.Fatal(err)
 	}

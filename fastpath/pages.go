@@ -3,8 +3,16 @@
 package fastpath
 
 import (
+	"errors"
+	"fmt"
 	"html"
+	"io"
+	"os"
 	"strings"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/loopgate/loopgate/configload"
 )
@@ -159,11 +167,103 @@ const errorPageTemplate = `<!DOCTYPE html>
 </html>
 `
 
-// page502_3 is the short page for a backend that could not be reached, reset
-// the connection, answered with something that is not HTTP, or went silent
-// for requestTimeout. Built once.
-var page502_3 = []byte("<!DOCTYPE html>\r\n<html lang=\"en-US\">\r\n<head><meta charset=\"utf-8\" />" +
-	"<title> HTTP Error 502.3 - Bad Gateway </title></head>\r\n<body>\r\n" +
-	"<h1> HTTP Error 502.3 - Bad Gateway </h1>\r\n" +
-	"<p> There was a connection error while trying to route the request. </p>\r\n" +
-	"</body>\r\n</html>\r\n")
+// badGateway is what loopgate knows of why a backend failed before its
+// response head was complete: the cause the 502.3 page and the log name.
+type badGateway uint8
+
+const (
+	gatewayUnknown  badGateway = iota // no more is known
+	gatewayRefused                    // connect: ECONNREFUSED
+	gatewayConnect                    // connect: another failure, or --backend-connect-timeout
+	gatewayReset                      // ECONNRESET or EPIPE while sending or reading
+	gatewayClosed                     // closed without a byte of response
+	gatewayCut                        // closed in the middle of the response head
+	gatewayTimeout                    // requestTimeout expired with no data
+	gatewayInvalid                    // the response head was not valid HTTP
+	gatewayTooLarge                   // the response head exceeded MaxResponseHeaderBytes
+)
+
+// gatewayCodes name the causes in the log (the "cause" field).
+var gatewayCodes = [...]string{
+	gatewayUnknown: "unknown", gatewayRefused: "connection_refused", gatewayConnect: "connect_failed",
+	gatewayReset: "connection_reset", gatewayClosed: "closed_without_response", gatewayCut: "response_cut",
+	gatewayTimeout: "request_timeout", gatewayInvalid: "invalid_response", gatewayTooLarge: "response_head_too_large",
+}
+
+func (g badGateway) String() string { return gatewayCodes[g] }
+
+// gatewayCause classifies the error an attempt failed with at stage st.
+func gatewayCause(st stage, err error) badGateway {
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case err == nil:
+		return gatewayUnknown
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return gatewayRefused
+	case st == stageConnect || st == stageRedial:
+		return gatewayConnect
+	case errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, fasthttp.ErrTimeout):
+		return gatewayTimeout
+	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE):
+		return gatewayReset
+	case st == stageNoResponse || (st == stageSend && errors.Is(err, io.EOF)):
+		return gatewayClosed
+	case errors.Is(err, io.ErrUnexpectedEOF) || (st == stageBadResponse && errors.Is(err, io.EOF)):
+		return gatewayCut
+	case errors.As(err, &small):
+		return gatewayTooLarge
+	case st == stageBadResponse || errors.Is(err, errInterim) || errors.Is(err, errBadSwitch):
+		return gatewayInvalid
+	}
+	return gatewayUnknown
+}
+
+// page502_3Start and page502_3End frame the 502.3 page: title and h1
+// "HTTP Error 502.3 - Bad Gateway" and the reference's sentence, then one
+// paragraph naming the cause when loopgate knows it.
+const (
+	page502_3Start = "<!DOCTYPE html>\r\n<html lang=\"en-US\">\r\n<head><meta charset=\"utf-8\" />" +
+		"<title> HTTP Error 502.3 - Bad Gateway </title></head>\r\n<body>\r\n" +
+		"<h1> HTTP Error 502.3 - Bad Gateway </h1>\r\n" +
+		"<p> There was a connection error while trying to route the request. </p>\r\n"
+	page502_3End = "</body>\r\n</html>\r\n"
+)
+
+// gatewayTexts say each cause to the client, as a paragraph of the page.
+var gatewayTexts = [...]string{
+	gatewayUnknown:  "",
+	gatewayRefused:  "The application refused the connection: it is not listening on its port.",
+	gatewayConnect:  "loopgate could not connect to the application.",
+	gatewayReset:    "The application reset the connection.",
+	gatewayClosed:   "The application closed the connection without answering.",
+	gatewayCut:      "The application closed the connection in the middle of its response.",
+	gatewayTimeout:  "", // page502_3Timeout
+	gatewayInvalid:  "The application's response was not valid HTTP.",
+	gatewayTooLarge: "The application's response headers were too large.",
+}
+
+// gatewayPages are the 502.3 pages for the causes whose text is fixed,
+// built once; page502_3 is the one without a cause.
+var gatewayPages = func() (pages [len(gatewayTexts)][]byte) {
+	for g, text := range gatewayTexts {
+		pages[g] = render502_3(text)
+	}
+	return pages
+}()
+
+var page502_3 = gatewayPages[gatewayUnknown]
+
+func render502_3(cause string) []byte {
+	if cause == "" {
+		return []byte(page502_3Start + page502_3End)
+	}
+	return []byte(page502_3Start + "<p> " + cause + " </p>\r\n" + page502_3End)
+}
+
+// page502_3Timeout is the 502.3 page for requestTimeout d expiring,
+// written as web.config writes it: "requestTimeout of 00:02:00 expired".
+func page502_3Timeout(d time.Duration) []byte {
+	d = d.Round(time.Second)
+	h, m, s := int64(d/time.Hour), int64(d%time.Hour/time.Minute), int64(d%time.Minute/time.Second)
+	return render502_3(fmt.Sprintf("The application sent nothing for requestTimeout of %02d:%02d:%02d, which expired.", h, m, s))
+}

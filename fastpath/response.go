@@ -34,7 +34,7 @@ func (x *exchange) respond() bool {
 			x.stopPump()
 			x.dropConn()
 			rh.Reset()
-			return x.fail(errBadSwitch)
+			return x.fail(stageBadResponse, errBadSwitch)
 		}
 		return x.startTunnel()
 	}
