@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -27,6 +28,9 @@ const within = time.Second
 type wsTarget struct {
 	name string
 	addr string
+	tls  bool // addr is loopgate's TLS listener
+	// plain reaches the same backend over plain HTTP (= addr unless tls).
+	plain string
 	// pid returns the backend process serving addr now.
 	pid func(t *testing.T) int
 }
@@ -68,20 +72,27 @@ func startWSEchoDirect(t *testing.T) wsTarget {
 			t.Fatalf("wsecho printed %q", s)
 		}
 		pid := cmd.Process.Pid
-		return wsTarget{name: "direct", addr: addr, pid: func(*testing.T) int { return pid }}
+		return wsTarget{name: "direct", addr: addr, plain: addr, pid: func(*testing.T) int { return pid }}
 	case <-time.After(10 * time.Second):
 		t.Fatal("wsecho did not print its address")
 	}
 	return wsTarget{}
 }
 
-// startWSEchoLoopgate hosts wsecho through a web.config behind loopgate.
-func startWSEchoLoopgate(t *testing.T, args ...string) (wsTarget, *loopgatetest.Process) {
+// startWSEchoLoopgate hosts wsecho through a web.config behind loopgate,
+// on a plain and a TLS listener; the second target is the TLS one.
+func startWSEchoLoopgate(t *testing.T, args ...string) (wsTarget, wsTarget, *loopgatetest.Process) {
 	t.Helper()
 	dir := t.TempDir()
-	writeWebConfig(t, dir, loopgatetest.Program(t, wsechoPkg), "", "")
-	l := startLoopgate(t, append(args, dir)...)
-	tg := wsTarget{name: "loopgate", addr: l.Front, pid: func(t *testing.T) int {
+	app := filepath.Join(dir, "app")
+	if err := os.Mkdir(app, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeWebConfig(t, app, loopgatetest.Program(t, wsechoPkg), "", "")
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeCert(t, cert, key)
+	l := startLoopgate(t, append(args, "--tls-listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key, app)...)
+	pid := func(t *testing.T) int {
 		t.Helper()
 		pid, err := strconv.Atoi(httpGet(t, l.Front, "/pid"))
 		if err != nil {
@@ -89,9 +100,16 @@ func startWSEchoLoopgate(t *testing.T, args ...string) (wsTarget, *loopgatetest.
 		}
 		loopgatetest.KillAtCleanup(t, pid)
 		return pid
-	}}
-	tg.pid(t) // starts the backend
-	return tg, l
+	}
+	pid(t) // starts the backend
+	tlsAddr := l.WaitLog(5*time.Second, func(x loopgatetest.Line) bool {
+		return x.Str("event") == "listening" && x["tls"] == true
+	}).Str("addr")
+	if tlsAddr == "" {
+		t.Fatal("loopgate did not log its TLS listener")
+	}
+	return wsTarget{name: "loopgate", addr: l.Front, plain: l.Front, pid: pid},
+		wsTarget{name: "loopgate TLS", addr: tlsAddr, tls: true, plain: l.Front, pid: pid}, l
 }
 
 // httpGet fetches path from addr and returns the body of a 200.
@@ -133,7 +151,7 @@ type wsCase struct {
 
 func run(t *testing.T, tg wsTarget, c wsCase) transcript {
 	t.Helper()
-	w, err := dialWS(tg.addr, c.path)
+	w, err := dialWS(tg.addr, c.path, tg.tls)
 	if err != nil {
 		t.Fatalf("%s: %v", tg.name, err)
 	}
@@ -278,16 +296,18 @@ func TestWebSocketFrameCases(t *testing.T) {
 			check: lastClose(1002)},
 	}
 	direct := startWSEchoDirect(t)
-	proxied, _ := startWSEchoLoopgate(t)
+	proxied, proxiedTLS, _ := startWSEchoLoopgate(t)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			want := run(t, direct, c)
 			if err := c.check(want); err != nil {
 				t.Fatalf("direct (the case itself is wrong): %v", err)
 			}
-			got := run(t, proxied, c)
-			if !reflect.DeepEqual(got, want) {
-				t.Errorf("through loopgate %v ended=%v; direct %v ended=%v", got.frames, got.ended, want.frames, want.ended)
+			for _, tg := range []wsTarget{proxied, proxiedTLS} {
+				got := run(t, tg, c)
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("through %s %v ended=%v; direct %v ended=%v", tg.name, got.frames, got.ended, want.frames, want.ended)
+				}
 			}
 		})
 	}
@@ -297,8 +317,8 @@ func TestWebSocketFrameCases(t *testing.T) {
 // other side within a second, through loopgate as directly.
 func TestWebSocketEnds(t *testing.T) {
 	direct := startWSEchoDirect(t)
-	proxied, _ := startWSEchoLoopgate(t)
-	for _, tg := range []wsTarget{direct, proxied} {
+	proxied, proxiedTLS, _ := startWSEchoLoopgate(t)
+	for _, tg := range []wsTarget{direct, proxied, proxiedTLS} {
 		t.Run(tg.name, func(t *testing.T) {
 			// The server side ends; the client must see its connection end.
 			for _, c := range []struct {
@@ -315,7 +335,7 @@ func TestWebSocketEnds(t *testing.T) {
 				}, nil},
 			} {
 				t.Run(c.name, func(t *testing.T) {
-					w, err := dialWS(tg.addr, "/echo")
+					w, err := dialWS(tg.addr, "/echo", tg.tls)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -347,8 +367,8 @@ func TestWebSocketEnds(t *testing.T) {
 			}{
 				{"client close frame then FIN", func(w *wsConn) { _ = w.send(closeFrame(1000, "")); w.c.Close() }},
 				{"client FIN without a close frame", func(w *wsConn) { w.c.Close() }},
-				{"client half-close", func(w *wsConn) { w.c.CloseWrite() }},
-				{"client reset", func(w *wsConn) { w.c.SetLinger(0); w.c.Close() }},
+				{"client half-close", func(w *wsConn) { w.closeWrite() }},
+				{"client reset", func(w *wsConn) { w.reset() }},
 			} {
 				t.Run(c.name, func(t *testing.T) {
 					clientEnds(t, tg, c.do)
@@ -367,7 +387,7 @@ func TestWebSocketEnds(t *testing.T) {
 // requires the backend to count no open session within a second.
 func clientEnds(t *testing.T, tg wsTarget, do func(w *wsConn)) {
 	t.Helper()
-	w, err := dialWS(tg.addr, "/echo")
+	w, err := dialWS(tg.addr, "/echo", tg.tls)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,12 +398,12 @@ func clientEnds(t *testing.T, tg wsTarget, do func(w *wsConn)) {
 	if _, err := w.readFrames(1, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if n := httpGet(t, tg.addr, "/open"); n != "1" {
+	if n := httpGet(t, tg.plain, "/open"); n != "1" {
 		t.Fatalf("backend counts %s open sessions, want 1", n)
 	}
 	start := time.Now()
 	do(w)
-	for httpGet(t, tg.addr, "/open") != "0" {
+	for httpGet(t, tg.plain, "/open") != "0" {
 		if time.Since(start) > 5*time.Second {
 			t.Fatal("backend session still open 5 s after the client ended")
 		}
@@ -400,9 +420,9 @@ func clientEnds(t *testing.T, tg wsTarget, do func(w *wsConn)) {
 // once, stops the backend in time (no "backends did not stop in time;
 // killed" in the log) and exits 0 with no backend left.
 func TestWebSocketDrain(t *testing.T) {
-	tg, l := startWSEchoLoopgate(t, "--drain-timeout", "5s")
+	tg, _, l := startWSEchoLoopgate(t, "--drain-timeout", "5s")
 	pid := tg.pid(t)
-	w, err := dialWS(tg.addr, "/echo")
+	w, err := dialWS(tg.addr, "/echo", tg.tls)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package suites
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -130,18 +131,39 @@ func readFrame(r *bufio.Reader) (frame, error) {
 
 // wsConn is one client connection after a successful upgrade.
 type wsConn struct {
-	c  *net.TCPConn
-	br *bufio.Reader
+	c   net.Conn     // the stream: raw, or TLS over it
+	raw *net.TCPConn // the TCP connection
+	br  *bufio.Reader
 }
 
-// dialWS upgrades a new connection to addr at path, with every I/O bounded
+// closeWrite ends the client's stream and keeps reading: TLS close_notify
+// (over TLS), then FIN.
+func (w *wsConn) closeWrite() {
+	if tc, ok := w.c.(*tls.Conn); ok {
+		_ = tc.CloseWrite()
+	}
+	_ = w.raw.CloseWrite()
+}
+
+// reset closes the connection with RST.
+func (w *wsConn) reset() {
+	_ = w.raw.SetLinger(0)
+	_ = w.raw.Close()
+}
+
+// dialWS upgrades a new connection to addr at path, over TLS (HTTP/1.1 by
+// ALPN, the certificate not verified) when useTLS, with every I/O bounded
 // by 30 s.
-func dialWS(addr, path string) (*wsConn, error) {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+func dialWS(addr, path string, useTLS bool) (*wsConn, error) {
+	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	_ = raw.SetDeadline(time.Now().Add(30 * time.Second))
+	c := raw
+	if useTLS {
+		c = tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	}
 	req := "GET " + path + " HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 	if _, err := io.WriteString(c, req); err != nil {
@@ -158,7 +180,7 @@ func dialWS(addr, path string) (*wsConn, error) {
 		c.Close()
 		return nil, fmt.Errorf("upgrade answered %s, accept %q", resp.Status, resp.Header.Get("Sec-WebSocket-Accept"))
 	}
-	return &wsConn{c: c.(*net.TCPConn), br: br}, nil
+	return &wsConn{c: c, raw: raw.(*net.TCPConn), br: br}, nil
 }
 
 func (w *wsConn) send(fs ...frame) error {
