@@ -234,3 +234,36 @@ func TestContainmentRecycleAndStop(t *testing.T) {
 		})
 	}
 }
+
+// TestContainmentUsage: with cgroups, /status and /metrics carry each app's
+// CPU time and memory, and the CPU counter keeps what a recycled process
+// used after its cgroup is gone.
+func TestContainmentUsage(t *testing.T) {
+	requireContainment(t)
+	dir := appDir(t, "", nil)
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{"--accel", "off", dir}})
+	containmentCgroup(t, l)
+	c := client(t, 20*time.Second)
+	if code, _, err := get(c, l.URL("/")); err != nil || code != 200 {
+		t.Fatalf("GET /: %d %v", code, err)
+	}
+	old := l.WaitReady(t, 1, 10*time.Second)
+	loopgatetest.KillAtCleanup(t, old...)
+	u := l.Status(t).Apps[0].Usage
+	if u == nil || u.MemoryBytes < 1<<20 || u.CPUSeconds <= 0 {
+		t.Fatalf("/status usage %+v, want some CPU time and at least 1 MiB", u)
+	}
+	mem := metric(t, l, `loopgate_app_memory_bytes{app="/"}`)
+	cpu := metric(t, l, `loopgate_app_cpu_seconds_total{app="/"}`)
+	t.Logf("one test backend: %.1f MiB, %.3f s of CPU (/status %+v)", mem/(1<<20), cpu, *u)
+	if mem < 1<<20 || cpu <= 0 {
+		t.Errorf("metrics: memory %v bytes, CPU %v s", mem, cpu)
+	}
+
+	writeConfig(t, dir, `rapidFailsPerMinute="9"`, nil)
+	l.Signal(syscall.SIGHUP)
+	loopgatetest.WaitDead(t, 10*time.Second, old...)
+	if after := metric(t, l, `loopgate_app_cpu_seconds_total{app="/"}`); after < cpu {
+		t.Errorf("CPU time went from %v s to %v s after a recycle: the old process's share was lost", cpu, after)
+	}
+}

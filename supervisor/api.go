@@ -167,3 +167,15 @@ type ProcessStatus struct {
 	// "exit status 3" or "signal: killed"; "" if none.
 	LastExit string
 }
+
+// Usage is what an app's processes have used, read from their cgroups
+// (Options.Contain). It is a plain value.
+type Usage struct {
+	// CPU is the user and system CPU time of every process the app has run
+	// since loopgate started, exited ones included.
+	CPU time.Duration
+	// MemoryBytes is the memory the app's processes use now: the memory
+	// controller's memory.current where it is enabled for loopgate's
+	// cgroups, else the sum of their resident set sizes.
+	MemoryBytes int64
+}

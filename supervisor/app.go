@@ -243,6 +243,18 @@ func (a *App) kick() {
 	}
 }
 
+// Usage reads the CPU time and memory of the app's processes from their
+// cgroups. It reports false without cgroups (Options.Contain unset or not
+// possible here). It reads a few files: call it for /status and metrics,
+// not per request.
+func (a *App) Usage() (Usage, bool) {
+	u, err := a.s.tree.Usage(a.vpath)
+	if err != nil {
+		return Usage{}, false
+	}
+	return Usage{CPU: u.CPU, MemoryBytes: u.Memory}, true
+}
+
 // Status returns a copy of the app's state.
 func (a *App) Status() AppStatus {
 	sn := a.status.Load()

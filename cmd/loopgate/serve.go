@@ -463,7 +463,8 @@ func (srv *server) snapshot() status.Snapshot {
 	if srv.sup == nil {
 		return s
 	}
-	for _, a := range srv.sup.Status() {
+	apps := srv.sup.Apps()
+	for i, a := range srv.sup.Status() {
 		app := status.App{
 			Name: a.Name, VirtualPath: a.VirtualPath, Dir: a.Dir, State: string(a.State),
 			ConfigError: a.ConfigError, LastStartError: a.LastStartError, Offline: a.Offline,
@@ -478,6 +479,9 @@ func (srv *server) snapshot() status.Snapshot {
 				ps.UptimeSeconds = now.Sub(p.Started).Seconds()
 			}
 			app.Processes = append(app.Processes, ps)
+		}
+		if u, ok := apps[i].Usage(); ok {
+			app.Usage = &status.Usage{CPUSeconds: u.CPU.Seconds(), MemoryBytes: u.MemoryBytes}
 		}
 		s.Apps = append(s.Apps, app)
 	}

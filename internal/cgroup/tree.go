@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -102,6 +103,13 @@ func makeOwn() (string, error) {
 	if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
 		os.Remove(dir)
 		return "", fmt.Errorf("%s is not a cgroup v2 directory: %w", dir, err)
+	}
+	// The apps' cgroups get the memory controller where loopgate's has it
+	// (its parent enabled it for loopgate's cgroup), so Usage reads
+	// memory.current; elsewhere it sums RSS. Best effort: nothing depends
+	// on it.
+	if c, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers")); err == nil && slices.Contains(strings.Fields(string(c)), "memory") {
+		_ = os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory"), 0)
 	}
 	return dir, nil
 }

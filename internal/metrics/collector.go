@@ -23,6 +23,10 @@ var (
 		"1 while an app's web.config is broken and its previous configuration keeps running.", []string{"app"}, nil)
 	descOffline = prometheus.NewDesc("loopgate_app_offline",
 		"1 while the app's app_offline.htm is present.", []string{"app"}, nil)
+	descAppMemory = prometheus.NewDesc("loopgate_app_memory_bytes",
+		"Memory used now by the app's backend processes (cgroup memory.current, or the sum of their RSS where the memory controller is not enabled), by app; absent without cgroup containment.", []string{"app"}, nil)
+	descAppCPU = prometheus.NewDesc("loopgate_app_cpu_seconds_total",
+		"User and system CPU time of every backend process the app has run since loopgate started, by app; absent without cgroup containment.", []string{"app"}, nil)
 	descProcesses = prometheus.NewDesc("loopgate_backend_processes",
 		"Backend process slots, by app and state.", []string{"app", "state"}, nil)
 	descInFlight = prometheus.NewDesc("loopgate_requests_in_flight",
@@ -58,7 +62,7 @@ var _ prometheus.Collector = (*snapshotCollector)(nil)
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descStarts, descCrashes, descRestarts, descRapidFail, descRecycles,
-		descReloads, descConfigError, descOffline, descProcesses, descInFlight, descAppInFlight, descUpstreamConns, descClientConns, descSockmap, descSockmapFallbacks,
+		descReloads, descConfigError, descOffline, descAppMemory, descAppCPU, descProcesses, descInFlight, descAppInFlight, descUpstreamConns, descClientConns, descSockmap, descSockmapFallbacks,
 		descAccel, descDraining, descBuild} {
 		ch <- d
 	}
@@ -105,6 +109,10 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descReloads, a.ConfigReloadsFailed, "failed")
 		ch <- prometheus.MustNewConstMetric(descConfigError, prometheus.GaugeValue, b2f(a.ConfigError != ""), a.Name)
 		ch <- prometheus.MustNewConstMetric(descOffline, prometheus.GaugeValue, b2f(a.Offline), a.Name)
+		if a.Usage != nil {
+			ch <- prometheus.MustNewConstMetric(descAppMemory, prometheus.GaugeValue, float64(a.Usage.MemoryBytes), a.Name)
+			ch <- prometheus.MustNewConstMetric(descAppCPU, prometheus.CounterValue, a.Usage.CPUSeconds, a.Name)
+		}
 		var byState [len(processStates)]int
 		for _, p := range a.Processes {
 			for i, st := range processStates {

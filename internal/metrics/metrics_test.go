@@ -17,7 +17,7 @@ func snapshot() status.Snapshot {
 		Acceleration: status.Accel{Mode: "auto", Active: true, Redirected: 7, Passed: 3, Fallbacks: 2},
 		Apps: []status.App{
 			{Name: "/", Starts: 3, Crashes: 2, Restarts: 2, RapidFailBlocks: 1, Recycles: 4, ConfigReloadsOK: 5, ConfigReloadsFailed: 6,
-				Offline: true, ConfigError: "web.config:1: broken",
+				Offline: true, ConfigError: "web.config:1: broken", Usage: &status.Usage{CPUSeconds: 2.5, MemoryBytes: 4096},
 				Processes: []status.Process{{State: "ready", PID: 10}, {State: "ready", PID: 11}, {State: "starting"}}},
 			{Name: "/api", Processes: []status.Process{{State: "idle"}}},
 		},
@@ -133,6 +133,8 @@ func TestSnapshotMetrics(t *testing.T) {
 		want   float64
 	}{
 		{"loopgate_backend_starts_total", map[string]string{"app": "/"}, 3},
+		{"loopgate_app_memory_bytes", map[string]string{"app": "/"}, 4096},
+		{"loopgate_app_cpu_seconds_total", map[string]string{"app": "/"}, 2.5},
 		{"loopgate_backend_crashes_total", map[string]string{"app": "/"}, 2},
 		{"loopgate_backend_restarts_total", map[string]string{"app": "/"}, 2},
 		{"loopgate_rapid_fail_blocks_total", map[string]string{"app": "/"}, 1},

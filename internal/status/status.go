@@ -57,16 +57,29 @@ type App struct {
 	ConfigError string `json:"config_error,omitempty"`
 	// LastStartError says why the last failed start failed; kept after later
 	// successes so an operator can see what went wrong.
-	LastStartError      string    `json:"last_start_error,omitempty"`
-	Offline             bool      `json:"offline"` // app_offline.htm is present
-	Starts              uint64    `json:"starts"`
-	Crashes             uint64    `json:"crashes"`
-	Restarts            uint64    `json:"restarts"`
-	RapidFailBlocks     uint64    `json:"rapid_fail_blocks"`
-	Recycles            uint64    `json:"recycles"`
-	ConfigReloadsOK     uint64    `json:"config_reloads_ok"`
-	ConfigReloadsFailed uint64    `json:"config_reloads_failed"`
-	Processes           []Process `json:"processes"`
+	LastStartError      string `json:"last_start_error,omitempty"`
+	Offline             bool   `json:"offline"` // app_offline.htm is present
+	Starts              uint64 `json:"starts"`
+	Crashes             uint64 `json:"crashes"`
+	Restarts            uint64 `json:"restarts"`
+	RapidFailBlocks     uint64 `json:"rapid_fail_blocks"`
+	Recycles            uint64 `json:"recycles"`
+	ConfigReloadsOK     uint64 `json:"config_reloads_ok"`
+	ConfigReloadsFailed uint64 `json:"config_reloads_failed"`
+	// Usage is what the app's processes have used, read from their
+	// cgroups; absent without cgroup containment.
+	Usage     *Usage    `json:"usage,omitempty"`
+	Processes []Process `json:"processes"`
+}
+
+// Usage is an app's resource use.
+type Usage struct {
+	// CPUSeconds is the user and system CPU time of every process the app
+	// has run since loopgate started, exited ones included.
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// MemoryBytes is the memory its processes use now (memory.current where
+	// the memory controller is enabled, else the sum of their RSS).
+	MemoryBytes int64 `json:"memory_bytes"`
 }
 
 // Process is one backend process slot.

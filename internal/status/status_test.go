@@ -164,3 +164,22 @@ func TestFetchNotOK(t *testing.T) {
 		t.Fatalf("err = %v, want one naming the 404", err)
 	}
 }
+
+// TestWriteTableUsage: CPU and MEMORY columns appear when any app has its
+// usage (cgroup containment), with a dash for one that has none, and the
+// usage has stable JSON names.
+func TestWriteTableUsage(t *testing.T) {
+	s := sample()
+	s.Apps[0].Usage = &Usage{CPUSeconds: 1.25, MemoryBytes: 12 << 20}
+	var b strings.Builder
+	WriteTable(&b, s)
+	for _, want := range []string{"RAPID-FAIL BLOCKS  CPU   MEMORY\n", "0                  1.2s  12.0 MiB\n", "0                  -     -\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+	raw, _ := json.Marshal(s)
+	if !strings.Contains(string(raw), `"usage":{"cpu_seconds":1.25,"memory_bytes":12582912}`) || strings.Count(string(raw), `"usage"`) != 1 {
+		t.Errorf("usage JSON:\n%s", raw)
+	}
+}

@@ -41,14 +41,31 @@ func WriteTable(w io.Writer, s Snapshot) error {
 	}
 
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "APP\tSTATE\tDIR\tSTARTS\tCRASHES\tRESTARTS\tRECYCLES\tRAPID-FAIL BLOCKS")
+	// CPU and MEMORY only where loopgate reads them from cgroups.
+	usage := false
+	for _, app := range s.Apps {
+		usage = usage || app.Usage != nil
+	}
+	header := "APP\tSTATE\tDIR\tSTARTS\tCRASHES\tRESTARTS\tRECYCLES\tRAPID-FAIL BLOCKS"
+	if usage {
+		header += "\tCPU\tMEMORY"
+	}
+	fmt.Fprintln(tw, header)
 	for _, app := range s.Apps {
 		st := app.State
 		if app.Offline && st != "offline" {
 			st += " (offline)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", app.VirtualPath, st, app.Dir,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d", app.VirtualPath, st, app.Dir,
 			app.Starts, app.Crashes, app.Restarts, app.Recycles, app.RapidFailBlocks)
+		switch {
+		case !usage:
+		case app.Usage == nil:
+			fmt.Fprint(tw, "\t-\t-")
+		default:
+			fmt.Fprintf(tw, "\t%.1fs\t%.1f MiB", app.Usage.CPUSeconds, float64(app.Usage.MemoryBytes)/(1<<20))
+		}
+		fmt.Fprintln(tw)
 	}
 	if len(s.Apps) == 0 {
 		fmt.Fprintln(tw, "(no apps)")
