@@ -67,6 +67,9 @@ func (x *exchange) answer(status int, body []byte) bool {
 	r := &x.ctx.Response
 	r.Header.SetStatusCode(status)
 	r.SetBodyRaw(body)
+	if !x.ctx.IsHead() {
+		x.bytesOut = int64(len(body)) // the page loopgate sends counts as any body
+	}
 	if !x.consumed {
 		r.Header.SetConnectionClose()
 		lingerOnClose(x.ctx.Conn())

@@ -51,8 +51,10 @@ func (o *observer) ObserveRequest(i fastpath.RequestInfo) {
 		Int64("bytes_in", i.BytesIn).
 		Float64("duration_ms", float64(i.Duration.Microseconds())/1000).
 		Str("app", i.App).
-		Int("pid", i.PID).
 		Bytes("client", appendAddr(buf[:0], i.RemoteAddr))
+	if i.PID != 0 { // loopgate answered itself (502.5, 503, 404, 413): no backend
+		e = e.Int("pid", i.PID)
+	}
 	if i.Aborted {
 		e = e.Bool("aborted", true)
 	}

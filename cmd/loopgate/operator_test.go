@@ -136,3 +136,53 @@ func TestAdminHostNames(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessLogOfLoopgatesOwnAnswers: a 502.5 that loopgate answers itself
+// is logged with the size of the page it sent and without a pid (no
+// backend served it), and so is the 503 of app_offline.htm.
+func TestAccessLogOfLoopgatesOwnAnswers(t *testing.T) {
+	dir := pythonApp(t, "import sys\nsys.exit('no luck')\n", "")
+	in := loopgatetest.Start(t, loopgatetest.Options{Args: []string{dir}})
+	isAccess := func(l loopgatetest.Line) bool { return l.Str("event") == "access" }
+	// request GETs / and returns the answer and its access line.
+	request := func() (int, string, loopgatetest.Line) {
+		before := in.Count(isAccess)
+		code, body := get(t, in.URL("/"))
+		seen := 0
+		l := in.WaitLog(10*time.Second, func(l loopgatetest.Line) bool {
+			if isAccess(l) {
+				seen++
+			}
+			return isAccess(l) && seen == before+1
+		})
+		if l == nil {
+			t.Fatalf("no access line for request %d", before+1)
+		}
+		return code, body, l
+	}
+	code, body, l := request()
+	if code != 502 || !strings.Contains(body, "502.5") {
+		t.Fatalf("GET /: %d %q", code, body)
+	}
+	if l["status"] != float64(502) || l["bytes"] != float64(len(body)) || l["pid"] != nil {
+		t.Errorf("access line of the 502.5 (%d bytes): %v", len(body), l)
+	}
+	offline := "<html>down for a moment</html>"
+	if err := os.WriteFile(filepath.Join(dir, "app_offline.htm"), []byte(offline), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body, l = request()
+		if code == 503 && body == offline {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("offline page not served: %d %q", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if l["status"] != float64(503) || l["bytes"] != float64(len(offline)) || l["pid"] != nil {
+		t.Errorf("access line of the 503: %v", l)
+	}
+}
