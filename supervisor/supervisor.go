@@ -56,7 +56,13 @@ func New(specs []*configload.AppSpec, opts Options) (*Supervisor, error) {
 	if s.os == nil {
 		ros := realOS{}
 		if opts.Contain {
-			tree, err := cgroup.Open(cgroup.Options{Keeper: opts.ContainKeeper})
+			tree, err := cgroup.Open(cgroup.Options{Keeper: opts.ContainKeeper, KeeperLost: func(err error) {
+				if err != nil {
+					s.log.Error().Str("event", "containment").Err(err).Msg("the keeper exited and cannot be started again; retrying")
+					return
+				}
+				s.log.Warn().Str("event", "containment").Msg("the keeper exited while loopgate runs; started a new one")
+			}})
 			if err != nil {
 				s.log.Warn().Str("event", "containment").Str("mode", "none").Err(err).
 					Msg("no process-tree containment: only the direct child of loopgate dies with it")

@@ -49,6 +49,10 @@ func KeeperMain() {
 
 func runKeeper(dir string, in, status *os.File) int {
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGPIPE, syscall.SIGUSR1)
+	// Its name in ps, top and killall: started through /proc/self/exe, it
+	// would be "exe" (and not "loopgate", so `killall -9 loopgate` leaves it
+	// to clean up).
+	_ = os.WriteFile("/proc/self/comm", []byte("loopgate-keeper"), 0)
 	// Out of the OOM killer's way where allowed: it holds almost nothing.
 	_ = os.WriteFile("/proc/self/oom_score_adj", []byte("-1000"), 0)
 	if status != nil {
@@ -85,26 +89,96 @@ func runKeeper(dir string, in, status *os.File) int {
 	return 0
 }
 
-// keeper is loopgate's side of the keeper: the write end of its pipe.
+// keeper is loopgate's side of the keeper: the write end of its pipe, and
+// a goroutine that starts a new keeper if the one running exits while
+// loopgate still runs (killed by an operator, say), telling it again about
+// the process groups the old one knew.
 type keeper struct {
-	mu   sync.Mutex
-	w    *os.File // nil once closed
-	proc *os.Process
-	done chan struct{} // closed when the keeper has exited and been reaped
+	exe, dir string
+	lost     func(err error) // Options.KeeperLost
+
+	mu      sync.Mutex
+	w       *os.File // nil while no keeper runs, and once closed
+	proc    *os.Process
+	pgids   map[int]bool // what the keeper has been told to kill
+	closing bool
+	done    chan struct{} // closed when watch has returned
 }
 
 // startKeeper starts exe as the keeper of dir and waits for it to say it
 // runs.
-func startKeeper(exe, dir string) (*keeper, error) {
+func startKeeper(exe, dir string, lost func(error)) (*keeper, error) {
+	w, proc, exited, err := spawnKeeper(exe, dir)
+	if err != nil {
+		return nil, err
+	}
+	k := &keeper{exe: exe, dir: dir, lost: lost, w: w, proc: proc, pgids: map[int]bool{}, done: make(chan struct{})}
+	go k.watch(exited)
+	return k, nil
+}
+
+// watch replaces a keeper that exits before close, retrying with a growing
+// pause (100 ms to 5 s) while none can be started.
+func (k *keeper) watch(exited <-chan struct{}) {
+	defer close(k.done)
+	pause := 100 * time.Millisecond
+	for {
+		<-exited
+		k.mu.Lock()
+		if k.closing {
+			k.mu.Unlock()
+			return
+		}
+		if k.w != nil {
+			k.w.Close()
+			k.w = nil
+		}
+		k.mu.Unlock()
+		time.Sleep(pause)
+		w, proc, ex, err := spawnKeeper(k.exe, k.dir)
+		k.mu.Lock()
+		if k.closing {
+			k.mu.Unlock()
+			if err == nil {
+				w.Close()
+				<-ex
+			}
+			return
+		}
+		if err != nil {
+			k.mu.Unlock()
+			if k.lost != nil {
+				k.lost(err)
+			}
+			pause = min(2*pause, 5*time.Second)
+			c := make(chan struct{})
+			close(c)
+			exited = c
+			continue
+		}
+		k.w, k.proc, exited, pause = w, proc, ex, 100*time.Millisecond
+		for pgid := range k.pgids {
+			k.w.WriteString("+" + strconv.Itoa(pgid) + "\n")
+		}
+		k.mu.Unlock()
+		if k.lost != nil {
+			k.lost(nil)
+		}
+	}
+}
+
+// spawnKeeper starts one keeper process and waits (bounded) for it to say
+// it runs. exited is closed when it has exited and been reaped.
+func spawnKeeper(exe, dir string) (w *os.File, proc *os.Process, exited <-chan struct{}, err error) {
 	r, w, err := os.Pipe()
 	if err != nil {
-		return nil, fmt.Errorf("keeper: %w", err)
+		return nil, nil, nil, fmt.Errorf("keeper: %w", err)
 	}
 	sr, sw, err := os.Pipe()
 	if err != nil {
 		r.Close()
 		w.Close()
-		return nil, fmt.Errorf("keeper: %w", err)
+		return nil, nil, nil, fmt.Errorf("keeper: %w", err)
 	}
 	cmd := exec.Command(exe)
 	cmd.Args = []string{"loopgate-keeper"}
@@ -118,12 +192,12 @@ func startKeeper(exe, dir string) (*keeper, error) {
 	if err != nil {
 		w.Close()
 		sr.Close()
-		return nil, fmt.Errorf("keeper: %w", err)
+		return nil, nil, nil, fmt.Errorf("keeper: %w", err)
 	}
-	k := &keeper{w: w, proc: cmd.Process, done: make(chan struct{})}
+	done := make(chan struct{})
 	go func() {
 		cmd.Wait()
-		close(k.done)
+		close(done)
 	}()
 	ok := make(chan bool, 1)
 	go func() {
@@ -136,21 +210,27 @@ func startKeeper(exe, dir string) (*keeper, error) {
 	select {
 	case good := <-ok:
 		if good {
-			return k, nil
+			return w, cmd.Process, done, nil
 		}
 	case <-t.C:
 	}
 	// Not a keeper: a program that does not call KeeperMain.
-	k.proc.Kill()
+	cmd.Process.Kill()
 	w.Close()
 	sr.Close()
-	return nil, errors.New("keeper: " + exe + " did not start as a keeper (does its main call cgroup.KeeperMain?)")
+	<-done
+	return nil, nil, nil, errors.New("keeper: " + exe + " did not start as a keeper (does its main call cgroup.KeeperMain?)")
 }
 
 // send tells the keeper to kill (+) or forget (-) a process group.
 func (k *keeper) send(op byte, pgid int) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if op == '+' {
+		k.pgids[pgid] = true
+	} else {
+		delete(k.pgids, pgid)
+	}
 	if k.w != nil {
 		k.w.WriteString(string(op) + strconv.Itoa(pgid) + "\n")
 	}
@@ -159,6 +239,7 @@ func (k *keeper) send(op byte, pgid int) {
 // close closes the pipe and waits, bounded, for the keeper to exit.
 func (k *keeper) close() {
 	k.mu.Lock()
+	k.closing = true
 	if k.w != nil {
 		k.w.Close()
 		k.w = nil
@@ -169,6 +250,8 @@ func (k *keeper) close() {
 	select {
 	case <-k.done:
 	case <-t.C:
+		k.mu.Lock()
 		k.proc.Kill()
+		k.mu.Unlock()
 	}
 }

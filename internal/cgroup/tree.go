@@ -26,6 +26,10 @@ type Options struct {
 	// NoCgroup skips the cgroup and contains by process group only (what
 	// remains without write access to a cgroup v2 hierarchy).
 	NoCgroup bool
+	// KeeperLost, if set, is called (from another goroutine) when the
+	// keeper exited while loopgate runs: with nil once a new one has
+	// started, with the error while none can be.
+	KeeperLost func(err error)
 }
 
 // Tree is what loopgate has to keep its backends' process trees from
@@ -63,7 +67,7 @@ func Open(opts Options) (*Tree, error) {
 		// its file was replaced or deleted by an upgrade.
 		exe = "/proc/self/exe"
 	}
-	k, err := startKeeper(exe, t.dir)
+	k, err := startKeeper(exe, t.dir, opts.KeeperLost)
 	if err != nil {
 		whys = append(whys, err.Error())
 	}

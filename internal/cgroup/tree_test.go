@@ -2,6 +2,7 @@ package cgroup
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -102,6 +103,17 @@ func spawnTree(t *testing.T, g *Group) (cmd *exec.Cmd, pids []int) {
 	return cmd, pids
 }
 
+// ownerGone does to the keeper what loopgate's death does: its end of the
+// pipe closes, and nobody watches the keeper any more.
+func ownerGone(tree *Tree) {
+	k := tree.keeper
+	k.mu.Lock()
+	k.closing = true // no restart: "loopgate" is gone
+	k.w.Close()
+	k.w = nil
+	k.mu.Unlock()
+}
+
 // session is pid's session id from /proc (0 if unknown).
 func session(pid int) int {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
@@ -172,13 +184,18 @@ func TestGroupRemoveKillsTree(t *testing.T) {
 // TestKeeperKillsWhenOwnerGoes: the keeper kills the cgroup's processes (or,
 // without a cgroup, the process groups it was told about) as soon as its
 // pipe closes, which is what loopgate's death does.
+//
+// With restart, the first keeper is SIGKILLed while "loopgate" runs: a new
+// one must take over, told again about the process groups.
 func TestKeeperKillsWhenOwnerGoes(t *testing.T) {
-	for _, noCgroup := range []bool{false, true} {
-		t.Run("nocgroup="+strconv.FormatBool(noCgroup), func(t *testing.T) {
+	for _, tc := range []struct{ noCgroup, restart bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		noCgroup := tc.noCgroup
+		t.Run(fmt.Sprintf("nocgroup=%v,restart=%v", tc.noCgroup, tc.restart), func(t *testing.T) {
 			if !noCgroup {
 				needCgroups(t)
 			}
-			tree, err := Open(Options{NoCgroup: noCgroup})
+			lost := make(chan error, 10)
+			tree, err := Open(Options{NoCgroup: noCgroup, KeeperLost: func(err error) { lost <- err }})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -191,11 +208,32 @@ func TestKeeperKillsWhenOwnerGoes(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, pids := spawnTree(t, g)
-			// As if loopgate died: only its end of the pipe closes.
-			tree.keeper.mu.Lock()
-			tree.keeper.w.Close()
-			tree.keeper.w = nil
-			tree.keeper.mu.Unlock()
+			if tc.restart {
+				tree.keeper.mu.Lock()
+				first := tree.keeper.proc
+				tree.keeper.mu.Unlock()
+				first.Kill()
+				select {
+				case err := <-lost:
+					if err != nil {
+						t.Fatalf("keeper not restarted: %v", err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("the keeper's death went unnoticed for 10 s")
+				}
+				tree.keeper.mu.Lock()
+				second := tree.keeper.proc
+				tree.keeper.mu.Unlock()
+				if second.Pid == first.Pid || !alive(second.Pid) {
+					t.Fatalf("keeper %d replaced by %d", first.Pid, second.Pid)
+				}
+				for _, p := range pids {
+					if !alive(p) {
+						t.Fatalf("process %d died with the keeper", p)
+					}
+				}
+			}
+			ownerGone(tree)
 			if noCgroup {
 				// The process group dies; the process that left it does
 				// not: that is the limit of containment without cgroups.
