@@ -130,6 +130,17 @@ func lingerOnClose(c net.Conn) {
 	}
 }
 
+// clientEOF reports whether the client connection c (under TLS, if any)
+// met the end of the client's stream; see sockio.ClientConn.SawEOF. It is
+// for the goroutine reading c.
+func clientEOF(c net.Conn) bool {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	tc, ok := c.(*trackedConn)
+	return ok && tc.SawEOF()
+}
+
 // connState is fasthttp's ConnState hook: it marks connections idle between
 // requests, for the limiter.
 func connState(c net.Conn, st fasthttp.ConnState) {

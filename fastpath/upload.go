@@ -76,6 +76,11 @@ func (x *exchange) pump() error {
 			}
 		}
 		if rerr == io.EOF {
+			if x.bodyCut() {
+				// Never complete it for the app: the backend connection
+				// is closed without the terminator.
+				return clientError{io.ErrUnexpectedEOF}
+			}
 			if chunked {
 				_, _ = bw.WriteString("0\r\n\r\n")
 				x.bodySent.Store(true) // before the write, as above
@@ -89,6 +94,17 @@ func (x *exchange) pump() error {
 			return clientError{rerr}
 		}
 	}
+}
+
+// bodyCut reports, at the request body stream's end, a body the client
+// did not finish: a chunked body whose client connection ended (fasthttp's
+// parser reports the end of the stream between chunks, or before the last
+// chunk's CRLF, as the body's clean end). An HTTP/2 body ends only with
+// END_STREAM, so it is never cut here (a reset is an error). Known gap: a
+// TLS client that sends close_notify mid-body, without the FIN reaching
+// loopgate before the parser stops, is not told apart.
+func (x *exchange) bodyCut() bool {
+	return x.reqBody == reqBodyChunked && clientEOF(x.ctx.Conn())
 }
 
 // awaitPump is called when the final response head arrived: it takes the

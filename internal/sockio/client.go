@@ -5,6 +5,7 @@ package sockio
 
 import (
 	"bufio"
+	"io"
 	"net"
 )
 
@@ -18,6 +19,7 @@ type ClientConn struct {
 	net.Conn
 	raw    *RawIO      // nil: not TCP, the Conn's own Read and Write are used
 	gather gatherState // owned by the connection's serving goroutine
+	eof    bool        // a Read returned io.EOF: the client half-closed or closed
 }
 
 // NewClientConn wraps c.
@@ -34,12 +36,23 @@ type gatherState struct {
 }
 
 // Read implements net.Conn through RawIO.
-func (c *ClientConn) Read(p []byte) (int, error) {
+func (c *ClientConn) Read(p []byte) (n int, err error) {
 	if c.raw == nil {
-		return c.Conn.Read(p)
+		n, err = c.Conn.Read(p)
+	} else {
+		n, err = c.raw.Read(p)
 	}
-	return c.raw.Read(p)
+	if err == io.EOF {
+		c.eof = true
+	}
+	return n, err
 }
+
+// SawEOF reports whether a Read met the end of the client's stream (its
+// FIN). It is for the goroutine that reads, after its Read: a reader above
+// (a parser) may turn an early end into a clean one, and this tells them
+// apart.
+func (c *ClientConn) SawEOF() bool { return c.eof }
 
 // WriteGathered writes what bw holds followed by p with one writev(2) and
 // returns how many bytes of p were written. bw must be a writer whose
