@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 )
 
 // TestMain lets the test binary be its own keeper, as loopgate is.
@@ -23,37 +25,6 @@ func TestGroupName(t *testing.T) {
 		if got := groupName(in); got != want {
 			t.Errorf("groupName(%q) = %q, want %q", in, got, want)
 		}
-	}
-}
-
-// alive reports whether pid exists and is not a zombie.
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && len(s) > i+2 && s[i+2] != 'Z'
-}
-
-func waitDead(t *testing.T, timeout time.Duration, pids ...int) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		var live []int
-		for _, p := range pids {
-			if alive(p) {
-				live = append(live, p)
-			}
-		}
-		if len(live) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("processes %v alive after %v", live, timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -169,7 +140,7 @@ func TestGroupRemoveKillsTree(t *testing.T) {
 	if err := g.Remove(2 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	waitDead(t, time.Second, pids...)
+	loopgatetest.WaitDead(t, time.Second, pids...)
 	if _, err := os.Stat(g.Dir()); !os.IsNotExist(err) {
 		t.Errorf("%s not removed: %v", g.Dir(), err)
 	}
@@ -224,11 +195,11 @@ func TestKeeperKillsWhenOwnerGoes(t *testing.T) {
 				tree.keeper.mu.Lock()
 				second := tree.keeper.proc
 				tree.keeper.mu.Unlock()
-				if second.Pid == first.Pid || !alive(second.Pid) {
+				if second.Pid == first.Pid || !loopgatetest.Alive(second.Pid) {
 					t.Fatalf("keeper %d replaced by %d", first.Pid, second.Pid)
 				}
 				for _, p := range pids {
-					if !alive(p) {
+					if !loopgatetest.Alive(p) {
 						t.Fatalf("process %d died with the keeper", p)
 					}
 				}
@@ -237,13 +208,13 @@ func TestKeeperKillsWhenOwnerGoes(t *testing.T) {
 			if noCgroup {
 				// The process group dies; the process that left it does
 				// not: that is the limit of containment without cgroups.
-				waitDead(t, 2*time.Second, pids[0], pids[2])
-				if !alive(pids[1]) {
+				loopgatetest.WaitDead(t, 2*time.Second, pids[0], pids[2])
+				if !loopgatetest.Alive(pids[1]) {
 					t.Errorf("the process in its own session died too: did the test run without a cgroup?")
 				}
 				return
 			}
-			waitDead(t, 2*time.Second, pids...)
+			loopgatetest.WaitDead(t, 2*time.Second, pids...)
 			deadline := time.Now().Add(2 * time.Second)
 			for {
 				if _, err := os.Stat(tree.Dir()); os.IsNotExist(err) {
