@@ -54,6 +54,10 @@ func (x *exchange) tunnel(hj net.Conn) {
 		s.removeTunnel(x)
 		x.finish()
 	}()
+	// requestTimeout bounded the wait for the 101 and must not cut the
+	// tunnel: a tunnel has no timeout of its own and lasts as long as both
+	// sides keep it open (keep-alive is the WebSocket's own pings).
+	_ = x.conn.SetDeadline(time.Time{})
 	if _, err := client.Write(x.head); err != nil {
 		x.aborted = true
 		_ = client.Close()

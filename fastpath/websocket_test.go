@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/net/websocket"
+
+	"github.com/loopgate/loopgate/configload"
 )
 
 func TestWebSocketEcho(t *testing.T) {
@@ -256,4 +258,44 @@ func TestWebSocketShutdownClosesTunnel(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Shutdown with an open tunnel took %v", d)
 	}
+}
+
+// TestWebSocketOutlivesRequestTimeout: requestTimeout bounds the wait for
+// the backend's answer to the upgrade, not the tunnel: a WebSocket busy or
+// idle for longer than requestTimeout stays open. (The deadline set for
+// the upgrade's exchange used to stay on the backend connection and cut
+// every tunnel, busy or not, requestTimeout after it began: 2 minutes by
+// default.)
+func TestWebSocketOutlivesRequestTimeout(t *testing.T) {
+	addr := rawBackend(t, func(c net.Conn) {
+		br := newReader(c)
+		if _, err := readRawRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.Copy(c, br) // echo bytes
+	})
+	h := newHarness(t, Config{}, "/")
+	h.setSpec("/", func(s *configload.AppSpec) { s.RequestTimeout = 200 * time.Millisecond })
+	h.backend("/", addr)
+	c := dialRaw(t, h.addr)
+	c.send(wsUpgrade)
+	if r, err := http.ReadResponse(c.br, &http.Request{Method: "GET"}); err != nil || r.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", r, err)
+	}
+	echo := func(what string) {
+		t.Helper()
+		c.send("x")
+		_ = c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if b, err := c.br.ReadByte(); err != nil || b != 'x' {
+			t.Fatalf("%s: echo %q %v", what, b, err)
+		}
+	}
+	for range 10 { // busy for 5 requestTimeouts
+		echo("busy tunnel")
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // idle for 2.5 requestTimeouts
+	echo("after an idle spell")
 }
