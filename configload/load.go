@@ -559,6 +559,7 @@ var handlerSettingsKnown = map[string]string{
 	"debuglevel":                           "",
 	"enableoutofprocessconsoleredirection": "",
 	"forwardresponseconnectionheader":      "",
+	"forwardedforformat":                   "",
 	"disallowrotationonconfigchange":       "",
 	"handlerversion":                       "selects an IIS handler DLL",
 	"experimentalenableshadowcopy":         "IIS shadow copying",
@@ -608,6 +609,16 @@ func (p *parser) handlerSettings(s *AppSpec, n *node) {
 	s.ForwardResponseConnectionHeader = flag("forwardResponseConnectionHeader", false)
 	s.ConsoleRedirection = flag("enableOutOfProcessConsoleRedirection", true)
 	s.DisallowRotationOnConfigChange = flag("disallowRotationOnConfigChange", false)
+	if v, ok := s.HandlerSetting("forwardedForFormat"); ok {
+		switch {
+		case strings.EqualFold(v, "ipPort"):
+			s.ForwardedForFormat = ForwardedForIPPort
+		case strings.EqualFold(v, "ip"):
+			s.ForwardedForFormat = ForwardedForIP
+		default:
+			p.fail(lines["forwardedforformat"], "forwardedForFormat", v, "must be ipPort (the reference's 203.0.113.7:51234) or ip (203.0.113.7)")
+		}
+	}
 	if !s.ConsoleRedirection && s.StdoutLogEnabled {
 		p.warn(lines["enableoutofprocessconsoleredirection"], "enableOutOfProcessConsoleRedirection", "false",
 			"stdoutLogEnabled has no effect: the app's output is discarded")

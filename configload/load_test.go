@@ -978,3 +978,28 @@ func TestValidate(t *testing.T) {
 		sameLines(t, tt.name, problemLines(t, err), []string{tt.want})
 	}
 }
+
+func TestForwardedForFormatSetting(t *testing.T) {
+	parse := func(xml string) (*AppSpec, error) {
+		return Parse(testFile, aspNetCore(`processPath="x"`, "<handlerSettings>\n"+xml+"</handlerSettings>"), Options{})
+	}
+	for xml, want := range map[string]ForwardedForFormat{
+		``: ForwardedForIPPort,
+		`<handlerSetting name="forwardedForFormat" value="ipPort" />`: ForwardedForIPPort,
+		`<handlerSetting name="ForwardedForFormat" value="IP" />`:     ForwardedForIP,
+	} {
+		spec, err := parse(xml)
+		if err != nil || spec.ForwardedForFormat != want || len(spec.Warnings) != 0 {
+			t.Errorf("%s: %v %v %v", xml, spec, err, err)
+		}
+	}
+	_, err := parse(`<handlerSetting name="forwardedForFormat" value="ip:port" />`)
+	if err == nil || err.Error() != `/srv/app/web.config:4: forwardedForFormat="ip:port": must be ipPort (the reference's 203.0.113.7:51234) or ip (203.0.113.7)` {
+		t.Errorf("bad value: %v", err)
+	}
+	a, _ := parse(``)
+	b, _ := parse(`<handlerSetting name="forwardedForFormat" value="ip" />`)
+	if a.Equal(b) {
+		t.Error("specs differing in forwardedForFormat are Equal: a change would not recycle")
+	}
+}

@@ -101,6 +101,12 @@ type AppSpec struct {
 	// forwardResponseConnectionHeader=true: the backend's Connection response
 	// header reaches the client. Default false.
 	ForwardResponseConnectionHeader bool
+	// ForwardedForFormat is handler setting forwardedForFormat: how loopgate
+	// writes the client address it appends to X-Forwarded-For. Default
+	// ForwardedForIPPort ("ipPort", as the reference does); ForwardedForIP
+	// ("ip") for apps that take the whole entry as an address (uvicorn,
+	// Express's req.ip, Werkzeug's ProxyFix). Any other value is an error.
+	ForwardedForFormat ForwardedForFormat
 	// ConsoleRedirection is false only when handler setting
 	// enableOutOfProcessConsoleRedirection is "false": the backend's stdout
 	// and stderr are then discarded. Default true.
@@ -139,6 +145,25 @@ type EnvVar struct {
 type Setting struct {
 	Name  string
 	Value string
+}
+
+// ForwardedForFormat is how the client address is written into
+// X-Forwarded-For.
+type ForwardedForFormat uint8
+
+const (
+	// ForwardedForIPPort writes "203.0.113.7:51234" and "[2001:db8::7]:51234",
+	// as the reference does (and ASP.NET Core expects).
+	ForwardedForIPPort ForwardedForFormat = iota
+	// ForwardedForIP writes "203.0.113.7" and "2001:db8::7".
+	ForwardedForIP
+)
+
+func (f ForwardedForFormat) String() string {
+	if f == ForwardedForIP {
+		return "ip"
+	}
+	return "ipPort"
 }
 
 // HostingModel is aspNetCore@hostingModel.

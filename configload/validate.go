@@ -45,6 +45,7 @@ func (s *AppSpec) Equal(o *AppSpec) bool {
 		s.MaxAllowedContentLength == o.MaxAllowedContentLength &&
 		slices.Equal(s.HandlerSettings, o.HandlerSettings) &&
 		s.ForwardResponseConnectionHeader == o.ForwardResponseConnectionHeader &&
+		s.ForwardedForFormat == o.ForwardedForFormat &&
 		s.ConsoleRedirection == o.ConsoleRedirection &&
 		s.DisallowRotationOnConfigChange == o.DisallowRotationOnConfigChange &&
 		s.DebugFile == o.DebugFile &&
@@ -99,6 +100,9 @@ func (s *AppSpec) Validate() error {
 	absClean("StdoutLogFile", s.StdoutLogFile)
 	if s.HostingModel != OutOfProcess && s.HostingModel != InProcess {
 		bad("HostingModel", fmt.Sprint(uint8(s.HostingModel)), "must be OutOfProcess or InProcess")
+	}
+	if s.ForwardedForFormat > ForwardedForIP {
+		bad("ForwardedForFormat", fmt.Sprint(uint8(s.ForwardedForFormat)), "must be ForwardedForIPPort or ForwardedForIP")
 	}
 	if s.MaxAllowedContentLength < 0 || s.MaxAllowedContentLength > 4294967295 {
 		bad("MaxAllowedContentLength", fmt.Sprint(s.MaxAllowedContentLength), "out of range 0-4294967295")

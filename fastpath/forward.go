@@ -250,7 +250,8 @@ func (x *exchange) connect() (answered bool, st stage, err error) {
 // the pump for a streamed body.
 func (x *exchange) send() (stage, error) {
 	ctx, conn := x.ctx, x.conn
-	in := headInput{token: x.b.Token(), remote: ctx.RemoteAddr(), https: ctx.IsTLS(), body: x.reqBody, contentLength: x.reqLen}
+	in := headInput{token: x.b.Token(), remote: ctx.RemoteAddr(), https: ctx.IsTLS(), body: x.reqBody, contentLength: x.reqLen,
+		forwardedFor: x.spec.ForwardedForFormat}
 	if in.https && x.s.clientCAs {
 		if tc, ok := ctx.Conn().(connStater); ok {
 			if st := tc.ConnectionState(); len(st.VerifiedChains) > 0 {

@@ -11,6 +11,8 @@ import (
 	"strconv"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/loopgate/loopgate/configload"
 )
 
 // Trust model for request headers.
@@ -196,6 +198,8 @@ type headInput struct {
 	remote     net.Addr
 	https      bool
 	clientCert []byte // verified client certificate DER, or nil
+	// forwardedFor is the app's forwardedForFormat: ip:port or ip alone.
+	forwardedFor configload.ForwardedForFormat
 	// body is the framing to declare: Content-Length (contentLength
 	// bytes), chunked, or none at all.
 	body          reqBody
@@ -232,7 +236,7 @@ func appendRequestHead(dst []byte, h *fasthttp.RequestHeader, ri *reqInfo, in *h
 	if ri.hasXFF {
 		dst = appendValues(dst, h.RawHeaders(), "x-forwarded-for")
 	}
-	dst = appendForwardedFor(dst, in.remote)
+	dst = appendForwardedFor(dst, in.remote, in.forwardedFor)
 	dst = append(dst, "\r\nX-Forwarded-Proto: "...)
 	if ri.hasXFP {
 		dst = appendValues(dst, h.RawHeaders(), "x-forwarded-proto")
@@ -352,7 +356,7 @@ func appendValues(dst, raw []byte, name string) []byte {
 }
 
 // appendForwardedFor appends "ip:port" or "[ip6]:port" for addr.
-func appendForwardedFor(dst []byte, addr net.Addr) []byte {
+func appendForwardedFor(dst []byte, addr net.Addr, format configload.ForwardedForFormat) []byte {
 	ta, ok := addr.(*net.TCPAddr)
 	if !ok {
 		return append(dst, "unknown"...)
@@ -362,6 +366,9 @@ func appendForwardedFor(dst []byte, addr net.Addr) []byte {
 		return append(dst, "unknown"...)
 	}
 	ip = ip.Unmap()
+	if format == configload.ForwardedForIP {
+		return ip.AppendTo(dst)
+	}
 	if ip.Is4() {
 		dst = ip.AppendTo(dst)
 	} else {

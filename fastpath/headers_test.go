@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/loopgate/loopgate/configload"
 )
 
 // TestRequestHeaderRules sends raw requests through loopgate and checks the
@@ -154,15 +156,18 @@ func TestRequestHeaderRules(t *testing.T) {
 
 func TestForwardedForFormats(t *testing.T) {
 	for _, tc := range []struct {
-		addr net.Addr
-		want string
+		addr       net.Addr
+		want, ipIs string // ipPort (the default), ip
 	}{
-		{&net.TCPAddr{IP: net.ParseIP("203.0.113.5"), Port: 51234}, "203.0.113.5:51234"},
-		{&net.TCPAddr{IP: net.ParseIP("::ffff:203.0.113.5"), Port: 1}, "203.0.113.5:1"},
-		{&net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 51234}, "[2001:db8::1]:51234"},
+		{&net.TCPAddr{IP: net.ParseIP("203.0.113.5"), Port: 51234}, "203.0.113.5:51234", "203.0.113.5"},
+		{&net.TCPAddr{IP: net.ParseIP("::ffff:203.0.113.5"), Port: 1}, "203.0.113.5:1", "203.0.113.5"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 51234}, "[2001:db8::1]:51234", "2001:db8::1"},
 	} {
-		if got := string(appendForwardedFor(nil, tc.addr)); got != tc.want {
+		if got := string(appendForwardedFor(nil, tc.addr, configload.ForwardedForIPPort)); got != tc.want {
 			t.Errorf("%v: got %q, want %q", tc.addr, got, tc.want)
+		}
+		if got := string(appendForwardedFor(nil, tc.addr, configload.ForwardedForIP)); got != tc.ipIs {
+			t.Errorf("%v with forwardedForFormat=ip: got %q, want %q", tc.addr, got, tc.ipIs)
 		}
 	}
 }
@@ -215,5 +220,22 @@ func TestHeaderRewriteAllocs(t *testing.T) {
 	}
 	if !strings.Contains(string(dst), "X-Forwarded-For: 10.0.0.1, 127.0.0.1:40000\r\n") || strings.Contains(string(dst), "X-Hop") || strings.Contains(string(dst), "forged") {
 		t.Errorf("rewritten head:\n%s", dst)
+	}
+}
+
+// TestForwardedForFormatIP: with forwardedForFormat=ip the entry loopgate
+// appends is the client's address alone; what the client sent is kept.
+func TestForwardedForFormatIP(t *testing.T) {
+	h := newHarness(t, Config{}, "/")
+	addr, got := capturingBackend(t, okResponse)
+	h.backend("/", addr)
+	h.setSpec("/", func(s *configload.AppSpec) { s.ForwardedForFormat = configload.ForwardedForIP })
+	c := dialRaw(t, h.addr)
+	resp, _ := c.roundTrip("GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 198.51.100.1\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if v := recv(t, got).values("X-Forwarded-For"); len(v) != 1 || v[0] != "198.51.100.1, 127.0.0.1" {
+		t.Errorf("X-Forwarded-For %q, want the client's entry and 127.0.0.1", v)
 	}
 }
