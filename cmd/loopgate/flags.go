@@ -171,7 +171,7 @@ func parseServe(args []string) (*serveConfig, error) {
 		return nil, err
 	}
 	if err != nil {
-		return nil, usagef("%v", err)
+		return nil, usagef("%s", flagError(fs, err))
 	}
 	if len(positional) == 0 {
 		return nil, usagef("no APP given: name at least one directory that holds a web.config")

@@ -47,6 +47,10 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	case "status":
 		return runStatus(rest, stdout, stderr)
 	case "version", "--version", "-version":
+		if len(rest) == 1 && (rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help") {
+			fmt.Fprint(stdout, "usage: loopgate version\n\nPrints loopgate's version, the Go version it was built with and the platform.\n")
+			return exitOK
+		}
 		if len(rest) > 0 {
 			fmt.Fprintf(stderr, "loopgate version: unexpected argument %q\n", rest[0])
 			return exitUsage
@@ -75,6 +79,32 @@ const statusFlagsHelp = `status flags:
 
 const usageText = "usage:\n" + commandsText + "\nRun 'loopgate --help' for flags, signals and exit statuses.\n"
 
+// appText says what an APP argument is.
+const appText = `APP is a directory that holds web.config (the app's physical path), mounted
+at /, or VPATH=DIR to mount it at a virtual path, e.g. /api=/srv/api. An
+argument that names an existing directory is always taken as DIR. Requests
+go to the app with the longest matching virtual path (/api matches /api and
+/api/x, not /apix); the app sees ASPNETCORE_APPL_PATH=VPATH.
+`
+
+const signalsText = `Signals (serve):
+  SIGTERM, SIGINT  drain gracefully: /healthz turns 503, listeners close,
+                   in-flight requests finish for up to --drain-timeout, then
+                   every backend is shut down (the shutdown request, then
+                   SIGTERM, then SIGKILL after its shutdownTimeLimit)
+  SIGQUIT          stop at once: every backend process group is killed
+  SIGHUP           re-read every web.config and the TLS certificates (apps
+                   whose configuration did not change are untouched)
+  SIGUSR1          reopen the log file (after logrotate moved it)
+Backends never outlive loopgate, even after SIGKILL.
+`
+
+const exitText = `Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on a usage or
+configuration error. Configuration errors name the file, the line and the
+attribute, e.g.
+  /srv/app/web.config:7: startupTimeLimit="4000": out of range 0-3600
+`
+
 // helpText states the contract of DESIGN.md §1; a test keeps it in step
 // with the flags actually defined.
 const helpText = `loopgate hosts web apps the way the ASP.NET Core Module's out-of-process
@@ -85,28 +115,22 @@ recycles it when web.config changes.
 
 usage:
 ` + commandsText + `
-APP is a directory that holds web.config (the app's physical path), mounted
-at /, or VPATH=DIR to mount it at a virtual path, e.g. /api=/srv/api. An
-argument that names an existing directory is always taken as DIR. Requests
-go to the app with the longest matching virtual path (/api matches /api and
-/api/x, not /apix); the app sees ASPNETCORE_APPL_PATH=VPATH.
-
+` + appText + `
 serve flags (--flag and -flag both work; flags may follow the APPs):
 ` + serveFlagsHelp + `
 ` + statusFlagsHelp + `
-Signals (serve):
-  SIGTERM, SIGINT  drain gracefully: /healthz turns 503, listeners close,
-                   in-flight requests finish for up to --drain-timeout, then
-                   every backend is shut down (the shutdown request, then
-                   SIGTERM, then SIGKILL after its shutdownTimeLimit)
-  SIGQUIT          stop at once: every backend process group is killed
-  SIGHUP           re-read every web.config and the TLS certificates (apps
-                   whose configuration did not change are untouched)
-  SIGUSR1          reopen the log file (after logrotate moved it)
-Backends never outlive loopgate, even after SIGKILL.
+` + signalsText + `
+` + exitText
 
-Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on a usage or
-configuration error. Configuration errors name the file, the line and the
-attribute, e.g.
-  /srv/app/web.config:7: startupTimeLimit="4000": out of range 0-3600
-`
+// serveHelp is `loopgate serve --help`.
+const serveHelp = `usage: loopgate serve [flags] APP...
+
+Runs the edge: listens, starts each app's backend on its first request and
+forwards to it, until a signal stops it. 'loopgate check APP...' validates
+the same configuration without starting anything.
+
+` + appText + `
+serve flags (--flag and -flag both work; flags may follow the APPs):
+` + serveFlagsHelp + `
+` + signalsText + `
+` + exitText

@@ -30,11 +30,11 @@ import (
 func runServe(args, environ []string, stdout, stderr io.Writer) int {
 	cfg, err := parseServe(args)
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stdout, helpText)
+		fmt.Fprint(stdout, serveHelp)
 		return exitOK
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "loopgate serve: %v\nRun 'loopgate --help' for usage.\n", err)
+		fmt.Fprintf(stderr, "loopgate serve: %v\nRun 'loopgate serve --help' for usage.\n", err)
 		return exitUsage
 	}
 	// Millisecond timestamps: access logs and lifecycle events are read
