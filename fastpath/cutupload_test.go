@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/loopgate/loopgate/configload"
 )
 
 // bodyOutcome is what an app saw of a request body.
@@ -159,6 +161,100 @@ func TestH2CutUploadNeverComplete(t *testing.T) {
 				}
 			case <-time.After(3 * time.Second):
 				t.Error("the app was left waiting for the rest of the body")
+			}
+		})
+	}
+}
+
+// A client that disconnects (FIN or RST) during a Content-Length upload
+// makes loopgate close the backend connection within about a second, not
+// at requestTimeout: the app's read fails, the request leaves flight and
+// the upstream connection is freed. A client that half-closes after its
+// whole body still gets its answer.
+func TestCutSizedUploadClosesBackend(t *testing.T) {
+	const length = 100_000 // streamed (over smallBodyBytes)
+	for _, tc := range []struct {
+		name string
+		cut  func(c *net.TCPConn) error
+	}{
+		{"FIN", func(c *net.TCPConn) error { return c.CloseWrite() }},
+		{"RST", func(c *net.TCPConn) error { _ = c.SetLinger(0); return c.Close() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, seen := bodyBackend(t)
+			h := newHarness(t, Config{}, "/")
+			h.backend("/", addr)
+			// Short enough that a failure does not hang the test for
+			// minutes, long enough to tell from "about a second".
+			h.setSpec("/", func(s *configload.AppSpec) { s.RequestTimeout = 10 * time.Second })
+			c := dialRaw(t, h.addr)
+			c.send("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: " + strconv.Itoa(length) + "\r\n\r\n" + strings.Repeat("x", 10_000))
+			time.Sleep(100 * time.Millisecond) // the body is flowing to the app
+			at := time.Now()
+			if err := tc.cut(c.c.(*net.TCPConn)); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case o := <-seen:
+				if o.complete {
+					t.Errorf("the app read a complete body of %d bytes from an upload cut at 10000 of %d", o.n, length)
+				}
+				if d := o.at.Sub(at); d > 2*time.Second {
+					t.Errorf("the app's read failed %v after the client's %s, want about a second at most", d, tc.name)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("the app was still waiting for the body 5 s after the client's %s (requestTimeout is 10 s)", tc.name)
+			}
+			if tc.name == "FIN" {
+				if status := statusAfterCut(t, c); status >= 200 && status < 300 {
+					t.Errorf("the client got %d for an upload it cut", status)
+				}
+			}
+			deadline := time.Now().Add(3 * time.Second)
+			for h.srv.InFlight() != 0 || h.apps["/"].list()[0].up.busy.Load() != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("3 s after the cut: %d requests in flight, %d busy upstream connections", h.srv.InFlight(), h.apps["/"].list()[0].up.busy.Load())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+	t.Run("small body (read before the app is asked), FIN", func(t *testing.T) {
+		addr, seen := bodyBackend(t)
+		h := newHarness(t, Config{}, "/")
+		h.backend("/", addr)
+		c := dialRaw(t, h.addr)
+		c.send("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n" + strings.Repeat("x", 100))
+		if err := c.c.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if status := statusAfterCut(t, c); status >= 200 && status < 300 {
+			t.Errorf("the client got %d for an upload it cut", status)
+		}
+		select {
+		case o := <-seen:
+			if o.complete {
+				t.Errorf("the app read a complete body of %d bytes from an upload cut at 100 of 5000", o.n)
+			}
+		case <-time.After(200 * time.Millisecond): // it never reached the app
+		}
+	})
+	for _, n := range []int{5, length} {
+		t.Run("complete, then half-closed, "+strconv.Itoa(n)+" bytes", func(t *testing.T) {
+			addr, seen := bodyBackend(t)
+			h := newHarness(t, Config{}, "/")
+			h.backend("/", addr)
+			c := dialRaw(t, h.addr)
+			c.send("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: " + strconv.Itoa(n) + "\r\n\r\n" + strings.Repeat("x", n))
+			if err := c.c.(*net.TCPConn).CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			resp, body := c.response("POST")
+			if resp.StatusCode != 200 || string(body) != "ok" || resp.Header.Get("X-Echo-Length") != strconv.Itoa(n) {
+				t.Errorf("complete body then half-close: %d %q length %q", resp.StatusCode, body, resp.Header.Get("X-Echo-Length"))
+			}
+			if o := recv(t, seen); !o.complete || o.n != n {
+				t.Errorf("the app saw %+v, want the whole %d-byte body", o, n)
 			}
 		})
 	}

@@ -97,14 +97,22 @@ func (x *exchange) pump() error {
 }
 
 // bodyCut reports, at the request body stream's end, a body the client
-// did not finish: a chunked body whose client connection ended (fasthttp's
-// parser reports the end of the stream between chunks, or before the last
-// chunk's CRLF, as the body's clean end). An HTTP/2 body ends only with
+// did not finish: a Content-Length body short of its length (fasthttp's
+// stream reports the client's FIN as the end), or a chunked body whose
+// client connection ended (fasthttp's parser reports the end of the stream
+// between chunks, or before the last chunk's CRLF, as the body's clean
+// end). An HTTP/2 body ends only with
 // END_STREAM, so it is never cut here (a reset is an error). Known gap: a
 // TLS client that sends close_notify mid-body, without the FIN reaching
 // loopgate before the parser stops, is not told apart.
 func (x *exchange) bodyCut() bool {
-	return x.reqBody == reqBodyChunked && clientEOF(x.ctx.Conn())
+	switch x.reqBody {
+	case reqBodySized:
+		return x.bytesIn < x.reqLen
+	case reqBodyChunked:
+		return clientEOF(x.ctx.Conn())
+	}
+	return false
 }
 
 // awaitPump is called when the final response head arrived: it takes the
