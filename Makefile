@@ -89,15 +89,16 @@ bpf-deps:
 # LOOPGATE_REQUIRE_SUITES=1). h2spec needs no package: the suites build it
 # with go from suites/tools.
 suite-deps:
-	@if command -v gunicorn >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then \
+	@if command -v gunicorn >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1 && command -v node >/dev/null 2>&1 && \
+		/usr/bin/python3 -c 'import uvicorn' >/dev/null 2>&1; then \
 		exit 0; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing gunicorn (and python3) for the suites' non-Go backends"; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gunicorn python3 >/dev/null || \
+		echo "installing gunicorn, python3, python3-uvicorn and nodejs for the suites' and examples' non-Go backends"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gunicorn python3 python3-uvicorn nodejs >/dev/null || \
 		{ DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
-		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gunicorn python3 >/dev/null; }; \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gunicorn python3 python3-uvicorn nodejs >/dev/null; }; \
 	else \
-		echo "note: gunicorn or python3 is missing (apt-get install gunicorn python3); the suites' backend tests will skip"; \
+		echo "note: gunicorn, python3, python3-uvicorn or nodejs is missing (apt-get install gunicorn python3 python3-uvicorn nodejs); the tests of those backends will skip"; \
 	fi
 
 lint:
