@@ -34,6 +34,10 @@ const serveFlagsHelp = `  --listen ADDR            plain HTTP listener, repeatab
                            refuses to start without it, auto falls back to plain
                            TCP and logs why
   --drain-timeout D        how long SIGTERM waits for in-flight requests (default 30s)
+  --shutdown-delay D       on SIGTERM/SIGINT, fail /readyz and /healthz at once but
+                           keep accepting and serving for D before the drain
+                           starts, while load balancers and Kubernetes endpoints
+                           catch up (default 0: drain at once)
   --log-format json|console  (default json unless stderr is a terminal)
   --log-level LEVEL        trace, debug, info, warn or error (default info)
   --log-file FILE          append logs to FILE instead of stderr; SIGUSR1 reopens it
@@ -71,6 +75,10 @@ type serveConfig struct {
 	LogFile      string
 	AccessLog    bool
 	Apps         []appArg
+
+	// ShutdownDelay is --shutdown-delay: how long a SIGTERM keeps serving
+	// with readiness failed before the drain begins (default 0).
+	ShutdownDelay time.Duration
 }
 
 // usageError is a command-line mistake: exit 2 with the message and a hint.
@@ -122,6 +130,7 @@ func newServeFlags(c *serveConfig) *flag.FlagSet {
 	fs.Var((*stringList)(&c.AdminHosts), "admin-host", "")
 	fs.StringVar(&c.Accel, "accel", "auto", "")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "")
+	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "")
 	fs.StringVar(&c.LogFormat, "log-format", "", "")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "")
 	fs.StringVar(&c.LogFile, "log-file", "", "")
@@ -213,6 +222,9 @@ func parseServe(args []string) (*serveConfig, error) {
 	}
 	if c.DrainTimeout < 0 {
 		return nil, usagef("--drain-timeout %v: must not be negative", c.DrainTimeout)
+	}
+	if c.ShutdownDelay < 0 {
+		return nil, usagef("--shutdown-delay %v: must not be negative", c.ShutdownDelay)
 	}
 	if err := checkLimits(f); err != nil {
 		return nil, err

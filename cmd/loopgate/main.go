@@ -88,10 +88,12 @@ go to the app with the longest matching virtual path (/api matches /api and
 `
 
 const signalsText = `Signals (serve):
-  SIGTERM, SIGINT  drain gracefully: /healthz turns 503, listeners close,
-                   in-flight requests finish for up to --drain-timeout, then
-                   every backend is shut down (the shutdown request, then
-                   SIGTERM, then SIGKILL after its shutdownTimeLimit)
+  SIGTERM, SIGINT  drain gracefully: /healthz and /readyz turn 503 (and stay
+                   so while requests are still served for --shutdown-delay),
+                   listeners close, in-flight requests finish for up to
+                   --drain-timeout, then every backend is shut down (the
+                   shutdown request, then SIGTERM, then SIGKILL after its
+                   shutdownTimeLimit); a second one stops at once
   SIGQUIT          stop at once: every backend process group is killed
   SIGHUP           re-read every web.config and the TLS certificates (apps
                    whose configuration did not change are untouched)

@@ -161,7 +161,7 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 		if h, _, _ := net.SplitHostPort(cfg.Admin); admin.CheckHost(h) == nil {
 			hosts = append(hosts[:len(hosts):len(hosts)], h) // --admin myhost:9180 answers to myhost
 		}
-		srv.admin = admin.New(admin.Options{Snapshot: srv.snapshot, Gatherer: m.Registry(), Logger: log, Hosts: hosts})
+		srv.admin = admin.New(admin.Options{Snapshot: srv.snapshot, Gatherer: m.Registry(), Logger: log, Hosts: hosts, Ready: srv.appsReady})
 		srv.adminLn, err = net.Listen("tcp", cfg.Admin)
 		if err != nil {
 			log.Error().Err(err).Str("admin", cfg.Admin).Msg("not starting: admin listener")
@@ -239,6 +239,9 @@ func (srv *server) loop(sigc <-chan os.Signal, failc <-chan error) int {
 				srv.kill()
 				return exitOK
 			default: // SIGTERM, SIGINT
+				if !srv.shutdownDelay(sig, sigc, failc) {
+					return exitOK
+				}
 				return srv.drain(sig, sigc, exitOK)
 			}
 		case err := <-failc:
@@ -266,6 +269,76 @@ func (srv *server) reload() {
 		srv.log.Info().Str("event", "reload_done").Msg("reload done")
 	}
 	srv.sdNotify(srv.notify.Ready, line)
+}
+
+// shutdownDelay is --shutdown-delay: readiness (and /healthz) fails at
+// once, while the listeners keep accepting and requests are served as
+// before, so that load balancers and Kubernetes endpoints, which learn of a
+// stop late, stop sending traffic before a connection could be refused. It
+// returns false when a second SIGTERM/SIGINT or a SIGQUIT stopped loopgate
+// at once during the delay (everything is then killed), true when the drain
+// should start: the delay is over, or a listener failed.
+func (srv *server) shutdownDelay(sig os.Signal, sigc <-chan os.Signal, failc <-chan error) bool {
+	d := srv.cfg.ShutdownDelay
+	if d <= 0 {
+		return true
+	}
+	srv.draining.Store(true)
+	if srv.admin != nil {
+		srv.admin.SetHealth(admin.Draining)
+	}
+	srv.sdNotify(srv.notify.Status, fmt.Sprintf("%s: not ready, still serving for --shutdown-delay %v before draining", signame(sig), d))
+	srv.log.Info().Str("event", "shutdown_delay").Str("signal", signame(sig)).Str("shutdown_delay", d.String()).
+		Msgf("%s: /readyz and /healthz are red; still serving for %v before the drain", signame(sig), d)
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case <-timer.C:
+			return true
+		case err := <-failc:
+			srv.log.Error().Err(err).Msg("a listener failed during the shutdown delay; draining now")
+			return true
+		case s := <-sigc:
+			switch s {
+			case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
+				srv.log.Warn().Str("event", "kill").Str("signal", signame(s)).Msg("signal during the shutdown delay: stopping at once; killing every backend")
+				srv.kill()
+				return false
+			case syscall.SIGUSR1:
+				srv.sink.Reopen()
+			}
+		}
+	}
+}
+
+// appsReady is /readyz's view of the apps: not ready while an app is in
+// crashloop (its rapid-fail window refuses to start it, so its requests
+// get 502.5). An app that is idle, starting, offline or whose web.config
+// change was refused does not hold readiness back: it either starts on
+// the first request or answers as its operator asked.
+func (srv *server) appsReady() (bool, []string) {
+	if srv.sup == nil {
+		return false, []string{"starting"}
+	}
+	var why []string
+	for _, a := range srv.sup.Status() {
+		if a.State != supervisor.StateCrashLoop {
+			continue
+		}
+		line := fmt.Sprintf("app %s: crashloop (rapidFailsPerMinute exceeded)", a.Name)
+		if a.LastStartError != "" {
+			line += "; last start error: " + firstLine(a.LastStartError)
+		}
+		why = append(why, line)
+	}
+	return len(why) == 0, why
+}
+
+// firstLine is s up to its first newline.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
 
 // drain is the graceful stop of DESIGN.md §1: health red first, listeners

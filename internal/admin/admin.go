@@ -50,6 +50,11 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Logger gets errors from the HTTP server and from metric collection.
 	Logger zerolog.Logger
+	// Ready reports whether the apps can take traffic, for /readyz: ok, or
+	// false and one line per reason (an app in crashloop, ...). Called once
+	// per /readyz request while the health is Serving; nil means the apps
+	// never hold readiness back.
+	Ready func() (ok bool, why []string)
 	// Hosts are the host names, besides localhost, that requests may name in
 	// their Host header (case-insensitive, without a port): serve passes
 	// --admin-host and the host of --admin when it is a name. IP addresses
@@ -103,7 +108,8 @@ func (s *Server) Health() Health { return Health(s.health.Load()) }
 // whose Host is not an IP address, localhost or one of Options.Hosts gets
 // 403. An IP literal cannot be rebound, so those are safe to accept, and
 // load balancers, Kubernetes probes and Prometheus scrape by IP. GET
-// /healthz is exempt: it says only "ok", and health checkers send any Host.
+// /healthz, /readyz and /livez are exempt: they say only "ok" or why not,
+// and health checkers send any Host.
 // Second, a request with a method other than GET, HEAD or OPTIONS that a
 // browser marks as cross-origin (Sec-Fetch-Site, or an Origin whose host is
 // not the Host) gets 403, so a page cannot make the operator's browser post
@@ -127,7 +133,7 @@ func (s *Server) Handler() http.Handler {
 	}))
 	checked := cop.Handler(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !(r.Method == http.MethodGet && r.URL.Path == "/healthz") && !hostAllowed(r.Host, hosts) {
+		if !(r.Method == http.MethodGet && isProbe(r.URL.Path)) && !hostAllowed(r.Host, hosts) {
 			s.o.Logger.Debug().Str("component", "admin").Str("host", r.Host).Str("path", r.URL.Path).
 				Str("client", r.RemoteAddr).Msg("refused a request for a host name not allowed (DNS rebinding?)")
 			http.Error(w, fmt.Sprintf("host not allowed: %q; the admin endpoint answers only to IP addresses, "+
@@ -136,6 +142,11 @@ func (s *Server) Handler() http.Handler {
 		}
 		checked.ServeHTTP(w, r)
 	})
+}
+
+// isProbe reports whether path is one of the health endpoints.
+func isProbe(path string) bool {
+	return path == "/healthz" || path == "/readyz" || path == "/livez"
 }
 
 // hostAllowed reports whether a request's Host header (host[:port]) names
@@ -164,6 +175,8 @@ func canonicalHost(h string) string {
 func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /livez", s.livez)
 	if s.o.Snapshot != nil {
 		mux.HandleFunc("GET /status", s.status)
 	}
@@ -195,6 +208,41 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, h)
 }
 
+// readyz is the readiness probe: 200 "ok" while loopgate serves and no app
+// holds readiness back (Options.Ready), else 503 with the reasons, one a
+// line: "starting", "draining" (from the first moment of a SIGTERM, through
+// --shutdown-delay and the drain), or what Ready says. An orchestrator stops
+// sending traffic to a pod that is not ready, and a rollout whose new pods
+// never get ready stops instead of replacing good pods.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if h := s.Health(); h != Serving {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, h)
+		return
+	}
+	if s.o.Ready != nil {
+		if ok, why := s.o.Ready(); !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			for _, line := range why {
+				fmt.Fprintln(w, line)
+			}
+			return
+		}
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// livez is the liveness probe: 200 "ok" whenever loopgate answers, whatever
+// its apps do and also while it starts or drains, so a liveness check never
+// restarts loopgate because an app is broken or cuts a drain short.
+func (s *Server) livez(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	fmt.Fprintln(w, "ok")
+}
+
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	body, err := json.MarshalIndent(s.o.Snapshot(), "", "  ")
 	if err != nil {
@@ -209,7 +257,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) index(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintln(w, "loopgate admin endpoint: /healthz /status /metrics")
+	fmt.Fprintln(w, "loopgate admin endpoint: /healthz /readyz /livez /status /metrics")
 }
 
 // Serve serves on ln until Shutdown. It returns nil after Shutdown.

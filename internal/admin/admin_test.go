@@ -77,6 +77,44 @@ func TestHealthz(t *testing.T) {
 	}
 }
 
+// TestReadyzAndLivez: /readyz follows the health state and then the apps
+// (Options.Ready); /livez is 200 whatever the health and the apps say.
+func TestReadyzAndLivez(t *testing.T) {
+	appsOK := true
+	s, base := start(t, Options{Ready: func() (bool, []string) {
+		if appsOK {
+			return true, nil
+		}
+		return false, []string{"app /api: crashloop"}
+	}})
+	for _, step := range []struct {
+		set    Health
+		appsOK bool
+		code   int
+		body   string
+	}{
+		{Starting, true, 503, "starting\n"},
+		{Serving, true, 200, "ok\n"},
+		{Serving, false, 503, "app /api: crashloop\n"},
+		{Serving, true, 200, "ok\n"},
+		{Draining, true, 503, "draining\n"},
+	} {
+		s.SetHealth(step.set)
+		appsOK = step.appsOK
+		code, body, h := get(t, base+"/readyz")
+		if code != step.code || body != step.body || h.Get("Cache-Control") != "no-store" {
+			t.Errorf("/readyz after SetHealth(%v), apps ok %v: %d %q, want %d %q", step.set, step.appsOK, code, body, step.code, step.body)
+		}
+		if code, body, _ := get(t, base+"/livez"); code != 200 || body != "ok\n" {
+			t.Errorf("/livez after SetHealth(%v), apps ok %v: %d %q, want 200 ok", step.set, step.appsOK, code, body)
+		}
+		// /healthz keeps its meaning: loopgate's own state, not the apps'.
+		if code, _, _ := get(t, base+"/healthz"); (code == 200) != (step.set == Serving) {
+			t.Errorf("/healthz after SetHealth(%v), apps ok %v: %d", step.set, step.appsOK, code)
+		}
+	}
+}
+
 func TestStatusJSON(t *testing.T) {
 	snap := status.Snapshot{Version: "v1", Apps: []status.App{{Name: "/", VirtualPath: "/", Dir: "/srv/a", State: "ready",
 		Processes: []status.Process{{PID: 77, Port: 4000, State: "ready", Requests: 5}}}}}
@@ -185,6 +223,8 @@ func TestDNSRebindingAndCrossOrigin(t *testing.T) {
 		{"HEAD", "/healthz", "evil.example", nil, 403, ""},
 		// Health checkers send any Host; /healthz says only "ok".
 		{"GET", "/healthz", "lb-health.example", nil, 200, "ok"},
+		{"GET", "/readyz", "10-1-2-3.pod.example", nil, 200, "ok"},
+		{"GET", "/livez", "10-1-2-3.pod.example", nil, 200, "ok"},
 		{"POST", "/status", "127.0.0.1:9180", map[string]string{"Origin": "http://evil.example"}, 403,
 			"cross-origin request refused: POST /status from http://evil.example; the admin endpoint takes requests other than GET only from its own origin or from clients that are not browsers"},
 		{"POST", "/status", "127.0.0.1:9180", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403, "cross-origin request refused"},

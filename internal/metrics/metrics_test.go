@@ -153,6 +153,8 @@ func TestSnapshotMetrics(t *testing.T) {
 		{"loopgate_client_connections", nil, 9},
 		{"loopgate_app_requests_in_flight", map[string]string{"app": "/"}, 3},
 		{"loopgate_app_requests_in_flight", map[string]string{"app": "/api"}, 0},
+		{"loopgate_app_requests_queued", map[string]string{"app": "/"}, 1}, // 3 in flight, 2 on a backend connection
+		{"loopgate_app_requests_queued", map[string]string{"app": "/api"}, 0},
 		{"loopgate_upstream_connections", map[string]string{"app": "/", "state": "busy"}, 2},
 		{"loopgate_upstream_connections", map[string]string{"app": "/", "state": "idle"}, 3},
 		{"loopgate_upstream_connections", map[string]string{"app": "/api", "state": "busy"}, 0},
