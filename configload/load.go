@@ -141,6 +141,9 @@ func (p *parser) run(data []byte, vpath string) *AppSpec {
 		ProcessesPerApplication: 1,
 		MaxAllowedContentLength: 30000000,
 		ConsoleRedirection:      true,
+		PingInterval:            30 * time.Second,
+		PingResponseTime:        90 * time.Second,
+		QueueLength:             1000,
 	}
 	clean, rule := cleanVirtualPath(vpath)
 	if rule != "" {
@@ -552,8 +555,9 @@ func (p *parser) environment(s *AppSpec, n *node) {
 	}
 }
 
-// handlerSettingsKnown are the handler settings the reference reads; the
-// ones loopgate has no use for are listed with the reason.
+// handlerSettingsKnown are the handler settings the reference reads, and
+// loopgate's app pool settings (poolSettingNames, added by init); the ones
+// loopgate has no use for are listed with the reason.
 var handlerSettingsKnown = map[string]string{
 	"debugfile":                            "",
 	"debuglevel":                           "",
@@ -567,6 +571,17 @@ var handlerSettingsKnown = map[string]string{
 	"shadowcopydirectory":                  "IIS shadow copying",
 	"cleanshadowcopydirectory":             "IIS shadow copying",
 	"stacksize":                            "in-process hosting only",
+}
+
+// handlerSettingNames are the handler settings loopgate reads, spelled as
+// documented, for "did you mean" hints.
+var handlerSettingNames = append([]string{"debugFile", "debugLevel", "enableOutOfProcessConsoleRedirection",
+	"forwardResponseConnectionHeader", "forwardedForFormat", "disallowRotationOnConfigChange"}, poolSettingNames...)
+
+func init() {
+	for _, n := range poolSettingNames {
+		handlerSettingsKnown[strings.ToLower(n)] = ""
+	}
 }
 
 // debugWords are the debugLevel items the reference recognises by prefix.
@@ -587,7 +602,11 @@ func (p *parser) handlerSettings(s *AppSpec, n *node) {
 			} else if name.value != "" {
 				lines[key] = c.line
 				if why, known := handlerSettingsKnown[key]; !known {
-					p.warn(c.line, "name", name.value, "unknown handler setting, ignored")
+					rule := "unknown handler setting, ignored"
+					if k := closest(name.value, handlerSettingNames); k != "" {
+						rule += " (did you mean " + k + "?)"
+					}
+					p.warn(c.line, "name", name.value, rule)
 				} else if why != "" {
 					p.ignore(c.line, name.value, why)
 				}
@@ -619,6 +638,7 @@ func (p *parser) handlerSettings(s *AppSpec, n *node) {
 			p.fail(lines["forwardedforformat"], "forwardedForFormat", v, "must be ipPort (the reference's 203.0.113.7:51234) or ip (203.0.113.7)")
 		}
 	}
+	p.poolSettings(s, func(name string) int { return lines[strings.ToLower(name)] })
 	if !s.ConsoleRedirection && s.StdoutLogEnabled {
 		p.warn(lines["enableoutofprocessconsoleredirection"], "enableOutOfProcessConsoleRedirection", "false",
 			"stdoutLogEnabled has no effect: the app's output is discarded")

@@ -189,6 +189,8 @@ func TestCorpus(t *testing.T) {
 				t.Fatalf("Parse: %v", err)
 			}
 			tt.want.Dir, tt.want.ConfigFile, tt.want.VirtualPath = "/srv/app", testFile, "/"
+			// No corpus file has app pool settings: their defaults.
+			tt.want.PingInterval, tt.want.PingResponseTime, tt.want.QueueLength = 30*time.Second, 90*time.Second, 1000
 			sameLines(t, "warnings", warningLines(got), tt.warnings)
 			warnings := got.Warnings
 			got.Warnings = nil
@@ -728,7 +730,7 @@ func TestHandlerSettings(t *testing.T) {
 		`/srv/app/web.config:5: warning: name="debuglevel": duplicate of line 4 (names are case-insensitive); the first wins, this one is ignored`,
 		`/srv/app/web.config:6: warning: forwardResponseConnectionHeader="yes": not true or false; taken as false as the reference does`,
 		`/srv/app/web.config:7: warning: enableOutOfProcessConsoleRedirection="false": stdoutLogEnabled has no effect: the app's output is discarded`,
-		`/srv/app/web.config:9: warning: name="debugFlie": unknown handler setting, ignored`,
+		`/srv/app/web.config:9: warning: name="debugFlie": unknown handler setting, ignored (did you mean debugFile?)`,
 	})
 
 	for _, tt := range []struct {

@@ -129,6 +129,89 @@ type AppSpec struct {
 	// Options.Environ: a URL the 502.5 page links to. Empty means none.
 	AdditionalErrorPageLink string
 
+	// App pool settings (issue 14): handler settings named after the IIS
+	// application pool attributes they stand for, so that the same file
+	// still deploys to IIS (ANCM ignores handler settings it does not know).
+	// Durations are written like requestTimeout ([d.]hh:mm:ss, whole
+	// seconds); 0 turns a setting off.
+
+	// PeriodicRestartTime is handler setting periodicRestartTime (IIS
+	// recycling/periodicRestart@time, whose default is 29 h): recycle each
+	// process, overlapped, once it has been up this long. Default 0, off;
+	// range 0-8760 h.
+	PeriodicRestartTime time.Duration
+	// PeriodicRestartRequests is handler setting periodicRestartRequests
+	// (IIS recycling/periodicRestart@requests): recycle a process, overlapped,
+	// once it has served this many requests. Default 0, off; range
+	// 0-4294967295.
+	PeriodicRestartRequests int64
+	// PeriodicRestartPrivateMemory is handler setting
+	// periodicRestartPrivateMemory (IIS recycling/periodicRestart@privateMemory),
+	// in KB (1024 bytes, as IIS): recycle a process, overlapped, when its
+	// process tree's private memory exceeds it (checked every few seconds).
+	// Default 0, off; range 0-4294967295.
+	PeriodicRestartPrivateMemory int64
+	// PeriodicRestartSchedule is handler setting periodicRestartSchedule
+	// (IIS recycling/periodicRestart/schedule), a comma list of local times
+	// of day written hh:mm (or hh:mm:ss as applicationHost.config writes
+	// them): recycle the app's processes, overlapped, at each. Held as
+	// offsets from local midnight, ascending, without duplicates. Default
+	// empty, no schedule.
+	PeriodicRestartSchedule []time.Duration
+	// IdleTimeout is handler setting idleTimeout (IIS processModel@idleTimeout,
+	// whose default is 20 min): stop the app's processes once no request
+	// came for this long; the next request starts them. Default 0, off;
+	// range 0-720 h. Not applied with StartMode AlwaysRunning (a warning).
+	IdleTimeout time.Duration
+	// StartMode is handler setting startMode (IIS applicationPool@startMode):
+	// OnDemand (default) starts the app on its first request; AlwaysRunning
+	// when loopgate starts and again after every stop that is not
+	// app_offline.htm.
+	StartMode StartMode
+	// PingingEnabled is handler setting pingingEnabled (IIS
+	// processModel@pingingEnabled, whose default is true): probe each process
+	// with GET PingPath every PingInterval. Default false.
+	PingingEnabled bool
+	// PingPath is handler setting pingPath (loopgate's own: IIS pings its
+	// worker over a pipe): the request target of the probe as the app sees
+	// it, including the virtual path for an app not mounted at "/" (requests
+	// reach the app with it). Starts with "/", no whitespace or control
+	// characters, no "#". Required when PingingEnabled; else may be empty.
+	PingPath string
+	// PingInterval is handler setting pingInterval (IIS
+	// processModel@pingInterval): the time between two probes of a process.
+	// Default 30 s; range 1 s-24 h.
+	PingInterval time.Duration
+	// PingResponseTime is handler setting pingResponseTime (IIS
+	// processModel@pingResponseTime): a process that has answered no probe
+	// for this long (counted from the first probe after its last answer) is
+	// hung and replaced. Default 90 s; range 1 s-24 h.
+	PingResponseTime time.Duration
+	// QueueLength is handler setting queueLength (IIS
+	// applicationPool@queueLength): requests waiting for a backend connection
+	// beyond this many get 503 with Retry-After at once. Default 1000; range
+	// 10-65535 as in IIS.
+	QueueLength int
+	// UserName is handler setting userName (IIS processModel@userName): the
+	// user the app's processes run as (loopgate must be root), a name or a
+	// numeric uid. Default empty: loopgate's own user. Not looked up here.
+	UserName string
+	// GroupName is handler setting groupName (loopgate's own; IIS takes the
+	// group from the identity): the group the app's processes run as, a name
+	// or a numeric gid. Default empty: UserName's primary group, or
+	// loopgate's own group without UserName. Not looked up here.
+	GroupName string
+	// MemoryLimit is handler setting memoryLimit (IIS has no hard limit), in
+	// bytes: the cgroup memory.max of the app. Written as a whole number of
+	// bytes or with a K, M, G or T suffix (powers of 1024, as systemd's
+	// MemoryMax=), e.g. 512M. Default 0, no limit; at least 1M otherwise.
+	MemoryLimit int64
+	// CPULimit is handler setting cpuLimit (IIS cpu@limit, which counts in
+	// 1/1000 % of all CPUs), as a percentage of one CPU: the cgroup cpu.max of
+	// the app, e.g. 150 for one and a half CPUs. Default 0, no limit; range
+	// 0-100000.
+	CPULimit int
+
 	// Warnings are problems that do not stop the app (such as
 	// hostingModel="inprocess" or an unknown attribute), each with its
 	// location and Warning set, in file order. Equal ignores them.
@@ -164,6 +247,24 @@ func (f ForwardedForFormat) String() string {
 		return "ip"
 	}
 	return "ipPort"
+}
+
+// StartMode is when an app's processes start (IIS applicationPool@startMode).
+type StartMode uint8
+
+const (
+	// OnDemand starts the app on its first request (the default).
+	OnDemand StartMode = iota
+	// AlwaysRunning starts the app when loopgate starts, and again after every
+	// stop that is not app_offline.htm.
+	AlwaysRunning
+)
+
+func (m StartMode) String() string {
+	if m == AlwaysRunning {
+		return "AlwaysRunning"
+	}
+	return "OnDemand"
 }
 
 // HostingModel is aspNetCore@hostingModel.

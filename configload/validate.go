@@ -50,7 +50,22 @@ func (s *AppSpec) Equal(o *AppSpec) bool {
 		s.DisallowRotationOnConfigChange == o.DisallowRotationOnConfigChange &&
 		s.DebugFile == o.DebugFile &&
 		s.DebugLevel == o.DebugLevel &&
-		s.AdditionalErrorPageLink == o.AdditionalErrorPageLink
+		s.AdditionalErrorPageLink == o.AdditionalErrorPageLink &&
+		s.PeriodicRestartTime == o.PeriodicRestartTime &&
+		s.PeriodicRestartRequests == o.PeriodicRestartRequests &&
+		s.PeriodicRestartPrivateMemory == o.PeriodicRestartPrivateMemory &&
+		slices.Equal(s.PeriodicRestartSchedule, o.PeriodicRestartSchedule) &&
+		s.IdleTimeout == o.IdleTimeout &&
+		s.StartMode == o.StartMode &&
+		s.PingingEnabled == o.PingingEnabled &&
+		s.PingPath == o.PingPath &&
+		s.PingInterval == o.PingInterval &&
+		s.PingResponseTime == o.PingResponseTime &&
+		s.QueueLength == o.QueueLength &&
+		s.UserName == o.UserName &&
+		s.GroupName == o.GroupName &&
+		s.MemoryLimit == o.MemoryLimit &&
+		s.CPULimit == o.CPULimit
 }
 
 // Validate re-checks the invariants of a built spec: the ranges and
@@ -127,6 +142,7 @@ func (s *AppSpec) Validate() error {
 	if s.DebugFile != "" {
 		absClean("DebugFile", s.DebugFile)
 	}
+	s.validatePool(bad, seconds)
 	if len(probs) > 0 {
 		return &Error{Problems: probs}
 	}

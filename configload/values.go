@@ -47,12 +47,18 @@ const timeSpanForm = "expected [d.]hh:mm:ss, e.g. 00:02:00"
 // without a day part, minutes and seconds 0-59, whole seconds only, at most
 // 360:00:00. A bare "0" is accepted as zero (no timeout).
 func parseTimeSpan(s string) (time.Duration, string) {
+	return parseTimeSpanMax(s, maxRequestTimeout)
+}
+
+// parseTimeSpanMax is parseTimeSpan with another upper bound (whole hours).
+func parseTimeSpanMax(s string, limit time.Duration) (time.Duration, string) {
+	outOfRange := fmt.Sprintf("out of range 00:00:00-%02d:00:00", limit/time.Hour)
 	s = strings.TrimSpace(s)
 	if s == "0" {
 		return 0, ""
 	}
 	if strings.HasPrefix(s, "-") {
-		return 0, "out of range 00:00:00-360:00:00"
+		return 0, outOfRange
 	}
 	fields := strings.Split(s, ":")
 	if len(fields) != 3 {
@@ -102,8 +108,8 @@ func parseTimeSpan(s string) (time.Duration, string) {
 		return 0, "seconds out of range 0-59"
 	}
 	total := ((d*24+h)*60+m)*60 + sec
-	if total > uint64(maxRequestTimeout/time.Second) {
-		return 0, "out of range 00:00:00-360:00:00"
+	if total > uint64(limit/time.Second) {
+		return 0, outOfRange
 	}
 	return time.Duration(total) * time.Second, ""
 }
