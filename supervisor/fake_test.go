@@ -345,6 +345,9 @@ func testSpec(t testing.TB) *configload.AppSpec {
 		ProcessesPerApplication: 1,
 		ConsoleRedirection:      true,
 		MaxAllowedContentLength: 30000000,
+		PingInterval:            30 * time.Second,
+		PingResponseTime:        90 * time.Second,
+		QueueLength:             1000,
 	}
 }
 

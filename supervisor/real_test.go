@@ -69,6 +69,9 @@ func realSpec(t testing.TB, settings ...string) *configload.AppSpec {
 		ProcessesPerApplication: 1,
 		ConsoleRedirection:      true,
 		MaxAllowedContentLength: 30000000,
+		PingInterval:            30 * time.Second,
+		PingResponseTime:        90 * time.Second,
+		QueueLength:             1000,
 	}
 	for _, s := range settings {
 		name, value, _ := strings.Cut(s, "=")
