@@ -564,6 +564,8 @@ var handlerSettingsKnown = map[string]string{
 	"enableoutofprocessconsoleredirection": "",
 	"forwardresponseconnectionheader":      "",
 	"forwardedforformat":                   "",
+	"stdoutlogmaxbytes":                    "",
+	"stdoutlogmaxfiles":                    "",
 	"disallowrotationonconfigchange":       "",
 	"handlerversion":                       "selects an IIS handler DLL",
 	"experimentalenableshadowcopy":         "IIS shadow copying",
@@ -639,6 +641,29 @@ func (p *parser) handlerSettings(s *AppSpec, n *node) {
 		}
 	}
 	p.poolSettings(s, func(name string) int { return lines[strings.ToLower(name)] })
+	if v, ok := s.HandlerSetting("stdoutLogMaxBytes"); ok {
+		if n, rule := parseUint(v, 0, 1<<40); rule != "" {
+			p.fail(lines["stdoutlogmaxbytes"], "stdoutLogMaxBytes", v, rule+" bytes; 0: no limit")
+		} else if n > 0 && n < 4096 {
+			p.fail(lines["stdoutlogmaxbytes"], "stdoutLogMaxBytes", v, "below 4096 bytes (0: no limit)")
+		} else {
+			s.StdoutLogMaxBytes = int64(n)
+		}
+	}
+	if v, ok := s.HandlerSetting("stdoutLogMaxFiles"); ok {
+		if n, rule := parseUint(v, 0, 100000); rule != "" {
+			p.fail(lines["stdoutlogmaxfiles"], "stdoutLogMaxFiles", v, rule+"; 0: keep every file")
+		} else {
+			s.StdoutLogMaxFiles = int(n)
+		}
+	}
+	if (s.StdoutLogMaxBytes > 0 || s.StdoutLogMaxFiles > 0) && !s.StdoutLogEnabled {
+		line := lines["stdoutlogmaxbytes"]
+		if line == 0 {
+			line = lines["stdoutlogmaxfiles"]
+		}
+		p.warn(line, "<handlerSetting>", "", "stdoutLogMaxBytes and stdoutLogMaxFiles apply only with stdoutLogEnabled=\"true\"")
+	}
 	if !s.ConsoleRedirection && s.StdoutLogEnabled {
 		p.warn(lines["enableoutofprocessconsoleredirection"], "enableOutOfProcessConsoleRedirection", "false",
 			"stdoutLogEnabled has no effect: the app's output is discarded")

@@ -1005,3 +1005,32 @@ func TestForwardedForFormatSetting(t *testing.T) {
 		t.Error("specs differing in forwardedForFormat are Equal: a change would not recycle")
 	}
 }
+
+func TestStdoutLogRotationSettings(t *testing.T) {
+	parse := func(attrs, xml string) (*AppSpec, error) {
+		return Parse(testFile, aspNetCore(`processPath="x" `+attrs, "<handlerSettings>\n"+xml+"</handlerSettings>"), Options{})
+	}
+	spec, err := parse(`stdoutLogEnabled="true"`, `<handlerSetting name="stdoutLogMaxBytes" value="10485760" />
+<handlerSetting name="StdoutLogMaxFiles" value="5" />
+`)
+	if err != nil || spec.StdoutLogMaxBytes != 10485760 || spec.StdoutLogMaxFiles != 5 || len(spec.Warnings) != 0 {
+		t.Fatalf("%+v %v", spec, err)
+	}
+	_, err = parse(`stdoutLogEnabled="true"`, `<handlerSetting name="stdoutLogMaxBytes" value="10MB" />
+<handlerSetting name="stdoutLogMaxFiles" value="-1" />
+<handlerSetting name="stdoutLogMaxBytes" value="100" />
+`)
+	sameLines(t, "problems", problemLines(t, err), []string{
+		`/srv/app/web.config:4: stdoutLogMaxBytes="10MB": not an unsigned integer (expected 0-1099511627776) bytes; 0: no limit`,
+		`/srv/app/web.config:5: stdoutLogMaxFiles="-1": not an unsigned integer (expected 0-100000); 0: keep every file`,
+		`/srv/app/web.config:6: warning: name="stdoutLogMaxBytes": duplicate of line 4 (names are case-insensitive); the first wins, this one is ignored`,
+	})
+	spec, err = parse(``, `<handlerSetting name="stdoutLogMaxFiles" value="3" />
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameLines(t, "warnings", warningLines(spec), []string{
+		`/srv/app/web.config:4: warning: <handlerSetting>: stdoutLogMaxBytes and stdoutLogMaxFiles apply only with stdoutLogEnabled="true"`,
+	})
+}

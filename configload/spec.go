@@ -79,6 +79,16 @@ type AppSpec struct {
 	// ProcessPath, as an absolute cleaned base path (relative values are
 	// resolved against Dir). Default Dir/aspnetcore-stdout.
 	StdoutLogFile string
+	// StdoutLogMaxBytes is handler setting stdoutLogMaxBytes: once a stdout
+	// log file holds this many bytes, the next line starts a new file
+	// (<base>_<start>_<pid>.1.log, .2.log, ...). Default 0: one file per
+	// process, never cut (the reference's behaviour); else 4096-2^40.
+	StdoutLogMaxBytes int64
+	// StdoutLogMaxFiles is handler setting stdoutLogMaxFiles: how many of
+	// the app's stdout log files (<base>_*.log) are kept; when a file is
+	// created, the oldest closed ones beyond it are deleted. Default 0: all
+	// are kept (the reference never deletes); else 1-100000.
+	StdoutLogMaxFiles int
 	// ProcessesPerApplication is aspNetCore@processesPerApplication. Default 1,
 	// range 1-100.
 	ProcessesPerApplication int

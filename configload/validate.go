@@ -39,6 +39,8 @@ func (s *AppSpec) Equal(o *AppSpec) bool {
 		s.RequestTimeout == o.RequestTimeout &&
 		s.StdoutLogEnabled == o.StdoutLogEnabled &&
 		s.StdoutLogFile == o.StdoutLogFile &&
+		s.StdoutLogMaxBytes == o.StdoutLogMaxBytes &&
+		s.StdoutLogMaxFiles == o.StdoutLogMaxFiles &&
 		s.ProcessesPerApplication == o.ProcessesPerApplication &&
 		s.DisableStartUpErrorPage == o.DisableStartUpErrorPage &&
 		s.HostingModel == o.HostingModel &&

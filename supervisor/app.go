@@ -104,6 +104,9 @@ type App struct {
 	reloadsFailed  uint64
 	configError    string
 	lastStartError string
+	// stdoutLogs are the stdout log files its processes write; safe for
+	// concurrent use (output readers, pruning, SIGUSR1).
+	stdoutLogs stdoutLogs
 }
 
 // slot is one of processesPerApplication process slots. Owned by run.

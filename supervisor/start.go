@@ -156,7 +156,8 @@ func (a *App) launch(spec *configload.AppSpec, slotIdx int, warned *bool) (*Proc
 		if file != nil {
 			stdoutLog = file.Name()
 		}
-		p.out = startOutput(proc, a.log.With().Int("pid", p.pid).Logger(), file)
+		p.out = startOutput(proc, a.log.With().Int("pid", p.pid).Logger(), file,
+			rotation{base: spec.StdoutLogFile, maxBytes: spec.StdoutLogMaxBytes, maxFiles: spec.StdoutLogMaxFiles, logs: &a.stdoutLogs})
 	}
 	a.goHelper(func() {
 		status := proc.Wait()

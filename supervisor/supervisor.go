@@ -105,6 +105,15 @@ func New(specs []*configload.AppSpec, opts Options) (*Supervisor, error) {
 // Apps returns the apps in the order of the specs given to New.
 func (s *Supervisor) Apps() []*App { return s.apps }
 
+// RotateStdoutLogs has every stdout log file being written (stdoutLogEnabled)
+// continue in a new file from its next line on (SIGUSR1, with logrotate's
+// postrotate). Files that got nothing yet are kept.
+func (s *Supervisor) RotateStdoutLogs() {
+	for _, a := range s.apps {
+		a.stdoutLogs.rotateAll()
+	}
+}
+
 // Status returns every app's status, in the order of Apps.
 func (s *Supervisor) Status() []AppStatus {
 	out := make([]AppStatus, len(s.apps))

@@ -97,7 +97,8 @@ const signalsText = `Signals (serve):
   SIGQUIT          stop at once: every backend process group is killed
   SIGHUP           re-read every web.config and the TLS certificates (apps
                    whose configuration did not change are untouched)
-  SIGUSR1          reopen the log file (after logrotate moved it)
+  SIGUSR1          reopen the log file (after logrotate moved it) and have
+                   every stdout log (stdoutLogEnabled) continue in a new file
 Backends never outlive loopgate, even after SIGKILL.
 `
 

@@ -186,3 +186,59 @@ func TestAccessLogOfLoopgatesOwnAnswers(t *testing.T) {
 		t.Errorf("access line of the 503: %v", l)
 	}
 }
+
+// echoApp prints one line per request to stdout and answers 200.
+const echoApp = `import os, http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        print("request " + self.path, flush=True)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["ASPNETCORE_PORT"])), H).serve_forever()
+`
+
+// TestSIGUSR1StartsNewStdoutLogFiles: with stdoutLogEnabled, the start
+// line names the file, and SIGUSR1 (logrotate's postrotate) has the output
+// continue in a new file from the next line on.
+func TestSIGUSR1StartsNewStdoutLogFiles(t *testing.T) {
+	dir := pythonApp(t, echoApp, "")
+	cfg := filepath.Join(dir, "web.config")
+	b, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.Replace(string(b), `startupTimeLimit="20"`, `startupTimeLimit="20" stdoutLogEnabled="true" stdoutLogFile=".\logs\out"`, 1)), 0o644)
+	in := loopgatetest.Start(t, loopgatetest.Options{Args: []string{dir}})
+	if code, _ := get(t, in.URL("/one")); code != 200 {
+		t.Fatalf("GET /one: %d", code)
+	}
+	start := in.WaitLog(5*time.Second, func(l loopgatetest.Line) bool { return l.Str("event") == "start" })
+	first := start.Str("stdout_log")
+	if !strings.HasPrefix(first, filepath.Join(dir, "logs", "out_")) || !strings.HasSuffix(start.Str("message"), "go to "+first) {
+		t.Fatalf("start line %v", start)
+	}
+	waitContent := func(file, want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			got, _ := os.ReadFile(file)
+			if string(got) == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s holds %q, want %q", file, got, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitContent(first, "request /one\n")
+	in.Signal(syscall.SIGUSR1)
+	if in.WaitLog(5*time.Second, func(l loopgatetest.Line) bool { return l.Str("event") == "stdout_log_rotate" }) == nil {
+		t.Fatal("no stdout_log_rotate line after SIGUSR1")
+	}
+	if code, _ := get(t, in.URL("/two")); code != 200 {
+		t.Fatalf("GET /two: %d", code)
+	}
+	waitContent(strings.TrimSuffix(first, ".log")+".1.log", "request /two\n")
+	waitContent(first, "request /one\n")
+}

@@ -234,6 +234,7 @@ func (srv *server) loop(sigc <-chan os.Signal, failc <-chan error) int {
 				} else if srv.sink.Path() != "" {
 					srv.log.Info().Str("event", "log_reopen").Str("file", srv.sink.Path()).Msg("SIGUSR1: log file reopened")
 				}
+				srv.sup.RotateStdoutLogs() // the apps' stdout log files continue in new files
 			case syscall.SIGQUIT:
 				srv.log.Warn().Str("event", "kill").Msg("SIGQUIT: stopping at once; killing every backend")
 				srv.kill()
