@@ -25,6 +25,8 @@ import (
 func resetConn(c net.Conn) {
 	for {
 		switch cc := c.(type) {
+		case *guardedTLS:
+			c = cc.NetConn()
 		case *tls.Conn:
 			c = cc.NetConn()
 		case *trackedConn:
@@ -122,6 +124,9 @@ const lingerTime = 2 * time.Second
 // answer, drop what the client still sends for up to lingerTime, then
 // close. For connections whose request body was left unread.
 func lingerOnClose(c net.Conn) {
+	if gc, ok := c.(*guardedTLS); ok {
+		c = gc.Conn
+	}
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}
@@ -142,8 +147,14 @@ func clientEOF(c net.Conn) bool {
 }
 
 // connState is fasthttp's ConnState hook: it marks connections idle between
-// requests, for the limiter.
+// requests, for the limiter, and arms the head guard while a head is read.
 func connState(c net.Conn, st fasthttp.ConnState) {
+	if g := guardOf(c); g != nil {
+		g.pending.Store(st == fasthttp.StateActive)
+	}
+	if gc, ok := c.(*guardedTLS); ok {
+		c = gc.Conn
+	}
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}
@@ -189,6 +200,7 @@ type limitedListener struct {
 	log       zerolog.Logger
 	done      chan struct{}
 	closeOnce sync.Once
+	bufSize   int // fasthttp's ReadBufferSize, for the head guard
 }
 
 const (
@@ -210,7 +222,7 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 		_ = c.Close()
 		return nil, net.ErrClosed
 	}
-	tc := &trackedConn{ClientConn: sockio.NewClientConn(c), lim: l.lim}
+	tc := &trackedConn{ClientConn: sockio.NewClientConn(c), lim: l.lim, guard: headGuard{bufSize: l.bufSize}}
 	l.lim.open.Add(1)
 	l.lim.mu.Lock()
 	l.lim.conns[tc] = struct{}{}
@@ -274,7 +286,10 @@ type trackedConn struct {
 	closed    atomic.Bool
 	idleSince atomic.Int64 // unix ns since it waits for a next request; 0: new, busy or hijacked
 	linger    atomic.Bool  // see lingerOnClose
+	guard     headGuard    // armed only when fasthttp reads this connection itself (not under TLS)
 }
+
+func (c *trackedConn) Read(p []byte) (int, error) { return c.guard.read(p, c.ClientConn.Read) }
 
 func (c *trackedConn) Close() error {
 	if tcp, ok := c.Conn.(*net.TCPConn); ok && c.linger.CompareAndSwap(true, false) {

@@ -94,6 +94,7 @@ func retryable(st stage, f retryFacts) bool {
 
 // serveHTTP is the fasthttp handler: every request goes through here.
 func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
+	headRead(ctx.Conn())
 	s.inflight.Add(1)
 	x := s.exchanges.Get().(*exchange)
 	x.ctx = ctx

@@ -223,7 +223,7 @@ func (s *Server) ServeListener(ln net.Listener, isTLS bool) error {
 	if isTLS && s.tlsConf == nil {
 		return fmt.Errorf("%w: TLS listener %s without a certificate", ErrConfig, ln.Addr())
 	}
-	ll := &limitedListener{Listener: ln, lim: s.limiter, log: s.log, done: make(chan struct{})}
+	ll := &limitedListener{Listener: ln, lim: s.limiter, log: s.log, done: make(chan struct{}), bufSize: s.cfg.MaxHeaderBytes}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -237,6 +237,7 @@ func (s *Server) ServeListener(ln net.Listener, isTLS bool) error {
 		if s.h2 != nil {
 			l = s.h2.listener(l)
 		}
+		l = guardedListener{Listener: l, bufSize: s.cfg.MaxHeaderBytes}
 	}
 	return s.srv.Serve(l)
 }
@@ -318,6 +319,7 @@ func (s *Server) closeTunnels() {
 // expect answers "Expect: 100-continue": a body over the app's
 // maxAllowedContentLength gets 413 before the client sends it.
 func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
+	headRead(ctx.Conn())
 	h := &ctx.Request.Header
 	if rt := s.router.match(h.RequestURI()); rt != nil {
 		if int64(h.ContentLength()) > rt.app.Spec().MaxAllowedContentLength {

@@ -145,6 +145,12 @@ func TestFramingForwardedIntact(t *testing.T) {
 			line: "GET http://evil.example HTTP/1.1"},
 		{name: "origin-form target that looks like an authority", req: "GET //evil.example/api HTTP/1.1\r\nHost: a\r\n\r\n",
 			line: "GET //evil.example/api HTTP/1.1"},
+		// RFC 9112 §2.2 lets a recipient take a bare LF as a line end;
+		// fasthttp does for the request line (not for header lines,
+		// refused by scanRequestHeaders), and the backend gets a request
+		// line loopgate wrote, ending in CRLF.
+		{name: "bare LF ending the request line", req: "GET /lf HTTP/1.1\nHost: a\r\n\r\n",
+			line: "GET /lf HTTP/1.1"},
 		{name: "GET with a body holding a request", req: "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 35\r\n\r\n" + hidden,
 			line: "GET / HTTP/1.1", body: hidden},
 		{name: "Expect: 100-continue with the body sent at once", req: "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 35\r\n\r\n" + hidden,

@@ -1,0 +1,136 @@
+package fastpath
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBareLFHeadTerminator: a head whose blank line, or the line before
+// it, ends in a bare LF is answered 400 at once, not 408 after
+// --header-read-timeout (defect 4 of issue 13), on a new connection, on a
+// kept-alive one and pipelined behind a request; the backend sees none of
+// them. A head cut short with no bare LF still waits for the timeout.
+func TestBareLFHeadTerminator(t *testing.T) {
+	addr, got := capturingBackend(t, okResponse)
+	h := newHarness(t, Config{HeaderReadTimeout: 5 * time.Second}, "/")
+	h.backend("/", addr)
+	for _, head := range []string{
+		"GET / HTTP/1.1\nHost: a\n\n",
+		"GET / HTTP/1.1\r\nHost: a\r\n\n",
+		"GET / HTTP/1.1\r\nHost: a\n\r\n",
+		"GET / HTTP/1.1\nHost: a\r\n\n",
+		"GET / HTTP/1.0\n\n",
+		"GET / HTTP/1.0\r\n\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\n\n",
+	} {
+		for _, how := range []string{"first", "after a request", "pipelined"} {
+			t.Run(strings.ReplaceAll(head, "\n", `\n`)+"/"+how, func(t *testing.T) {
+				c := dialRaw(t, h.addr)
+				switch how {
+				case "after a request":
+					if r, _ := c.roundTrip(get("a", "/before")); r.StatusCode != 200 {
+						t.Fatalf("first request: %d", r.StatusCode)
+					}
+					recv(t, got)
+					c.send(head)
+				case "pipelined":
+					c.send(get("a", "/before") + head)
+					if r, _ := c.response("GET"); r.StatusCode != 200 {
+						t.Fatalf("first request: %d", r.StatusCode)
+					}
+					recv(t, got)
+				default:
+					c.send(head)
+				}
+				start := time.Now()
+				r, _ := c.response("GET")
+				if r.StatusCode != 400 || time.Since(start) > 2*time.Second {
+					t.Errorf("status %d after %v, want 400 at once", r.StatusCode, time.Since(start))
+				}
+				select {
+				case req := <-got:
+					t.Errorf("backend saw %q", req.lines()[0])
+				default:
+				}
+			})
+		}
+	}
+	t.Run("incomplete head waits", func(t *testing.T) {
+		c := dialRaw(t, h.addr)
+		c.send("GET / HTTP/1.1\r\nHost: a\r\n")
+		if c.closedByPeer(300 * time.Millisecond) {
+			t.Fatal("an incomplete head was refused before its time")
+		}
+	})
+}
+
+// TestBodyEndingInLFLF: a body with "\n\n" at the end of a segment, more
+// of it still to come, is a body: the guard against bare-LF heads does not
+// take it for one (small bodies are read before the handler runs, while
+// fasthttp has not yet handed the request over).
+func TestBodyEndingInLFLF(t *testing.T) {
+	addr, got := capturingBackend(t, okResponse)
+	h := newHarness(t, Config{}, "/")
+	h.backend("/", addr)
+	for _, how := range []string{"alone", "pipelined"} {
+		t.Run(how, func(t *testing.T) {
+			c := dialRaw(t, h.addr)
+			head := "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nab"
+			if how == "pipelined" {
+				head = get("a", "/before") + head
+			}
+			c.send(head)
+			for _, part := range []string{"c\n\n", "\n"} {
+				time.Sleep(50 * time.Millisecond)
+				c.send(part)
+			}
+			if how == "pipelined" {
+				if r, _ := c.response("GET"); r.StatusCode != 200 {
+					t.Fatalf("first request: %d", r.StatusCode)
+				}
+				recv(t, got)
+			}
+			if r, _ := c.response("POST"); r.StatusCode != 200 {
+				t.Fatalf("status %d", r.StatusCode)
+			}
+			if r := recv(t, got); string(r.body) != "abc\n\n\n" {
+				t.Errorf("backend got body %q", r.body)
+			}
+		})
+	}
+}
+
+// TestBareLFHeadTerminatorTLS: the same over TLS (HTTP/1.1 by ALPN, and
+// with HTTP/2 off), where fasthttp reads the TLS connection.
+func TestBareLFHeadTerminatorTLS(t *testing.T) {
+	for _, h2off := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2off=%v", h2off), func(t *testing.T) {
+			h := newTLSHarness(t, Config{HeaderReadTimeout: 5 * time.Second, DisableHTTP2: h2off})
+			h.backend(func(w http.ResponseWriter, r *http.Request) { t.Errorf("backend saw %s %s", r.Method, r.URL) })
+			tc, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: h.roots, NextProtos: []string{"http/1.1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tc.Close()
+			_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+			start := time.Now()
+			if _, err := io.WriteString(tc, "GET / HTTP/1.1\r\nHost: a\r\n\n"); err != nil {
+				t.Fatal(err)
+			}
+			r, err := http.ReadResponse(bufio.NewReader(tc), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Body.Close()
+			if r.StatusCode != 400 || time.Since(start) > 2*time.Second {
+				t.Errorf("status %d after %v, want 400 at once", r.StatusCode, time.Since(start))
+			}
+		})
+	}
+}
