@@ -201,6 +201,8 @@ func (x *exchange) acquire(attempt int) (answered bool) {
 		return x.answerPage(fasthttp.StatusBadGateway, x.route.page502_5(x.spec))
 	case supervisor.Offline:
 		return x.answerPage(fasthttp.StatusServiceUnavailable, x.route.app.OfflinePage())
+	case supervisor.Stopped:
+		return x.answerStopped()
 	default:
 		return x.answer(fasthttp.StatusServiceUnavailable, nil)
 	}

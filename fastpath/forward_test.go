@@ -213,6 +213,13 @@ func TestOfflineAndStopping(t *testing.T) {
 	if r.StatusCode != 503 || len(body) != 0 {
 		t.Errorf("stopping: %d %q, want a bare 503", r.StatusCode, body)
 	}
+	// Stopped by an operator: HTTP.sys's page for a stopped pool.
+	h.apps["/"].setOutcome(supervisor.Stopped)
+	r, body = c.roundTrip(get("a", "/"))
+	if r.StatusCode != 503 || r.Header.Get("Content-Type") != "text/html" || !bytes.Equal(body, pageAppStopped) ||
+		!bytes.Contains(body, []byte("<h2>Service Unavailable</h2>")) {
+		t.Errorf("stopped: %d %q %q", r.StatusCode, r.Header.Get("Content-Type"), body)
+	}
 }
 
 func TestRouting(t *testing.T) {

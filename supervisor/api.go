@@ -27,6 +27,10 @@ const (
 	// Stopping: the app or loopgate is shutting down. The forwarder answers a
 	// bare 503.
 	Stopping
+	// Stopped: an operator stopped the app (App.Stop, `loopgate stop`), as
+	// IIS stops an application pool. The forwarder answers 503 with the
+	// page HTTP.sys gives for a stopped pool, until App.Start.
+	Stopped
 )
 
 func (o Outcome) String() string {
@@ -39,6 +43,8 @@ func (o Outcome) String() string {
 		return "offline"
 	case Stopping:
 		return "stopping"
+	case Stopped:
+		return "stopped"
 	}
 	return "unknown"
 }
@@ -118,13 +124,16 @@ const (
 	// (loopgate shutdown), or, for one process, it is being drained and
 	// stopped.
 	StateStopping State = "stopping"
+	// StateStopped: an operator stopped the app (App.Stop); nothing runs
+	// and requests get 503 until App.Start.
+	StateStopped State = "stopped"
 )
 
 // AppStatus is a point-in-time copy of an app's state for /status and
 // metrics. It is a plain value: callers own it.
 type AppStatus struct {
 	Name, VirtualPath, Dir string
-	// State is the app's overall state: stopping or offline when so,
+	// State is the app's overall state: stopping, stopped or offline when so,
 	// otherwise ready if any slot is ready, else starting, crashloop or idle.
 	State State
 	// ConfigError is the last web.config error while the previous spec keeps

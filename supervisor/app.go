@@ -24,6 +24,7 @@ const (
 	modeBlocked              // rapid-fail window full: StartFailed at once
 	modeOffline              // app_offline.htm: Offline at once
 	modeStopping             // shutting down: Stopping at once
+	modeStopped              // stopped by an operator: Stopped at once
 )
 
 // state is how a mode shows in AppStatus: a failed start that the window
@@ -40,6 +41,8 @@ func (m mode) state() State {
 		return StateOffline
 	case modeStopping:
 		return StateStopping
+	case modeStopped:
+		return StateStopped
 	}
 	return StateIdle
 }
@@ -78,6 +81,7 @@ type App struct {
 	recheck chan struct{}   // Acquire: app_offline.htm may have changed (cap 1)
 	unreach chan *Process   // Process.Unreachable (cap 8)
 	reloadc chan chan error // Reload
+	ctlc    chan ctlRequest // Recycle, Stop, Start (control.go)
 	events  chan event      // from the app's helper goroutines
 	done    chan struct{}   // closed when run has finished for good
 
@@ -87,6 +91,8 @@ type App struct {
 	slots          []*slot
 	offline        bool
 	stopping       bool
+	stopped        bool // App.Stop: stays down until App.Start
+	ctlWaits       []*ctlWait
 	blocked        bool
 	lastFailed     bool
 	epoch          uint64
@@ -148,6 +154,7 @@ func newApp(s *Supervisor, spec *configload.AppSpec) *App {
 		recheck:     make(chan struct{}, 1),
 		unreach:     make(chan *Process, 8),
 		reloadc:     make(chan chan error),
+		ctlc:        make(chan ctlRequest),
 		events:      make(chan event, 16),
 		done:        make(chan struct{}),
 		stoppers:    map[*Process]struct{}{},
@@ -208,6 +215,8 @@ func (a *App) Acquire(ctx context.Context) (*Process, Outcome) {
 			return nil, StartFailed
 		case modeStopping:
 			return nil, Stopping
+		case modeStopped:
+			return nil, Stopped
 		case modeOffline:
 			if !a.pollOffline() {
 				return nil, Offline
@@ -302,6 +311,8 @@ func (a *App) publishStatus() {
 			ps.State = StateStarting
 		case a.stopping:
 			ps.State = StateStopping
+		case a.stopped:
+			ps.State = StateStopped
 		case a.offline:
 			ps.State = StateOffline
 		case sl.crashloop:

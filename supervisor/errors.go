@@ -25,6 +25,10 @@ var (
 	ErrStopping = errors.New("loopgate is stopping")
 )
 
+// ErrAppStopped is what App.Recycle answers for an app an operator has
+// stopped (App.Stop): there is nothing to recycle until App.Start.
+var ErrAppStopped = errors.New("the app is stopped; start it first")
+
 // errCritical marks a start error that retrying cannot fix.
 type errCritical struct{ error }
 

@@ -6,6 +6,8 @@ import (
 	"io/fs"
 
 	"github.com/rs/zerolog"
+
+	"github.com/loopgate/loopgate/configload"
 )
 
 // reload re-reads the app's web.config (SIGHUP or a debounced file change).
@@ -66,38 +68,54 @@ func (a *App) reload() error {
 		return nil
 	}
 	a.recycles++
-	a.logEvent(zerolog.InfoLevel, "recycle", "web.config changed; recycling", nil)
+	a.logEvent(zerolog.InfoLevel, "recycle", "web.config changed; recycling", func(e *zerolog.Event) { e.Str("reason", "config") })
 	a.clearRapidFails()
-	if a.stopping || a.offline {
+	if a.stopping || a.stopped || a.offline {
 		a.resizeSlots(spec.ProcessesPerApplication)
 		a.publish()
 		return nil
 	}
+	a.recycleSlots(cur)
+	a.publish()
+	return nil
+}
+
+// recycleSlots gives every slot that runs or starts a process a new one
+// started with the spec in force, overlapped: the old process leaves the
+// rotation only when its successor is ready (with an explicit
+// ASPNETCORE_PORT in old or new spec, stop-then-start). old is the spec the
+// running processes were started with. Nothing runs or starts: nothing
+// happens. It returns the ids of the start tasks begun; the caller
+// publishes.
+func (a *App) recycleSlots(old *configload.AppSpec) []uint64 {
+	spec := a.spec.Load()
 	active := false
 	for _, sl := range a.slots {
 		active = active || sl.cur != nil || sl.start != nil
 		sl.crashloop = false
 	}
 	a.resizeSlots(spec.ProcessesPerApplication)
+	if !active {
+		return nil
+	}
 	// Two processes cannot share an explicit ASPNETCORE_PORT: then the old
 	// one is stopped first and the new one spawned after it has exited.
-	oldPort, _ := explicitPort(cur)
+	oldPort, _ := explicitPort(old)
 	newPort, _ := explicitPort(spec)
 	fixedPort := oldPort != 0 || newPort != 0
-	if active {
-		for _, sl := range a.slots {
-			a.cancelStart(sl) // a start with the old spec is no longer wanted
-			var after *Process
-			if fixedPort && sl.cur != nil {
-				after = sl.cur
-				a.queueStop(sl.cur, cur.ShutdownTimeLimit, "recycle")
-				sl.cur = nil
-			}
-			if !a.startSlot(sl, false, after) {
-				break
-			}
+	var ids []uint64
+	for _, sl := range a.slots {
+		a.cancelStart(sl) // a start with the old spec is no longer wanted
+		var after *Process
+		if fixedPort && sl.cur != nil {
+			after = sl.cur
+			a.queueStop(sl.cur, old.ShutdownTimeLimit, "recycle")
+			sl.cur = nil
 		}
+		if !a.startSlot(sl, false, after) {
+			break
+		}
+		ids = append(ids, sl.start.id)
 	}
-	a.publish()
-	return nil
+	return ids
 }

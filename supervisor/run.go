@@ -76,6 +76,8 @@ func (a *App) run() {
 			a.onEvent(ev)
 		case reply := <-a.reloadc:
 			reply <- a.reload()
+		case r := <-a.ctlc:
+			a.onControl(r)
 		case name, ok := <-watchC:
 			if !ok {
 				watchC = nil
@@ -216,6 +218,8 @@ func (a *App) mode() mode {
 	switch {
 	case a.stopping:
 		return modeStopping
+	case a.stopped:
+		return modeStopped
 	case a.offline:
 		return modeOffline
 	case anyReady:
@@ -233,7 +237,7 @@ func (a *App) mode() mode {
 // onWake starts every empty slot when nothing is ready (the first request,
 // or the first after a failed start or the end of a block).
 func (a *App) onWake() {
-	if a.stopping || a.offline || a.readyCount() > 0 {
+	if a.stopping || a.stopped || a.offline || a.readyCount() > 0 {
 		return
 	}
 	for _, sl := range a.slots {
@@ -314,7 +318,7 @@ func (a *App) onUnblock() {
 	for _, sl := range a.slots {
 		sl.crashloop = false
 	}
-	if !a.stopping && !a.offline && a.readyCount() > 0 {
+	if !a.stopping && !a.stopped && !a.offline && a.readyCount() > 0 {
 		for _, sl := range a.slots {
 			if sl.cur == nil && sl.start == nil && !a.startSlot(sl, true, nil) {
 				break
@@ -344,6 +348,7 @@ func (a *App) onEvent(ev event) {
 	case evStarted:
 		a.starters--
 		a.onStarted(ev)
+		a.checkCtlWaits(ev)
 	case evExited:
 		a.onExited(ev.p)
 	case evStopped:
@@ -352,6 +357,7 @@ func (a *App) onEvent(ev event) {
 			a.slots[ev.p.slot].lastExit = ev.p.status()
 		}
 		a.publishStatus()
+		a.checkCtlWaits(ev)
 	case evProbed:
 		a.onProbed(ev.p, ev.ok)
 	}
@@ -456,7 +462,7 @@ func (a *App) crash(sl *slot, p *Process, why string) {
 	// Clean up: the stop sees the exit (or kills a hung process at once),
 	// then unregisters the port and closes the upstream once drained.
 	a.queueStop(p, 0, "crash")
-	if !a.stopping && !a.offline && sl.start == nil {
+	if !a.stopping && !a.stopped && !a.offline && sl.start == nil {
 		a.startSlot(sl, true, p)
 	}
 	a.publish()

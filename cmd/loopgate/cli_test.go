@@ -81,7 +81,7 @@ func TestParseServeDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &serveConfig{Front: fastpath.Config{Listen: []string{":8080"}}, Admin: "127.0.0.1:9180", Accel: "auto", DrainTimeout: 30 * time.Second,
-		LogLevel: "info", AccessLog: true, Apps: []appArg{{arg: dir, vpath: "/", dir: dir}}}
+		LogLevel: "info", AccessLog: true, Apps: []appArg{{arg: dir, vpath: "/", dir: dir}}, Control: defaultControlPath()}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("parseServe(%q) =\n%+v\nwant\n%+v", dir, c, want)
 	}
@@ -94,7 +94,8 @@ func TestParseServeInterspersed(t *testing.T) {
 		"--tls-listen", ":443", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem", "--h2=false",
 		"--max-conns", "5", "--max-header-bytes", "4096", "--header-read-timeout", "1s", "--body-read-timeout", "2s",
 		"--send-timeout", "3s", "--idle-timeout", "4s", "--backend-connect-timeout", "5s", "--backend-max-conns", "6",
-		"--backend-queue-timeout", "7s", "--backend-idle-timeout", "8s", "--backend-max-response-header-bytes", "9000"})
+		"--backend-queue-timeout", "7s", "--backend-idle-timeout", "8s", "--backend-max-response-header-bytes", "9000",
+		"--control", "/run/x.sock", "--control-group", "adm"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,8 @@ func TestParseServeInterspersed(t *testing.T) {
 		SendTimeout: 3 * time.Second, IdleTimeout: 4 * time.Second, ConnectTimeout: 5 * time.Second, MaxConnsPerBackend: 6,
 		BackendQueueTimeout: 7 * time.Second, BackendIdleTimeout: 8 * time.Second, MaxResponseHeaderBytes: 9000},
 		Admin: "", Accel: "off", DrainTimeout: 5 * time.Second, LogFormat: "console", LogLevel: "debug", AccessLog: false,
-		Apps: []appArg{{arg: a, vpath: "/", dir: a}, {arg: "/api=" + b, vpath: "/api", dir: b}}}
+		Apps:    []appArg{{arg: a, vpath: "/", dir: a}, {arg: "/api=" + b, vpath: "/api", dir: b}},
+		Control: "/run/x.sock", ControlGroup: "adm", ControlExplicit: true}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", c, want)
 	}
@@ -267,6 +269,9 @@ func TestSubcommandHelp(t *testing.T) {
 		{"check", "usage: loopgate check APP...\n", "--listen"},
 		{"status", "usage: loopgate status [--admin ADDR] [--json]\n", "--listen"},
 		{"version", "usage: loopgate version\n", "--"},
+		{"recycle", "usage: loopgate recycle [--control PATH] [--timeout D] [VPATH...]\n", "--listen"},
+		{"stop", "usage: loopgate stop [--control PATH] [--timeout D] VPATH...\n", "--listen"},
+		{"start", "usage: loopgate start [--control PATH] [--timeout D] VPATH...\n", "--listen"},
 	} {
 		code, out, _ := runCapture(c.cmd, "--help")
 		if code != 0 || !strings.HasPrefix(out, c.start) || strings.Contains(out, c.lack) {

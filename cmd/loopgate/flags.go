@@ -30,6 +30,12 @@ const serveFlagsHelp = `  --listen ADDR            plain HTTP listener, repeatab
   --admin-host NAME        a host name the admin endpoint answers to, repeatable;
                            IP addresses, localhost and the host of --admin always
                            are, other names get 403 (DNS rebinding protection)
+  --control PATH           the control socket for loopgate recycle, stop and start
+                           (default /run/loopgate/control.sock as root, else
+                           $XDG_RUNTIME_DIR/loopgate/control.sock, else
+                           $TMPDIR/loopgate-UID/control.sock; empty disables)
+  --control-group GROUP    let GROUP's members use the control socket too (mode
+                           0660 instead of 0600)
   --accel auto|on|off      eBPF sockmap loopback acceleration (default auto): on
                            refuses to start without it, auto falls back to plain
                            TCP and logs why
@@ -68,13 +74,18 @@ type serveConfig struct {
 	Front        fastpath.Config
 	Admin        string
 	AdminHosts   []string
-	Accel        string
-	DrainTimeout time.Duration
-	LogFormat    string
-	LogLevel     string
-	LogFile      string
-	AccessLog    bool
-	Apps         []appArg
+	Control      string // "" disables
+	ControlGroup string
+	// ControlExplicit: --control was given, so a socket in use is an
+	// error; the default path in use only costs this serve its socket.
+	ControlExplicit bool
+	Accel           string
+	DrainTimeout    time.Duration
+	LogFormat       string
+	LogLevel        string
+	LogFile         string
+	AccessLog       bool
+	Apps            []appArg
 
 	// ShutdownDelay is --shutdown-delay: how long a SIGTERM keeps serving
 	// with readiness failed before the drain begins (default 0).
@@ -128,6 +139,8 @@ func newServeFlags(c *serveConfig) *flag.FlagSet {
 	fs.Var(negatedBool{&f.DisableHTTP2}, "h2", "")
 	fs.StringVar(&c.Admin, "admin", "127.0.0.1:9180", "")
 	fs.Var((*stringList)(&c.AdminHosts), "admin-host", "")
+	fs.StringVar(&c.Control, "control", defaultControlPath(), "")
+	fs.StringVar(&c.ControlGroup, "control-group", "", "")
 	fs.StringVar(&c.Accel, "accel", "auto", "")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "")
@@ -181,6 +194,10 @@ func parseServe(args []string) (*serveConfig, error) {
 	}
 	if err != nil {
 		return nil, usagef("%s", flagError(fs, err))
+	}
+	fs.Visit(func(fl *flag.Flag) { c.ControlExplicit = c.ControlExplicit || fl.Name == "control" })
+	if c.ControlGroup != "" && c.Control == "" {
+		return nil, usagef("--control-group needs a --control socket")
 	}
 	if len(positional) == 0 {
 		return nil, usagef("no APP given: name at least one directory that holds a web.config")

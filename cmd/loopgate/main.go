@@ -46,6 +46,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return runCheck(rest, environ, stdout, stderr)
 	case "status":
 		return runStatus(rest, stdout, stderr)
+	case "recycle", "stop", "start":
+		return runControl(cmd, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		if len(rest) == 1 && (rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help") {
 			fmt.Fprint(stdout, "usage: loopgate version\n\nPrints loopgate's version, the Go version it was built with and the platform.\n")
@@ -69,6 +71,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 const commandsText = `  loopgate serve [flags] APP...             run the edge
   loopgate check APP...                     validate configuration, print every problem, exit 0 or 2
   loopgate status [--admin ADDR] [--json]   show apps, processes and acceleration from a running serve
+  loopgate recycle [VPATH...]               recycle the apps' processes, overlapped (all apps without VPATH)
+  loopgate stop VPATH...                    stop an app: its processes stop, requests get 503
+  loopgate start VPATH...                   start an app that was stopped
   loopgate version
 `
 
@@ -122,6 +127,8 @@ usage:
 serve flags (--flag and -flag both work; flags may follow the APPs):
 ` + serveFlagsHelp + `
 ` + statusFlagsHelp + `
+recycle, stop and start flags:
+` + controlFlagsHelp + `
 ` + signalsText + `
 ` + exitText
 

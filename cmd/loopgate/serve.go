@@ -18,6 +18,7 @@ import (
 	"github.com/loopgate/loopgate/configload"
 	"github.com/loopgate/loopgate/fastpath"
 	"github.com/loopgate/loopgate/internal/admin"
+	"github.com/loopgate/loopgate/internal/control"
 	"github.com/loopgate/loopgate/internal/logsetup"
 	"github.com/loopgate/loopgate/internal/metrics"
 	"github.com/loopgate/loopgate/internal/sdnotify"
@@ -103,6 +104,7 @@ type server struct {
 	admin    *admin.Server
 	adminLn  net.Listener
 	accel    *bpf.Accel
+	control  *control.Server // nil without --control
 	accelSt  status.Accel
 	started  time.Time
 	draining atomic.Bool
@@ -181,6 +183,12 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 		log.Error().Err(err).Msg("not starting")
 		return exitFailure
 	}
+	if err := srv.startControl(); err != nil {
+		srv.sup.Kill()
+		log.Error().Err(err).Msg("not starting")
+		return exitFailure
+	}
+	defer srv.closeControl()
 	apps := make([]fastpath.App, 0, len(srv.sup.Apps()))
 	for _, a := range srv.sup.Apps() {
 		apps = append(apps, fastpath.FromSupervisor(a))

@@ -31,9 +31,10 @@ type Options struct {
 	// Env is added to the test's own environment.
 	Env []string
 	// Args are serve's flags followed by its APP arguments. Launch puts
-	// --listen 127.0.0.1:0, --admin 127.0.0.1:0 and --log-level debug
-	// before them unless Args gives that flag itself, and always
-	// --log-format json, which the log capture needs.
+	// --listen 127.0.0.1:0, --admin 127.0.0.1:0, --log-level debug and
+	// --control in a fresh temporary directory before them unless Args
+	// gives that flag itself, and always --log-format json, which the log
+	// capture needs.
 	Args []string
 	// NoFile sets loopgate's RLIMIT_NOFILE, soft and hard; 0 keeps the
 	// inherited one.
@@ -53,6 +54,9 @@ type Process struct {
 	Front string
 	// Admin is the bound address of the admin listener.
 	Admin string
+	// Control is the path of the control socket Launch chose ("" when
+	// Args gave --control).
+	Control string
 
 	t      testing.TB
 	cmd    *exec.Cmd
@@ -100,6 +104,18 @@ func Launch(t testing.TB, o Options) *Process {
 			args = append(args, d[0], d[1])
 		}
 	}
+	control := ""
+	if !hasFlag(o.Args, "--control") {
+		// Not t.TempDir(): a socket path must fit in 108 bytes, and not
+		// the default: tests run side by side.
+		dir, err := os.MkdirTemp("", "lgctl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		control = dir + "/control.sock"
+		args = append(args, "--control", control)
+	}
 	args = append(args, o.Args...)
 	cmd := exec.Command(bin, args...)
 	if len(o.Wrap) > 0 {
@@ -120,6 +136,7 @@ func Launch(t testing.TB, o Options) *Process {
 		exited: make(chan struct{}),
 		newc:   make(chan struct{}),
 	}
+	p.Control = control
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
