@@ -129,8 +129,11 @@ func TestControlRecycleUnderLoad(t *testing.T) {
 	if manual != 2 {
 		t.Errorf("%d recycle log lines with reason manual, want 2", manual)
 	}
-	if r := l.Status(t).Apps[0].Recycles; r != 2 {
-		t.Errorf("/status recycles %d, want 2", r)
+	if a := l.Status(t).Apps[0]; a.Recycles != 2 || a.RecyclesByReason["manual"] != 2 || a.RecyclesByReason["config"] != 0 {
+		t.Errorf("/status recycles %d, by reason %v; want 2, all manual", a.Recycles, a.RecyclesByReason)
+	}
+	if m := metric(t, l, `loopgate_app_recycles_total{app="/",reason="manual"}`); m != 2 {
+		t.Errorf(`loopgate_app_recycles_total{app="/",reason="manual"} = %v, want 2`, m)
 	}
 }
 

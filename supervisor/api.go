@@ -103,6 +103,17 @@ type Options struct {
 	ContainKeeper string
 }
 
+// Why an app's processes were recycled: the reason field of the recycle
+// log line, AppStatus.RecyclesByReason and the reason label of
+// loopgate_app_recycles_total. A fixed set, so the label is bounded.
+const (
+	RecycleConfig = "config" // web.config changed
+	RecycleManual = "manual" // an operator asked (App.Recycle, `loopgate recycle`)
+)
+
+// RecycleReasons lists every recycle reason.
+var RecycleReasons = []string{RecycleConfig, RecycleManual}
+
 // State is where an app or one of its process slots is in its life.
 type State string
 
@@ -146,9 +157,13 @@ type AppStatus struct {
 	// Starts counts processes spawned (each start attempt). Crashes counts
 	// exits of ready processes that were not asked to stop. Restarts counts
 	// starts after a crash. RapidFailBlocks counts the times the rapid-fail
-	// window refused a start. Recycles counts config changes that replaced
+	// window refused a start. Recycles counts recycles for every reason
+	// (RecyclesByReason has them by reason): config changes that replaced
 	// the running spec.
 	Starts, Crashes, Restarts, RapidFailBlocks, Recycles uint64
+	// RecyclesByReason counts recycles by reason, with every one of
+	// RecycleReasons present (0 until it happens).
+	RecyclesByReason map[string]uint64
 	// ConfigReloadsOK and ConfigReloadsFailed count web.config re-reads
 	// (SIGHUP or a file change) that parsed and that failed.
 	ConfigReloadsOK, ConfigReloadsFailed uint64

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -106,6 +107,7 @@ type App struct {
 	restarts       uint64
 	blocks         uint64
 	recycles       uint64
+	recyclesBy     map[string]uint64 // by reason (RecycleReasons)
 	reloadsOK      uint64
 	reloadsFailed  uint64
 	configError    string
@@ -159,6 +161,7 @@ func newApp(s *Supervisor, spec *configload.AppSpec) *App {
 		done:        make(chan struct{}),
 		stoppers:    map[*Process]struct{}{},
 		ports:       map[int]*Process{},
+		recyclesBy:  map[string]uint64{},
 	}
 	a.unblockTimer = time.NewTimer(time.Hour)
 	a.unblockTimer.Stop()
@@ -272,6 +275,7 @@ func (a *App) Status() AppStatus {
 	sn := a.status.Load()
 	st := sn.st
 	st.Processes = slices.Clone(sn.st.Processes)
+	st.RecyclesByReason = maps.Clone(sn.st.RecyclesByReason)
 	for i, p := range sn.procs {
 		if p != nil {
 			st.Processes[i].Requests = p.requests.Load()
@@ -295,9 +299,13 @@ func (a *App) publishStatus() {
 		Restarts:            a.restarts,
 		RapidFailBlocks:     a.blocks,
 		Recycles:            a.recycles,
+		RecyclesByReason:    make(map[string]uint64, len(RecycleReasons)),
 		ConfigReloadsOK:     a.reloadsOK,
 		ConfigReloadsFailed: a.reloadsFailed,
 		Offline:             a.offline,
+	}
+	for _, r := range RecycleReasons {
+		st.RecyclesByReason[r] = a.recyclesBy[r]
 	}
 	sn := &statusSnap{st: st}
 	sn.st.State = a.mode().state()
@@ -324,6 +332,12 @@ func (a *App) publishStatus() {
 		sn.procs = append(sn.procs, sl.cur)
 	}
 	a.status.Store(sn)
+}
+
+// countRecycle counts a recycle for reason (one of RecycleReasons).
+func (a *App) countRecycle(reason string) {
+	a.recycles++
+	a.recyclesBy[reason]++
 }
 
 // goHelper runs f on a goroutine that may send on a.events; run keeps

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -52,8 +53,12 @@ type ctlWait struct {
 // process is ready or has failed to start (the old one of a slot whose new
 // process failed keeps serving), or when ctx ends, which does not stop
 // the recycle. An app that runs no process has nothing to recycle (the
-// message says so); a stopped one answers ErrAppStopped.
+// message says so); a stopped one answers ErrAppStopped. reason must be
+// one of RecycleReasons.
 func (a *App) Recycle(ctx context.Context, reason string) (string, error) {
+	if !slices.Contains(RecycleReasons, reason) {
+		return "", fmt.Errorf("unknown recycle reason %q", reason)
+	}
 	return a.control(ctx, ctlRequest{op: ctlRecycle, reason: reason})
 }
 
@@ -130,7 +135,7 @@ func (a *App) manualRecycle(r ctlRequest) {
 		r.reply <- ctlReply{msg: "nothing to recycle: no process runs (the next request starts the app)"}
 		return
 	}
-	a.recycles++
+	a.countRecycle(r.reason)
 	a.logEvent(zerolog.InfoLevel, "recycle", "recycling on request", func(e *zerolog.Event) {
 		e.Str("reason", r.reason).Ints("pids", w.oldPIDs)
 	})

@@ -67,8 +67,8 @@ func (a *App) reload() error {
 		a.publishStatus()
 		return nil
 	}
-	a.recycles++
-	a.logEvent(zerolog.InfoLevel, "recycle", "web.config changed; recycling", func(e *zerolog.Event) { e.Str("reason", "config") })
+	a.countRecycle(RecycleConfig)
+	a.logEvent(zerolog.InfoLevel, "recycle", "web.config changed; recycling", func(e *zerolog.Event) { e.Str("reason", RecycleConfig) })
 	a.clearRapidFails()
 	if a.stopping || a.stopped || a.offline {
 		a.resizeSlots(spec.ProcessesPerApplication)

@@ -147,7 +147,7 @@ func (srv *server) handleControl(ctx context.Context, req control.Request) contr
 	var op func(a *supervisor.App) (string, error)
 	switch req.Command {
 	case control.Recycle:
-		op = func(a *supervisor.App) (string, error) { return a.Recycle(ctx, "manual") }
+		op = func(a *supervisor.App) (string, error) { return a.Recycle(ctx, supervisor.RecycleManual) }
 	case control.Stop:
 		op = func(a *supervisor.App) (string, error) { return a.Stop(ctx) }
 	case control.Start:

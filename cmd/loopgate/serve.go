@@ -551,7 +551,7 @@ func (srv *server) snapshot() status.Snapshot {
 			Name: a.Name, VirtualPath: a.VirtualPath, Dir: a.Dir, State: string(a.State),
 			ConfigError: a.ConfigError, LastStartError: a.LastStartError, Offline: a.Offline,
 			Starts: a.Starts, Crashes: a.Crashes, Restarts: a.Restarts, RapidFailBlocks: a.RapidFailBlocks,
-			Recycles: a.Recycles, ConfigReloadsOK: a.ConfigReloadsOK, ConfigReloadsFailed: a.ConfigReloadsFailed,
+			Recycles: a.Recycles, RecyclesByReason: a.RecyclesByReason, ConfigReloadsOK: a.ConfigReloadsOK, ConfigReloadsFailed: a.ConfigReloadsFailed,
 			Processes: make([]status.Process, 0, len(a.Processes)),
 		}
 		for _, p := range a.Processes {

@@ -1,6 +1,9 @@
 package metrics
 
 import (
+	"maps"
+	"slices"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -16,7 +19,7 @@ var (
 	descRapidFail = prometheus.NewDesc("loopgate_rapid_fail_blocks_total",
 		"Times an app hit its rapidFailsPerMinute limit and answered 502.5 instead of starting a backend.", []string{"app"}, nil)
 	descRecycles = prometheus.NewDesc("loopgate_app_recycles_total",
-		"Times an app's backends were replaced after its web.config changed.", []string{"app"}, nil)
+		"Times an app's backends were recycled (replaced, overlapped), by app and reason: config (web.config changed), manual (loopgate recycle).", []string{"app", "reason"}, nil)
 	descReloads = prometheus.NewDesc("loopgate_config_reloads_total",
 		"web.config reads after start-up (SIGHUP or file change), by app and result (ok or failed).", []string{"app", "result"}, nil)
 	descConfigError = prometheus.NewDesc("loopgate_app_config_error",
@@ -54,7 +57,7 @@ var (
 // processStates are the states reported by loopgate_backend_processes; each
 // is exported for every app (0 when no slot is in it) so dashboards see
 // stable series.
-var processStates = [...]string{"idle", "starting", "ready", "crashloop", "offline", "stopping"}
+var processStates = [...]string{"idle", "starting", "ready", "crashloop", "offline", "stopping", "stopped"}
 
 // snapshotCollector turns a status snapshot into constant metrics at scrape
 // time, so the supervisor's counters have a single source of truth.
@@ -109,7 +112,9 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descCrashes, a.Crashes)
 		counter(descRestarts, a.Restarts)
 		counter(descRapidFail, a.RapidFailBlocks)
-		counter(descRecycles, a.Recycles)
+		for _, reason := range slices.Sorted(maps.Keys(a.RecyclesByReason)) {
+			counter(descRecycles, a.RecyclesByReason[reason], reason)
+		}
 		counter(descReloads, a.ConfigReloadsOK, "ok")
 		counter(descReloads, a.ConfigReloadsFailed, "failed")
 		ch <- prometheus.MustNewConstMetric(descConfigError, prometheus.GaugeValue, b2f(a.ConfigError != ""), a.Name)

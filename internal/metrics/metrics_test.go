@@ -16,7 +16,7 @@ func snapshot() status.Snapshot {
 		Draining:     true,
 		Acceleration: status.Accel{Mode: "auto", Active: true, Redirected: 7, Passed: 3, Fallbacks: 2},
 		Apps: []status.App{
-			{Name: "/", Starts: 3, Crashes: 2, Restarts: 2, RapidFailBlocks: 1, Recycles: 4, ConfigReloadsOK: 5, ConfigReloadsFailed: 6,
+			{Name: "/", Starts: 3, Crashes: 2, Restarts: 2, RapidFailBlocks: 1, Recycles: 4, RecyclesByReason: map[string]uint64{"config": 3, "manual": 1}, ConfigReloadsOK: 5, ConfigReloadsFailed: 6,
 				Offline: true, ConfigError: "web.config:1: broken", Usage: &status.Usage{CPUSeconds: 2.5, MemoryBytes: 4096},
 				Processes: []status.Process{{State: "ready", PID: 10}, {State: "ready", PID: 11}, {State: "starting"}}},
 			{Name: "/api", Processes: []status.Process{{State: "idle"}}},
@@ -138,7 +138,8 @@ func TestSnapshotMetrics(t *testing.T) {
 		{"loopgate_backend_crashes_total", map[string]string{"app": "/"}, 2},
 		{"loopgate_backend_restarts_total", map[string]string{"app": "/"}, 2},
 		{"loopgate_rapid_fail_blocks_total", map[string]string{"app": "/"}, 1},
-		{"loopgate_app_recycles_total", map[string]string{"app": "/"}, 4},
+		{"loopgate_app_recycles_total", map[string]string{"app": "/", "reason": "config"}, 3},
+		{"loopgate_app_recycles_total", map[string]string{"app": "/", "reason": "manual"}, 1},
 		{"loopgate_config_reloads_total", map[string]string{"app": "/", "result": "ok"}, 5},
 		{"loopgate_config_reloads_total", map[string]string{"app": "/", "result": "failed"}, 6},
 		{"loopgate_app_config_error", map[string]string{"app": "/"}, 1},

@@ -57,15 +57,18 @@ type App struct {
 	ConfigError string `json:"config_error,omitempty"`
 	// LastStartError says why the last failed start failed; kept after later
 	// successes so an operator can see what went wrong.
-	LastStartError      string `json:"last_start_error,omitempty"`
-	Offline             bool   `json:"offline"` // app_offline.htm is present
-	Starts              uint64 `json:"starts"`
-	Crashes             uint64 `json:"crashes"`
-	Restarts            uint64 `json:"restarts"`
-	RapidFailBlocks     uint64 `json:"rapid_fail_blocks"`
-	Recycles            uint64 `json:"recycles"`
-	ConfigReloadsOK     uint64 `json:"config_reloads_ok"`
-	ConfigReloadsFailed uint64 `json:"config_reloads_failed"`
+	LastStartError  string `json:"last_start_error,omitempty"`
+	Offline         bool   `json:"offline"` // app_offline.htm is present
+	Starts          uint64 `json:"starts"`
+	Crashes         uint64 `json:"crashes"`
+	Restarts        uint64 `json:"restarts"`
+	RapidFailBlocks uint64 `json:"rapid_fail_blocks"`
+	Recycles        uint64 `json:"recycles"`
+	// RecyclesByReason counts the recycles by reason: config (web.config
+	// changed), manual (loopgate recycle), ...
+	RecyclesByReason    map[string]uint64 `json:"recycles_by_reason,omitempty"`
+	ConfigReloadsOK     uint64            `json:"config_reloads_ok"`
+	ConfigReloadsFailed uint64            `json:"config_reloads_failed"`
 	// Usage is what the app's processes have used, read from their
 	// cgroups; absent without cgroup containment.
 	Usage     *Usage    `json:"usage,omitempty"`
