@@ -11,7 +11,7 @@ LISTEN   ?= 127.0.0.1:8080
 ADMIN    ?= 127.0.0.1:9180
 FUZZTIME ?= 5s
 
-.PHONY: build example test suites race run bench generate lint docker bpf-deps suite-deps clean
+.PHONY: build example test suites race run bench generate lint docker bpf-deps suite-deps page-deps clean
 
 # A cold build shows nothing for minutes (modules download, the standard
 # library compiles): say so before the first one.
@@ -24,7 +24,7 @@ example:
 	@[ -x $(EXAMPLE)/hello ] || echo "building $(EXAMPLE)/hello, the example backend"
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(EXAMPLE)/hello ./$(EXAMPLE)
 
-test: bpf-deps suite-deps
+test: bpf-deps suite-deps page-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./configload
@@ -88,6 +88,21 @@ bpf-deps:
 # what is missing, and those tests skip (fail under .ci/run, which sets
 # LOOPGATE_REQUIRE_SUITES=1). h2spec needs no package: the suites build it
 # with go from suites/tools.
+# Headless Chromium renders the admin status page in its test (layout at a
+# phone's and a desktop's width); installed from Debian as root, else the
+# test skips and says why.
+page-deps:
+	@if command -v chromium >/dev/null 2>&1; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium for the status page's rendering test"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null || \
+		{ DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; }; \
+	else \
+		echo "note: chromium is missing (apt-get install chromium); the status page's rendering test will skip"; \
+	fi
+
 suite-deps:
 	@if command -v gunicorn >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1 && command -v node >/dev/null 2>&1 && \
 		/usr/bin/python3 -c 'import uvicorn' >/dev/null 2>&1; then \

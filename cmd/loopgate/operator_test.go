@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -241,4 +242,22 @@ func TestSIGUSR1StartsNewStdoutLogFiles(t *testing.T) {
 	}
 	waitContent(strings.TrimSuffix(first, ".log")+".1.log", "request /two\n")
 	waitContent(first, "request /one\n")
+}
+
+// TestAdminStatusPage: serve's admin endpoint shows the HTML status page at
+// "/", with the mounted app.
+func TestAdminStatusPage(t *testing.T) {
+	dir := pythonApp(t, portApp, "")
+	in := loopgatetest.Start(t, loopgatetest.Options{Args: []string{"/py=" + dir}})
+	resp, err := httpc.Get("http://" + in.Admin + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	page := string(b)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
+		!strings.Contains(page, `<h2>/py <span class="badge idle">idle</span></h2>`) || !strings.Contains(page, `<p class="dir">`+dir+`</p>`) {
+		t.Errorf("GET /: %d %q\n%s", resp.StatusCode, resp.Header.Get("Content-Type"), page)
+	}
 }

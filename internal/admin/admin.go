@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,18 +61,29 @@ type Options struct {
 	// --admin-host and the host of --admin when it is a name. IP addresses
 	// are always accepted. See Handler for why.
 	Hosts []string
+	// SampleEvery is how often the status page's chart samples Gatherer
+	// (120 samples are shown). Default 5 s.
+	SampleEvery time.Duration
 }
 
 // Server is the admin HTTP server. It is safe for concurrent use.
 type Server struct {
-	o      Options
-	health atomic.Int32
-	srv    *http.Server
+	o           Options
+	health      atomic.Int32
+	srv         *http.Server
+	hist        *history
+	sampleEvery time.Duration
+	sampling    sync.Once
+	stop        chan struct{} // closed by Shutdown: the sampler ends
+	stopOnce    sync.Once
 }
 
 // New returns a server in the Starting state.
 func New(o Options) *Server {
-	s := &Server{o: o}
+	s := &Server{o: o, hist: &history{g: o.Gatherer}, sampleEvery: o.SampleEvery, stop: make(chan struct{})}
+	if s.sampleEvery <= 0 {
+		s.sampleEvery = defaultSampleEvery
+	}
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -186,7 +198,7 @@ func (s *Server) routes() *http.ServeMux {
 			ErrorHandling: promhttp.ContinueOnError,
 		}))
 	}
-	mux.HandleFunc("GET /{$}", s.index)
+	mux.HandleFunc("GET /{$}", s.page)
 	return mux
 }
 
@@ -255,13 +267,10 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	w.Write(append(body, '\n'))
 }
 
-func (s *Server) index(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintln(w, "loopgate admin endpoint: /healthz /readyz /livez /status /metrics")
-}
-
-// Serve serves on ln until Shutdown. It returns nil after Shutdown.
+// Serve serves on ln until Shutdown, and samples the metrics for the
+// status page's chart meanwhile. It returns nil after Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	s.sampling.Do(func() { go s.hist.run(s.sampleEvery, s.stop) })
 	if err := s.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("admin server: %w", err)
 	}
@@ -271,6 +280,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops the server, letting requests in progress finish until ctx
 // is done.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stop) })
 	return s.srv.Shutdown(ctx)
 }
 
