@@ -67,6 +67,8 @@ type route struct {
 	timeout502_3 atomic.Pointer[timeoutPage]
 	// inflight counts the app's requests from routing to finish.
 	inflight atomic.Int64
+	// queue counts those waiting for a backend connection (queueLength).
+	queue appQueue
 	// ups are the upstreams (processes) this app's requests have used,
 	// for AppLoad; retired ones are forgotten there once drained.
 	upsMu sync.Mutex

@@ -221,7 +221,14 @@ func (x *exchange) acquire(attempt int) (answered bool) {
 // when loopgate answered instead (503: the pool is exhausted).
 func (x *exchange) connect() (answered bool, st stage, err error) {
 	b, up := x.b, x.up
+	ok, counted := x.enterQueue(up)
+	if !ok {
+		return x.answerQueueFull(), stageNone, nil
+	}
 	handle, conn, reused, err := up.get()
+	if counted {
+		x.leaveQueue()
+	}
 	if err != nil {
 		if errors.Is(err, fasthttp.ErrNoFreeConns) {
 			x.releaseUnused()

@@ -216,7 +216,7 @@ func TestOfflineAndStopping(t *testing.T) {
 	// Stopped by an operator: HTTP.sys's page for a stopped pool.
 	h.apps["/"].setOutcome(supervisor.Stopped)
 	r, body = c.roundTrip(get("a", "/"))
-	if r.StatusCode != 503 || r.Header.Get("Content-Type") != "text/html" || !bytes.Equal(body, pageAppStopped) ||
+	if r.StatusCode != 503 || r.Header.Get("Content-Type") != "text/html" || !bytes.Equal(body, pageServiceUnavailable) ||
 		!bytes.Contains(body, []byte("<h2>Service Unavailable</h2>")) {
 		t.Errorf("stopped: %d %q %q", r.StatusCode, r.Header.Get("Content-Type"), body)
 	}

@@ -88,6 +88,7 @@ func testSpec(vpath string) *configload.AppSpec {
 		RequestTimeout:          2 * time.Minute,
 		MaxAllowedContentLength: 30000000,
 		ConsoleRedirection:      true, // configload's default
+		QueueLength:             1000, // configload's default
 	}
 }
 
