@@ -61,7 +61,8 @@ func (x *exchange) answerPage(status int, body []byte) bool {
 func (x *exchange) answer(status int, body []byte) bool {
 	x.releaseBackend()
 	if !x.consumed && x.pumpBuf == nil && x.reqBody == reqBodySized && x.reqLen > 0 && x.reqLen <= maxDiscardBytes &&
-		status != fasthttp.StatusRequestEntityTooLarge && status != fasthttp.StatusBadRequest {
+		status != fasthttp.StatusRequestEntityTooLarge && status != fasthttp.StatusBadRequest &&
+		status != fasthttp.StatusHTTPVersionNotSupported {
 		x.consumed = x.discardBody()
 	}
 	r := &x.ctx.Response

@@ -109,9 +109,18 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 func (x *exchange) forward() bool {
 	ctx := x.ctx
 	h := &ctx.Request.Header
+	// consumed is still false: the connection closes after a refusal.
+	if status := refuseVersion(h); status != 0 {
+		x.s.log.Debug().Bytes("protocol", h.Protocol()).Msg("request refused: HTTP version")
+		return x.answer(status, nil)
+	}
 	if err := scanRequestHeaders(h.RawHeaders(), &x.ri); err != nil {
 		x.s.log.Debug().Err(err).Msg("request refused")
-		return x.answer(fasthttp.StatusBadRequest, nil) // consumed is false: the connection closes
+		return x.answer(fasthttp.StatusBadRequest, nil)
+	}
+	if status := asHTTP11(h); status != 0 {
+		x.s.log.Debug().Msg("request refused: no Host")
+		return x.answer(status, nil)
 	}
 	n := int64(h.ContentLength())
 	if x.reqBody = reqBodyOf(n); x.reqBody == reqBodySized {
@@ -260,7 +269,7 @@ func (x *exchange) connect() (answered bool, st stage, err error) {
 // the pump for a streamed body.
 func (x *exchange) send() (stage, error) {
 	ctx, conn := x.ctx, x.conn
-	in := headInput{token: x.b.Token(), remote: ctx.RemoteAddr(), https: ctx.IsTLS(), body: x.reqBody, contentLength: x.reqLen,
+	in := headInput{token: x.b.Token(), remote: ctx.RemoteAddr(), local: ctx.LocalAddr(), https: ctx.IsTLS(), body: x.reqBody, contentLength: x.reqLen,
 		forwardedFor: x.spec.ForwardedForFormat}
 	if in.https && x.s.clientCAs {
 		if tc, ok := ctx.Conn().(connStater); ok {

@@ -134,3 +134,82 @@ func TestBareLFHeadTerminatorTLS(t *testing.T) {
 		})
 	}
 }
+
+// TestRequestLineVersions: loopgate answers a major version other than 1
+// itself, 505 (400 for the HTTP/2 connection preface on a listener that
+// speaks HTTP/1.1), and closes; the app sees nothing. Any 1.x reaches the
+// app as HTTP/1.1 (defect 5 of issue 13), as nginx with proxy_http_version
+// 1.1 and ANCM (WinHTTP) do: an HTTP/1.0 request without Host gets one
+// (the address the client connected to), a later minor version is taken
+// for 1.1 (RFC 9110 §2.5: keep-alive, Host required).
+func TestRequestLineVersions(t *testing.T) {
+	addr, got := capturingBackend(t, okResponse)
+	h := newHarness(t, Config{}, "/")
+	h.backend("/", addr)
+	for _, tc := range []struct {
+		name, req string
+		status    int
+	}{
+		{"HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505},
+		{"HTTP/3.0", "GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505},
+		{"HTTP/9.9", "GET / HTTP/9.9\r\nHost: a\r\n\r\n", 505},
+		{"HTTP/0.9", "GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505},
+		{"POST HTTP/2.0 with a body", "POST / HTTP/2.0\r\nHost: a\r\nContent-Length: 35\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n", 505},
+		{"HTTP/2.0 with Expect: 100-continue", "POST / HTTP/2.0\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 35\r\n\r\n", 505},
+		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400},
+		{"HTTP/1.2 without Host", "GET / HTTP/1.2\r\n\r\n", 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRaw(t, h.addr)
+			c.send(tc.req)
+			c.send(get("a", "/after"))
+			r, _ := c.response("GET")
+			if r.StatusCode != tc.status {
+				t.Errorf("status %d, want %d", r.StatusCode, tc.status)
+			}
+			if !r.Close && !c.closedByPeer(time.Second) {
+				t.Error("connection kept open")
+			}
+			select {
+			case req := <-got:
+				t.Errorf("backend saw %q", req.lines()[0])
+			case <-time.After(20 * time.Millisecond):
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name, req, line string
+		host            string // the Host the app sees
+		keepAlive       bool   // the client connection stays open for a next request
+	}{
+		{"HTTP/1.2", "GET /x HTTP/1.2\r\nHost: a\r\n\r\n", "GET /x HTTP/1.1", "a", true},
+		{"HTTP/1.9 with Connection: close", "GET /x HTTP/1.9\r\nHost: a\r\nConnection: close\r\n\r\n", "GET /x HTTP/1.1", "a", false},
+		{"HTTP/1.0", "GET /x HTTP/1.0\r\nHost: a\r\n\r\n", "GET /x HTTP/1.1", "a", false},
+		{"HTTP/1.0 keep-alive", "GET /x HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", "GET /x HTTP/1.1", "a", true},
+		{"HTTP/1.0 without Host", "GET /x HTTP/1.0\r\n\r\n", "GET /x HTTP/1.1", h.addr, false},
+		{"HTTP/1.0 with an empty Host", "GET /x HTTP/1.0\r\nHost:\r\n\r\n", "GET /x HTTP/1.1", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRaw(t, h.addr)
+			r, body := c.roundTrip(tc.req)
+			if r.StatusCode != 200 || string(body) != "ok" || r.Proto != "HTTP/1.1" {
+				t.Errorf("%s %d %q", r.Proto, r.StatusCode, body)
+			}
+			req := recv(t, got)
+			if req.lines()[0] != tc.line {
+				t.Errorf("backend saw %q, want %q", req.lines()[0], tc.line)
+			}
+			if hosts := req.values("Host"); len(hosts) != 1 || hosts[0] != tc.host {
+				t.Errorf("backend saw Host %q, want [%q]", hosts, tc.host)
+			}
+			if tc.keepAlive {
+				if r, _ := c.roundTrip(get("a", "/next")); r.StatusCode != 200 {
+					t.Errorf("next request: %d", r.StatusCode)
+				}
+				recv(t, got)
+			} else if !c.closedByPeer(time.Second) {
+				t.Error("connection kept open")
+			}
+		})
+	}
+}

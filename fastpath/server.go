@@ -105,6 +105,7 @@ func New(cfg Config, apps []App, logger zerolog.Logger) (*Server, error) {
 		Handler:                       s.serveHTTP,
 		ErrorHandler:                  s.serveError,
 		ExpectHandler:                 s.expect,
+		HeaderReceived:                keepAliveLaterMinor,
 		Logger:                        fasthttpLogger{logger},
 		NoDefaultServerHeader:         true,
 		NoDefaultContentType:          true,
@@ -317,10 +318,14 @@ func (s *Server) closeTunnels() {
 }
 
 // expect answers "Expect: 100-continue": a body over the app's
-// maxAllowedContentLength gets 413 before the client sends it.
+// maxAllowedContentLength gets 413 before the client sends it, a version
+// loopgate refuses its 505 (or 400).
 func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
 	headRead(ctx.Conn())
 	h := &ctx.Request.Header
+	if status := refuseVersion(h); status != 0 {
+		return status // and no 100 Continue for a request loopgate refuses
+	}
 	if rt := s.router.match(h.RequestURI()); rt != nil {
 		if int64(h.ContentLength()) > rt.app.Spec().MaxAllowedContentLength {
 			return fasthttp.StatusRequestEntityTooLarge
