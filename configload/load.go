@@ -566,6 +566,7 @@ var handlerSettingsKnown = map[string]string{
 	"forwardedforformat":                   "",
 	"stdoutlogmaxbytes":                    "",
 	"stdoutlogmaxfiles":                    "",
+	"backendprotocol":                      "",
 	"disallowrotationonconfigchange":       "",
 	"handlerversion":                       "selects an IIS handler DLL",
 	"experimentalenableshadowcopy":         "IIS shadow copying",
@@ -578,7 +579,7 @@ var handlerSettingsKnown = map[string]string{
 // handlerSettingNames are the handler settings loopgate reads, spelled as
 // documented, for "did you mean" hints.
 var handlerSettingNames = append([]string{"debugFile", "debugLevel", "enableOutOfProcessConsoleRedirection",
-	"forwardResponseConnectionHeader", "forwardedForFormat", "disallowRotationOnConfigChange"}, poolSettingNames...)
+	"forwardResponseConnectionHeader", "forwardedForFormat", "backendProtocol", "disallowRotationOnConfigChange"}, poolSettingNames...)
 
 func init() {
 	for _, n := range poolSettingNames {
@@ -638,6 +639,16 @@ func (p *parser) handlerSettings(s *AppSpec, n *node) {
 			s.ForwardedForFormat = ForwardedForIP
 		default:
 			p.fail(lines["forwardedforformat"], "forwardedForFormat", v, "must be ipPort (the reference's 203.0.113.7:51234) or ip (203.0.113.7)")
+		}
+	}
+	if v, ok := s.HandlerSetting("backendProtocol"); ok {
+		switch {
+		case strings.EqualFold(v, "http1"):
+			s.BackendProtocol = BackendHTTP1
+		case strings.EqualFold(v, "h2c"):
+			s.BackendProtocol = BackendH2C
+		default:
+			p.fail(lines["backendprotocol"], "backendProtocol", v, "must be http1 (HTTP/1.1, the default) or h2c (HTTP/2 without TLS, for gRPC)")
 		}
 	}
 	p.poolSettings(s, func(name string) int { return lines[strings.ToLower(name)] })

@@ -1034,3 +1034,32 @@ func TestStdoutLogRotationSettings(t *testing.T) {
 		`/srv/app/web.config:4: warning: <handlerSetting>: stdoutLogMaxBytes and stdoutLogMaxFiles apply only with stdoutLogEnabled="true"`,
 	})
 }
+
+func TestBackendProtocolSetting(t *testing.T) {
+	parse := func(xml string) (*AppSpec, error) {
+		return Parse(testFile, aspNetCore(`processPath="x"`, "<handlerSettings>\n"+xml+"</handlerSettings>"), Options{})
+	}
+	for xml, want := range map[string]BackendProtocol{
+		``: BackendHTTP1,
+		`<handlerSetting name="backendProtocol" value="http1" />`: BackendHTTP1,
+		`<handlerSetting name="BackendProtocol" value="H2C" />`:   BackendH2C,
+	} {
+		spec, err := parse(xml)
+		if err != nil || spec.BackendProtocol != want || len(spec.Warnings) != 0 {
+			t.Errorf("%s: %v %v", xml, spec, err)
+		}
+	}
+	_, err := parse(`<handlerSetting name="backendProtocol" value="http2" />`)
+	if err == nil || err.Error() != `/srv/app/web.config:4: backendProtocol="http2": must be http1 (HTTP/1.1, the default) or h2c (HTTP/2 without TLS, for gRPC)` {
+		t.Errorf("bad value: %v", err)
+	}
+	a, _ := parse(``)
+	b, _ := parse(`<handlerSetting name="backendProtocol" value="h2c" />`)
+	if a.Equal(b) {
+		t.Error("specs differing in backendProtocol are Equal: a change would not recycle")
+	}
+	b.BackendProtocol = 7
+	if b.Validate() == nil {
+		t.Error("Validate accepted BackendProtocol 7")
+	}
+}

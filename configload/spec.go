@@ -117,6 +117,14 @@ type AppSpec struct {
 	// ("ip") for apps that take the whole entry as an address (uvicorn,
 	// Express's req.ip, Werkzeug's ProxyFix). Any other value is an error.
 	ForwardedForFormat ForwardedForFormat
+	// BackendProtocol is handler setting backendProtocol (loopgate's own;
+	// issue 17): the protocol loopgate speaks to the app over loopback.
+	// Default BackendHTTP1 ("http1", as the reference does); BackendH2C
+	// ("h2c": HTTP/2 with prior knowledge, which gRPC needs end to end;
+	// Kestrel needs Kestrel__EndpointDefaults__Protocols=Http2 for it).
+	// Readiness, the shutdown request and every request then use HTTP/2.
+	// Any other value is an error.
+	BackendProtocol BackendProtocol
 	// ConsoleRedirection is false only when handler setting
 	// enableOutOfProcessConsoleRedirection is "false": the backend's stdout
 	// and stderr are then discarded. Default true.
@@ -275,6 +283,24 @@ func (m StartMode) String() string {
 		return "AlwaysRunning"
 	}
 	return "OnDemand"
+}
+
+// BackendProtocol is the protocol spoken to the app over loopback.
+type BackendProtocol uint8
+
+const (
+	// BackendHTTP1 is HTTP/1.1 on pooled keep-alive connections.
+	BackendHTTP1 BackendProtocol = iota
+	// BackendH2C is HTTP/2 without TLS, with prior knowledge (RFC 9113
+	// §3.3), on a few multiplexed connections per process.
+	BackendH2C
+)
+
+func (b BackendProtocol) String() string {
+	if b == BackendH2C {
+		return "h2c"
+	}
+	return "http1"
 }
 
 // HostingModel is aspNetCore@hostingModel.

@@ -48,6 +48,7 @@ func (s *AppSpec) Equal(o *AppSpec) bool {
 		slices.Equal(s.HandlerSettings, o.HandlerSettings) &&
 		s.ForwardResponseConnectionHeader == o.ForwardResponseConnectionHeader &&
 		s.ForwardedForFormat == o.ForwardedForFormat &&
+		s.BackendProtocol == o.BackendProtocol &&
 		s.ConsoleRedirection == o.ConsoleRedirection &&
 		s.DisallowRotationOnConfigChange == o.DisallowRotationOnConfigChange &&
 		s.DebugFile == o.DebugFile &&
@@ -117,6 +118,9 @@ func (s *AppSpec) Validate() error {
 	absClean("StdoutLogFile", s.StdoutLogFile)
 	if s.HostingModel != OutOfProcess && s.HostingModel != InProcess {
 		bad("HostingModel", fmt.Sprint(uint8(s.HostingModel)), "must be OutOfProcess or InProcess")
+	}
+	if s.BackendProtocol > BackendH2C {
+		bad("BackendProtocol", fmt.Sprint(uint8(s.BackendProtocol)), "must be BackendHTTP1 or BackendH2C")
 	}
 	if s.ForwardedForFormat > ForwardedForIP {
 		bad("ForwardedForFormat", fmt.Sprint(uint8(s.ForwardedForFormat)), "must be ForwardedForIPPort or ForwardedForIP")
