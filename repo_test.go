@@ -110,6 +110,11 @@ func TestPackageBoundaries(t *testing.T) {
 		module + "/internal/loopgatetest": func(string) bool { return false },
 		// The socket layer under the forwarder.
 		module + "/internal/sockio": func(pkg string) bool { return pkg == module+"/fastpath" },
+		// gRPC is for the example app, the tests and the benchmarks: the
+		// forwarder speaks HTTP/2 with net/http and never imports it.
+		"google.golang.org/grpc": func(pkg string) bool {
+			return strings.HasPrefix(pkg, module+"/examples") || strings.HasPrefix(pkg, module+"/bench")
+		},
 		"github.com/valyala/fasthttp": func(pkg string) bool {
 			for _, ok := range []string{"/fastpath", "/pairing", "/bench", "/examples"} {
 				if strings.HasPrefix(pkg, module+ok) {

@@ -29,6 +29,7 @@ func (x *exchange) fail(st stage, err error) bool {
 	x.releaseBackend()
 	x.ctx.Response.Header.Reset()
 	page := gatewayPages[cause]
+	x.why = gatewayWhy[cause]
 	if cause == gatewayTimeout {
 		page = x.route.timeoutPage(x.spec.RequestTimeout)
 	}
@@ -47,11 +48,15 @@ func (x *exchange) answerClientError(err error) bool {
 // answerPage answers status with an HTML body.
 func (x *exchange) answerPage(status int, body []byte) bool {
 	x.answer(status, body)
-	x.ctx.Response.Header.SetContentTypeBytes(strTextHTML)
+	if x.ctx.Response.StatusCode() == status { // not turned into a gRPC status
+		x.ctx.Response.Header.SetContentTypeBytes(strTextHTML)
+	}
 	return true
 }
 
 // answer answers status with body (nil for none) from loopgate itself. A
+// gRPC client gets the answer as a gRPC status instead (grpcStatus, with
+// x.why as its message). A
 // request body that was not read to its end makes the client connection
 // close after the answer, so its rest is never taken for a request. An
 // answer given before any of a body of at most maxDiscardBytes was read
@@ -77,6 +82,14 @@ func (x *exchange) answer(status int, body []byte) bool {
 	}
 	x.status = status
 	x.bodyEnd = true
+	if isGRPC(&x.ctx.Request.Header) {
+		why := x.why
+		if why == "" {
+			why = fasthttp.StatusMessage(status)
+		}
+		grpcStatus(r, status, why)
+		x.bytesOut = 0
+	}
 	setDeadline(x.ctx.Conn().SetWriteDeadline, x.s.cfg.SendTimeout)
 	return true
 }

@@ -14,8 +14,9 @@
 //
 // It does not buffer bodies (nothing is held whole in memory in either
 // direction), does not cache, does not follow redirects, does not speak
-// HTTP/2 or TLS to backends, and does not start or stop processes: that is
-// the supervisor's job.
+// TLS to backends, and does not start or stop processes: that is the
+// supervisor's job. It speaks HTTP/1.1 to backends, or HTTP/2 with prior
+// knowledge to an app with backendProtocol="h2c" (h2c.go: gRPC).
 //
 // One request, file by file: server.go and conns.go accept it (connection
 // limit, lingering close), app.go routes it, exchange.go holds its state,
@@ -24,7 +25,8 @@
 // upload.go streams the request body, response.go and relay.go turn the
 // backend's response into the client's, answer.go gives loopgate's own
 // answers, websocket.go tunnels, h2.go and h2conn.go carry HTTP/2 clients
-// onto the same exchange. The system calls underneath (raw reads and
+// onto the same exchange, and h2c.go sends an exchange to an h2c app as a
+// stream on a multiplexed connection. The system calls underneath (raw reads and
 // writes, the stale-connection peek, writev) are internal/sockio's.
 //
 // fastpath is the forwarder's only user of fasthttp types. Nothing on the

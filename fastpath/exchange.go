@@ -6,6 +6,7 @@ package fastpath
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -42,9 +43,9 @@ type streamHooks interface {
 	// arrived is the request's arrival (an HTTP/2 request's RequestCtx
 	// has no time of its own).
 	arrived() time.Time
-	// attach reports the backend connection an attempt took, to be closed
-	// when the client resets the stream.
-	attach(backend net.Conn)
+	// attach reports the backend connection (or h2c stream) an attempt
+	// took, to be closed when the client resets the stream.
+	attach(backend io.Closer)
 	// canceled reports whether the client reset the stream.
 	canceled() bool
 }
@@ -70,6 +71,7 @@ type exchange struct {
 	spec   *configload.AppSpec
 	ri     reqInfo
 	stream streamHooks // HTTP/2 only; nil for HTTP/1.1
+	h2s    *h2cStream  // the attempt's stream to an h2c app (h2c.go); nil otherwise
 	head   []byte      // request head sent to the backend (plus a small body)
 	body   []byte      // a request body of at most smallBodyBytes
 
@@ -107,6 +109,7 @@ type exchange struct {
 	aborted  bool
 	upgraded bool
 	pid      int
+	why      string // what loopgate's own answer says to a gRPC client (answer)
 }
 
 func (x *exchange) reset() {
@@ -134,6 +137,7 @@ func (x *exchange) streamedBody() bool {
 // pooled or closed, the backend released, the observer told, and the
 // exchange recycled.
 func (x *exchange) finish() {
+	x.endH2C()
 	x.stopPump()
 	if x.pumpBuf != nil {
 		bufPool.Put(x.pumpBuf)

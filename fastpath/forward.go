@@ -13,6 +13,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/loopgate/loopgate/configload"
 	"github.com/loopgate/loopgate/internal/sockio"
 	"github.com/loopgate/loopgate/supervisor"
 )
@@ -174,6 +175,9 @@ func (x *exchange) try(attempt int) (done bool, st stage, err error) {
 	if answered := x.acquire(attempt); answered {
 		return true, stageNone, nil
 	}
+	if x.spec.BackendProtocol == configload.BackendH2C {
+		return x.tryH2C()
+	}
 	if answered, st, err := x.connect(); answered || st != stageNone {
 		return answered, st, err
 	}
@@ -204,11 +208,13 @@ func (x *exchange) acquire(attempt int) (answered bool) {
 	switch outcome {
 	case supervisor.Ready:
 	case supervisor.StartFailed:
+		x.why = "502.5 ANCM Out-Of-Process Startup Failure: the application did not start"
 		if x.spec.DisableStartUpErrorPage {
 			return x.answer(fasthttp.StatusBadGateway, nil)
 		}
 		return x.answerPage(fasthttp.StatusBadGateway, x.route.page502_5(x.spec))
 	case supervisor.Offline:
+		x.why = "503 Service Unavailable: the application is offline (app_offline.htm)"
 		return x.answerPage(fasthttp.StatusServiceUnavailable, x.route.app.OfflinePage())
 	case supervisor.Stopped:
 		return x.answerStopped()

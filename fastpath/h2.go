@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -150,6 +151,11 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The backend's response head is in ctx.Response; its body streams.
 	copyResponseHead(w.Header(), &ctx.Response.Header)
 	w.WriteHeader(ctx.Response.StatusCode())
+	if x.h2s != nil {
+		// A stream from an h2c app: the head goes now, as the app sent
+		// it, for a client that waits for it before it sends (gRPC).
+		_ = rc.Flush()
+	}
 	_, err = x.WriteTo(h2Writer{w: w, rc: rc})
 	complete := err == nil && x.bodyEnd
 	if watch.end() {
@@ -177,9 +183,9 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type streamWatch struct {
 	start  time.Time // the request's arrival
 	mu     sync.Mutex
-	conn   net.Conn // the backend connection in use; nil when none or ended
-	reset  bool     // the client reset the stream
-	closed bool     // end was called
+	conn   io.Closer // the backend connection (or h2c stream) in use; nil when none or ended
+	reset  bool      // the client reset the stream
+	closed bool      // end was called
 }
 
 var _ streamHooks = (*streamWatch)(nil)
@@ -189,7 +195,7 @@ func (w *streamWatch) arrived() time.Time { return w.start }
 
 // attach records the exchange's backend connection, closing it at once if
 // the stream is already reset.
-func (w *streamWatch) attach(c net.Conn) {
+func (w *streamWatch) attach(c io.Closer) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.reset {

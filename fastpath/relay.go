@@ -30,6 +30,9 @@ func (x *exchange) SupportsBodyWriteTo() bool { return true }
 // backend has nothing more buffered, so a slow stream reaches the client as
 // it is produced.
 func (x *exchange) WriteTo(w io.Writer) (int64, error) {
+	if x.h2s != nil {
+		return x.h2cWriteTo(w)
+	}
 	bw, _ := w.(*bufio.Writer)
 	cc := x.ctx.Conn()
 	var total int64
@@ -261,8 +264,15 @@ func (x *exchange) readTrailers() error {
 // backend's Trailer header is not forwarded in the head: a trailer it
 // announced may never come, and clients read unannounced ones.
 func (x *exchange) addTrailer(line []byte) {
-	name, value, ok := splitHeader(line)
-	if !ok || responseHopHeader(name) || equalFoldASCII(name, "set-cookie") || !validFieldValue(value) {
+	if name, value, ok := splitHeader(line); ok {
+		x.addTrailerField(name, value)
+	}
+}
+
+// addTrailerField keeps one trailer field, by addTrailer's rules (and
+// those of an h2c app's HTTP/2 trailers).
+func (x *exchange) addTrailerField(name, value []byte) {
+	if responseHopHeader(name) || equalFoldASCII(name, "set-cookie") || !validFieldValue(value) {
 		return
 	}
 	rh := &x.ctx.Response.Header

@@ -42,6 +42,10 @@ type upstream struct {
 	// owner is the app whose requests use this process, set by the first
 	// one (route.adopt); nil until then.
 	owner atomic.Pointer[route]
+	// h2 is the h2c pool (h2c.go), made by the first request to an app
+	// with backendProtocol="h2c"; nil until then.
+	h2  atomic.Pointer[h2cPool]
+	cfg *Config
 }
 
 // poolOps reaches HostClient's exported pool methods, whose connection type
@@ -74,7 +78,7 @@ func newPoolOps[C pooledConn](acquire func(time.Duration, bool) (C, error), rele
 }
 
 func newUpstream(addr string, cfg *Config) *upstream {
-	u := &upstream{}
+	u := &upstream{cfg: cfg}
 	d := net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1}
 	u.hc = fasthttp.HostClient{
 		Addr: addr,
@@ -140,6 +144,7 @@ func (u *upstream) flushIdle() { u.hc.CloseIdleConnections() }
 func (u *upstream) Close() {
 	u.closed.Store(true)
 	u.hc.CloseIdleConnections()
+	u.Drain()
 }
 
 // NewUpstream makes the keep-alive pool for one backend process, with the
