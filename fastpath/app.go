@@ -51,6 +51,11 @@ type Backend interface {
 	ReleaseUnused()
 	// Unreachable reports that a connect to Addr failed.
 	Unreachable()
+	// AwaitExit waits up to d for the process to exit and says how it
+	// ended (supervisor.ExitNone if it still runs): the retry rule does not
+	// send a request on to another process when its own ended by its own
+	// hand.
+	AwaitExit(d time.Duration) supervisor.ExitCause
 }
 
 // route is one mounted app with its per-app cached answers.

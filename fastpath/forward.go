@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -68,29 +69,68 @@ type retryFacts struct {
 	attempt    int  // 0 for the first attempt
 	idempotent bool // GET, HEAD, PUT, DELETE, OPTIONS or TRACE (RFC 9110 §9.2.2)
 	streamed   bool // the body was being streamed (exchange.streamedBody): it cannot be sent again
+	// exit is how the backend process ended (stageNoResponse only, see
+	// backendExit): ExitNone while it still runs.
+	exit supervisor.ExitCause
 }
 
 // retryable is the retry rule: whether a failed attempt is made again, on
 // a fresh connection and, when the supervisor has one, another process.
-// There is one retry at most. It is made when the request cannot have
-// reached the app (the connect failed; the write of the head failed, the
-// backend had closed the connection) or when an idempotent request whose
-// body is in memory got no byte of response (a stale keep-alive connection
-// the backend closed without reading it, or a backend that died with it).
-// A failed redial after a stale connection is not retried: the backend is
-// reported unreachable and the client gets 502.3. TestRetryRule is its
-// table.
+// There is one retry at most. It is made
+//   - when the request provably never reached the app: the connect failed
+//     (also the one that replaced a stale pooled connection), or the write
+//     of the head failed (the backend had closed the connection);
+//   - when an idempotent request whose body is in memory got no byte of
+//     response, and its process still runs (a stale keep-alive connection
+//     the backend closed without reading it) or was ended from outside
+//     (SIGKILL, SIGTERM: the operator, the OOM killer; loopgate's own stop).
+//
+// It is not made when the process ended by its own hand while it had the
+// request (an exit status, SIGABRT, SIGSEGV, SIGBUS: .NET's unhandled
+// exception, a stack overflow): that request may be what killed it, and
+// sent on it would kill the next process too. The client gets 502.3 and the
+// supervisor counts one crash. TestRetryRule is the rule's table.
 func retryable(st stage, f retryFacts) bool {
 	if f.attempt > 0 {
 		return false
 	}
 	switch st {
-	case stageConnect, stageSend:
+	case stageConnect, stageRedial, stageSend:
 		return true
 	case stageNoResponse:
-		return f.idempotent && !f.streamed
+		return f.idempotent && !f.streamed && f.exit != supervisor.ExitSelf
 	}
 	return false
+}
+
+// staleCheckIdle is how long a pooled connection must have been idle for an
+// idempotent bodiless request to peek at it before use (sockio.Stale); a
+// busier connection goes out without the extra system call, and a stale
+// one costs a retry (retryable) instead.
+const staleCheckIdle = time.Second
+
+// How long an attempt that got no byte of response waits to learn how its
+// process ended (backendExit): exitWait once a connect to the process was
+// refused (it is gone, or going), exitGrace when the connect succeeded (it
+// likely runs, and the connection was stale; a dying process may still
+// accept for a moment). The supervisor reaps a dead process within
+// milliseconds; past the wait the process counts as running (ExitNone).
+const (
+	exitWait  = 500 * time.Millisecond
+	exitGrace = 50 * time.Millisecond
+)
+
+// backendExit finds out, for an attempt that got no byte of response,
+// whether its process still runs (ExitNone) or how it ended
+// (Backend.AwaitExit). Only this failure path pays for it: a connect, and
+// a wait that ends when the process does.
+func (x *exchange) backendExit() supervisor.ExitCause {
+	wait := exitWait
+	if c, err := net.DialTimeout("tcp", x.b.Addr(), x.s.cfg.ConnectTimeout); err == nil {
+		_ = c.Close()
+		wait = exitGrace
+	}
+	return x.b.AwaitExit(wait)
 }
 
 // serveHTTP is the fasthttp handler: every request goes through here.
@@ -156,7 +196,11 @@ func (x *exchange) forward() bool {
 		if st == stageNone {
 			return done
 		}
-		if !retryable(st, retryFacts{attempt: attempt, idempotent: x.idempotent, streamed: x.streamedBody()}) {
+		f := retryFacts{attempt: attempt, idempotent: x.idempotent, streamed: x.streamedBody()}
+		if st == stageNoResponse && f.attempt == 0 && f.idempotent && !f.streamed {
+			f.exit = x.backendExit() // only where it can change the answer
+		}
+		if !retryable(st, f) {
 			return x.fail(st, err)
 		}
 		if st != stageConnect {
@@ -240,7 +284,7 @@ func (x *exchange) connect() (answered bool, st stage, err error) {
 	if !ok {
 		return x.answerQueueFull(), stageNone, nil
 	}
-	handle, conn, reused, err := up.get()
+	handle, conn, lastUse, err := up.get()
 	if counted {
 		x.leaveQueue()
 	}
@@ -253,9 +297,11 @@ func (x *exchange) connect() (answered bool, st stage, err error) {
 		b.Unreachable()
 		return false, stageConnect, fmt.Errorf("connecting to %s: %w", b.Addr(), err)
 	}
-	if reused && !(x.idempotent && x.emptyBody()) && sockio.Stale(conn) {
+	if !lastUse.IsZero() && (!(x.idempotent && x.emptyBody()) || time.Since(lastUse) > staleCheckIdle) && sockio.Stale(conn) {
 		// This request could not be sent again once it reached the
-		// backend, so do not risk a connection the backend has closed.
+		// backend, or the connection was idle long enough for the
+		// backend's keep-alive timeout to have closed it (Node's is 5 s):
+		// do not risk a connection the backend has closed.
 		up.drop(handle)
 		up.flushIdle()
 		if handle, conn, _, err = up.get(); err != nil {

@@ -59,6 +59,7 @@ type fakeBackend struct {
 	released    atomic.Int64 // Release and ReleaseUnused
 	unused      atomic.Int64 // ReleaseUnused only
 	unreachable atomic.Int64
+	exit        atomic.Uint32 // supervisor.ExitCause AwaitExit reports
 }
 
 func (b *fakeBackend) Addr() string                  { return b.addr }
@@ -68,6 +69,9 @@ func (b *fakeBackend) Upstream() supervisor.Upstream { return b.up }
 func (b *fakeBackend) Release()                      { b.released.Add(1) }
 func (b *fakeBackend) ReleaseUnused()                { b.released.Add(1); b.unused.Add(1) }
 func (b *fakeBackend) Unreachable()                  { b.unreachable.Add(1) }
+func (b *fakeBackend) AwaitExit(time.Duration) supervisor.ExitCause {
+	return supervisor.ExitCause(b.exit.Load())
+}
 
 // setBackends replaces the app's backends.
 func (a *fakeApp) setBackends(bs ...*fakeBackend) { a.backends.Store(&bs) }

@@ -51,7 +51,7 @@ type upstream struct {
 // poolOps reaches HostClient's exported pool methods, whose connection type
 // is unexported in fasthttp, through closures made once per upstream.
 type poolOps struct {
-	acquire func() (handle any, conn net.Conn, reused bool, err error)
+	acquire func() (handle any, conn net.Conn, lastUse time.Time, err error)
 	release func(handle any)
 	discard func(handle any)
 }
@@ -63,14 +63,14 @@ type pooledConn interface {
 
 func newPoolOps[C pooledConn](acquire func(time.Duration, bool) (C, error), release, discard func(C)) poolOps {
 	return poolOps{
-		acquire: func() (any, net.Conn, bool, error) {
+		acquire: func() (any, net.Conn, time.Time, error) {
 			c, err := acquire(0, false)
 			if err != nil {
-				return nil, nil, false, err
+				return nil, nil, time.Time{}, err
 			}
 			// A connection that was never released has a zero LastUseTime:
 			// it was dialed for this request.
-			return c, c.Conn(), !c.LastUseTime().IsZero(), nil
+			return c, c.Conn(), c.LastUseTime(), nil
 		},
 		release: func(h any) { release(h.(C)) },
 		discard: func(h any) { discard(h.(C)) },
@@ -108,13 +108,14 @@ func newUpstream(addr string, cfg *Config) *upstream {
 	return u
 }
 
-// get returns a pooled or freshly dialed connection to the backend.
-func (u *upstream) get() (handle any, conn net.Conn, reused bool, err error) {
-	handle, conn, reused, err = u.ops.acquire()
+// get returns a pooled or freshly dialed connection to the backend, with
+// the time it was last released (zero: dialed for this request).
+func (u *upstream) get() (handle any, conn net.Conn, lastUse time.Time, err error) {
+	handle, conn, lastUse, err = u.ops.acquire()
 	if err == nil {
 		u.busy.Add(1)
 	}
-	return handle, conn, reused, err
+	return handle, conn, lastUse, err
 }
 
 // put returns a connection whose last exchange ended cleanly to the pool,

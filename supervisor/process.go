@@ -1,7 +1,9 @@
 package supervisor
 
 import (
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -37,6 +39,7 @@ type Process struct {
 	exited     chan struct{} // closed when the process has exited and been reaped
 	exitStatus string        // valid after exited is closed
 	stopping   bool          // owned by the app goroutine: a stop was requested
+	stopAsked  atomic.Bool   // a stop was requested while the process ran (see AwaitExit)
 }
 
 // Addr is "127.0.0.1:<port>".
@@ -131,4 +134,90 @@ func (p *Process) hasExited() bool {
 	default:
 		return false
 	}
+}
+
+// ExitCause is how a process ended, as the forwarder's retry rule needs to
+// know it: a request whose process ended by its own hand may have caused
+// that end, and is not sent to another process.
+type ExitCause uint8
+
+const (
+	// ExitNone: the process had not exited when asked, or how it ended is
+	// unknown.
+	ExitNone ExitCause = iota
+	// ExitKilled: it was ended from outside: a signal such as SIGKILL or
+	// SIGTERM (the operator, the OOM killer), a stop loopgate asked for, or
+	// a clean exit (status 0, what a host that handles SIGTERM, as .NET's
+	// does, exits with).
+	ExitKilled
+	// ExitSelf: it ended by its own hand: a non-zero exit status, or a
+	// signal it raised itself (SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+	// SIGTRAP, SIGSYS): .NET's unhandled exception and stack overflow.
+	ExitSelf
+)
+
+func (c ExitCause) String() string {
+	switch c {
+	case ExitKilled:
+		return "killed"
+	case ExitSelf:
+		return "self"
+	}
+	return "none"
+}
+
+// AwaitExit waits up to d for the process to exit and reports how it
+// ended; ExitNone if it still runs after d. Safe for concurrent use.
+func (p *Process) AwaitExit(d time.Duration) ExitCause {
+	if !p.hasExited() {
+		if d <= 0 {
+			return ExitNone
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-p.exited:
+		case <-t.C:
+			return ExitNone
+		}
+	}
+	if p.stopAsked.Load() {
+		return ExitKilled
+	}
+	return exitCause(p.exitStatus)
+}
+
+// markStopAsked records that loopgate asked p to stop, unless p had
+// already exited (a crash is cleaned up by a stop too).
+func (p *Process) markStopAsked() {
+	if !p.hasExited() {
+		p.stopAsked.Store(true)
+	}
+}
+
+// faultSignals are the signals a process raises against itself.
+var faultSignals = []syscall.Signal{syscall.SIGABRT, syscall.SIGSEGV, syscall.SIGBUS, syscall.SIGFPE,
+	syscall.SIGILL, syscall.SIGTRAP, syscall.SIGSYS}
+
+// exitCause classifies an exit status as Proc.Wait reports it
+// (os.ProcessState's text: "exit status 3", "signal: killed",
+// "signal: aborted (core dumped)").
+func exitCause(status string) ExitCause {
+	if code, ok := strings.CutPrefix(status, "exit status "); ok {
+		if code == "0" {
+			return ExitKilled
+		}
+		return ExitSelf
+	}
+	sig, ok := strings.CutPrefix(status, "signal: ")
+	if !ok {
+		return ExitNone
+	}
+	sig = strings.TrimSuffix(sig, " (core dumped)")
+	for _, f := range faultSignals {
+		if sig == f.String() {
+			return ExitSelf
+		}
+	}
+	return ExitKilled
 }

@@ -339,6 +339,7 @@ func (a *App) cancelStart(sl *slot) {
 // the next publish, after the view without p is visible.
 func (a *App) queueStop(p *Process, limit time.Duration, reason string) {
 	p.stopping = true
+	p.markStopAsked()
 	a.stoppers[p] = struct{}{}
 	a.pendingStops = append(a.pendingStops, pendingStop{p: p, limit: limit, reason: reason})
 }
