@@ -53,6 +53,10 @@ type Cmd struct {
 	// Options.Contain the real OS puts the process in a cgroup of its own
 	// below the app's.
 	App string
+	// Cred, when set, is the user, group and supplementary groups the
+	// process runs as (handler settings userName and groupName); nil:
+	// loopgate's own.
+	Cred *syscall.Credential
 }
 
 // Proc is a spawned process as the OS seam sees it. Safe for concurrent use.

@@ -86,6 +86,10 @@ func (o realOS) Spawn(c *Cmd) (Proc, error) {
 		SysProcAttr: &syscall.SysProcAttr{
 			Setpgid:   true,
 			Pdeathsig: syscall.SIGKILL,
+			// The child sets its groups, gid and uid before its working
+			// directory and Pdeathsig (which a credential change would
+			// clear), so both hold for the new identity.
+			Credential: c.Cred,
 		},
 	}
 	p := &realProc{}
@@ -127,6 +131,9 @@ func (o realOS) Spawn(c *Cmd) (Proc, error) {
 		}
 		if p.group != nil {
 			p.group.Remove(0)
+		}
+		if c.Cred != nil && errors.Is(err, syscall.EACCES) {
+			err = fmt.Errorf("%w (as uid %d gid %d: may that user enter %s and run %s?)", err, c.Cred.Uid, c.Cred.Gid, c.Dir, c.Path)
 		}
 		return nil, err
 	}

@@ -24,6 +24,11 @@ func (a *App) reload() error {
 	if err == nil && (spec.Dir != cur.Dir || spec.VirtualPath != cur.VirtualPath) {
 		err = fmt.Errorf("%s: the reloaded spec is for %s at %s", cur.ConfigFile, spec.Dir, spec.VirtualPath)
 	}
+	if err == nil {
+		if _, ierr := ResolveIdentity(spec); ierr != nil {
+			err = fmt.Errorf("%s: %w", spec.ConfigFile, ierr)
+		}
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		// Deleted, or not there yet in the middle of a deployment that
 		// replaces the directory's files. IIS would stop hosting the app; a

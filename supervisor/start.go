@@ -120,13 +120,17 @@ func (a *App) launch(spec *configload.AppSpec, slotIdx int, warned *bool) (*Proc
 		}
 	}
 	token := tokenFor(spec, a.s.newToken)
-	env := backendEnv(spec, a.s.opts.Environ, port, token)
+	ident, err := ResolveIdentity(spec)
+	if err != nil {
+		return nil, errCritical{err}
+	}
+	env := backendEnv(spec, ident.environ(a.s.opts.Environ), port, token)
 	path, err := resolveProcessPath(spec, envLookup(env, "PATH"))
 	if err != nil {
 		return nil, errCritical{err}
 	}
 	args := backendArgs(spec, port)
-	cmd := &Cmd{Path: path, Args: args, Env: env, Dir: spec.Dir, Output: spec.ConsoleRedirection, App: a.vpath}
+	cmd := &Cmd{Path: path, Args: args, Env: env, Dir: spec.Dir, Output: spec.ConsoleRedirection, App: a.vpath, Cred: ident.credential()}
 	cmdline := commandLine(path, args)
 	d := a.diag.Load()
 	d.log.Debug().Str("command", cmdline).Strs("env", env).Int("port", port).Int("slot", slotIdx).Msg("spawning")
@@ -175,6 +179,9 @@ func (a *App) launch(spec *configload.AppSpec, slotIdx int, warned *bool) (*Proc
 	}
 	a.logEvent(zerolog.InfoLevel, "start", msg, func(e *zerolog.Event) {
 		e.Int("pid", p.pid).Int("port", port).Int("slot", slotIdx)
+		if ident != nil {
+			e.Str("user", ident.String())
+		}
 		if stdoutLog != "" {
 			e.Str("stdout_log", stdoutLog)
 		}

@@ -150,8 +150,9 @@ type loaded struct {
 // start would: one that cannot be found is an error when it is an
 // absolute path outside the app directory, and a warning when it may yet
 // appear before the first request (relative to the app directory, inside
-// it, or looked up on PATH). The specs are returned only for apps without
-// an error.
+// it, or looked up on PATH); and it looks up userName and groupName (a
+// user or group that does not exist, or loopgate not being root, is an
+// error). The specs are returned only for apps without an error.
 func loadApps(apps []appArg, environ []string, log zerolog.Logger) ([]*configload.AppSpec, loaded) {
 	var specs []*configload.AppSpec
 	var l loaded
@@ -171,6 +172,15 @@ func loadApps(apps []appArg, environ []string, log zerolog.Logger) ([]*configloa
 		}
 		for _, w := range spec.Warnings {
 			l.add(a.vpath, w)
+		}
+		if _, err := supervisor.ResolveIdentity(spec); err != nil {
+			var ie *supervisor.IdentityError
+			p := configload.Problem{File: spec.ConfigFile, Rule: err.Error()}
+			if errors.As(err, &ie) {
+				p.Attr, p.Value, p.Rule = ie.Setting, ie.Value, ie.Rule
+			}
+			l.add(a.vpath, p)
+			continue
 		}
 		if p, ok := processPathProblem(spec, backendEnviron(environ)); ok {
 			l.add(a.vpath, p)
