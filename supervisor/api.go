@@ -63,6 +63,15 @@ type Upstream interface {
 	Close()
 }
 
+// Drainer is an Upstream with connections to close gracefully before the
+// process is asked to stop: an h2c app's HTTP/2 connections, which end
+// with a GOAWAY. Drain is called once, after the retired process's last
+// request was released (or the drain wait ended), before the shutdown
+// request.
+type Drainer interface {
+	Drain()
+}
+
 // Options configures a Supervisor. The zero value is usable: nothing is
 // logged, backends inherit no environment, there is no eBPF acceleration and
 // the real operating system is used.

@@ -23,6 +23,10 @@ var (
 	// ErrStopping: the process was spawned after Kill began and was killed
 	// at once. Critical.
 	ErrStopping = errors.New("loopgate is stopping")
+	// ErrNotHTTP2: an app with backendProtocol="h2c" answered on its port,
+	// but not in HTTP/2 with prior knowledge (OS.ProbeH2C). The error
+	// quotes the start of its answer. Critical.
+	ErrNotHTTP2 = errors.New("the app answers on ASPNETCORE_PORT, but not in HTTP/2 without TLS (backendProtocol=\"h2c\"; Kestrel needs Kestrel__EndpointDefaults__Protocols=Http2)")
 )
 
 // ErrAppStopped is what App.Recycle answers for an app an operator has

@@ -45,6 +45,8 @@ type fakeOS struct {
 	shutdowns []string     // URLs of shutdown requests, with the token after a space
 	watchers  []*fakeWatcher
 	watchErr  error
+	// h2cProbes and h2cShutdowns count ProbeH2C and SendShutdownH2C calls.
+	h2cProbes, h2cShutdowns int
 }
 
 func newFakeOS(script func(c *Cmd) behaviour) *fakeOS {
@@ -82,6 +84,23 @@ func (f *fakeOS) Probe(port int, timeout time.Duration) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.listening[port] != nil
+}
+
+func (f *fakeOS) ProbeH2C(port int, timeout time.Duration) error {
+	f.mu.Lock()
+	f.h2cProbes++
+	f.mu.Unlock()
+	if !f.Probe(port, timeout) {
+		return errors.New("connection refused")
+	}
+	return nil
+}
+
+func (f *fakeOS) SendShutdownH2C(rawURL, token string, timeout time.Duration) (int, error) {
+	f.mu.Lock()
+	f.h2cShutdowns++
+	f.mu.Unlock()
+	return f.SendShutdown(rawURL, token, timeout)
 }
 
 func (f *fakeOS) SendShutdown(rawURL, token string, timeout time.Duration) (int, error) {

@@ -30,6 +30,18 @@ type OS interface {
 	// with the headers MS-ASPNETCORE-EVENT: shutdown and
 	// MS-ASPNETCORE-TOKEN: token, and returns the response status code.
 	SendShutdown(url, token string, timeout time.Duration) (int, error)
+	// ProbeH2C is Probe for an app with backendProtocol="h2c": the
+	// connection must also speak HTTP/2 with prior knowledge, answering the
+	// client preface and a PING with its SETTINGS and the PING's ACK
+	// within timeout; the probe then says GOAWAY and closes. nil means
+	// ready. An answer that is not HTTP/2 is an error wrapping
+	// ErrNotHTTP2; anything else (refused, closed, slow) means not ready
+	// yet. A connect that fails for want of loopgate's own resources
+	// reports nil, as Probe reports true.
+	ProbeH2C(port int, timeout time.Duration) error
+	// SendShutdownH2C is SendShutdown over HTTP/2 with prior knowledge,
+	// for an app with backendProtocol="h2c".
+	SendShutdownH2C(url, token string, timeout time.Duration) (int, error)
 	// Watch reports changes to the entries of dir (not recursive).
 	Watch(dir string) (Watcher, error)
 	// ReadFile returns the contents of the named file (app_offline.htm).

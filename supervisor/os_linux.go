@@ -246,6 +246,13 @@ func localShortage(err error) bool {
 }
 
 func (realOS) SendShutdown(url, token string, timeout time.Duration) (int, error) {
+	return sendShutdown(&http.Transport{DisableKeepAlives: true, Proxy: nil}, url, token, timeout)
+}
+
+// sendShutdown sends the shutdown request with t, on a connection of its
+// own that is closed after it.
+func sendShutdown(t *http.Transport, url, token string, timeout time.Duration) (int, error) {
+	defer t.CloseIdleConnections()
 	req, err := http.NewRequest(http.MethodPost, url, nil)
 	if err != nil {
 		return 0, err
@@ -253,10 +260,7 @@ func (realOS) SendShutdown(url, token string, timeout time.Duration) (int, error
 	req.Header["MS-ASPNETCORE-EVENT"] = []string{"shutdown"}
 	req.Header["MS-ASPNETCORE-TOKEN"] = []string{token}
 	req.Header["User-Agent"] = []string{""} // the reference sends none
-	client := http.Client{
-		Timeout:   timeout,
-		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
-	}
+	client := http.Client{Timeout: timeout, Transport: t}
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err
@@ -328,4 +332,72 @@ func (w *realWatcher) Events() <-chan string { return w.events }
 func (w *realWatcher) Close() error {
 	w.once.Do(func() { close(w.done) })
 	return w.fw.Close()
+}
+
+// h2Preface is what ProbeH2C sends: the client connection preface, an
+// empty SETTINGS frame and a PING with an 8-byte payload of its own.
+var h2Preface = append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+	0, 0, 0, 4, 0, 0, 0, 0, 0, // SETTINGS
+	0, 0, 8, 6, 0, 0, 0, 0, 0, 'l', 'o', 'o', 'p', 'g', 'a', 't', 'e') // PING
+
+// h2Bye acknowledges the app's SETTINGS and says GOAWAY (NO_ERROR, no
+// stream), so the app takes the probe's close for a clean one.
+var h2Bye = []byte{0, 0, 0, 4, 1, 0, 0, 0, 0, 0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+
+func (realOS) ProbeH2C(port int, timeout time.Duration) error {
+	c, err := net.DialTimeout("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), timeout)
+	if err != nil {
+		if localShortage(err) {
+			return nil
+		}
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write(h2Preface); err != nil {
+		return err
+	}
+	return readH2Answer(c)
+}
+
+// readH2Answer reads the app's side of ProbeH2C: a SETTINGS frame first
+// (RFC 9113 §3.4), then frames up to the ACK of the probe's PING.
+func readH2Answer(c net.Conn) error {
+	var hdr [9]byte
+	payload := make([]byte, 1<<14)
+	for first := true; ; first = false {
+		n, err := io.ReadFull(c, hdr[:])
+		if err != nil {
+			if first && n > 0 {
+				return fmt.Errorf("%w: it answered %q", ErrNotHTTP2, hdr[:n])
+			}
+			return err
+		}
+		length := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
+		typ, flags := hdr[3], hdr[4]
+		if first && (typ != 4 || flags&1 != 0 || length%6 != 0 || length > len(payload)) {
+			rest := make([]byte, 32)
+			m, _ := c.Read(rest)
+			return fmt.Errorf("%w: it answered %q", ErrNotHTTP2, append(hdr[:], rest[:m]...))
+		}
+		if length > len(payload) {
+			return fmt.Errorf("%w: a frame of %d bytes", ErrNotHTTP2, length)
+		}
+		if _, err := io.ReadFull(c, payload[:length]); err != nil {
+			return err
+		}
+		switch {
+		case typ == 6 && flags&1 != 0 && string(payload[:length]) == "loopgate":
+			_, _ = c.Write(h2Bye)
+			return nil
+		case typ == 7:
+			return errors.New("the app sent GOAWAY")
+		}
+	}
+}
+
+func (realOS) SendShutdownH2C(url, token string, timeout time.Duration) (int, error) {
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	return sendShutdown(&http.Transport{Protocols: &protos, Proxy: nil}, url, token, timeout)
 }

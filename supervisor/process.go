@@ -27,6 +27,7 @@ type Process struct {
 	started  time.Time
 	upstream Upstream
 	out      *output
+	h2c      bool // backendProtocol="h2c": probes and the shutdown request use HTTP/2
 
 	// active counts requests between Acquire and Release, plus retiredBit
 	// once retired; drained is closed when it is retired with none left.

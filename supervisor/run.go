@@ -480,7 +480,7 @@ func (a *App) onUnreachable(p *Process) {
 			if i > 0 {
 				time.Sleep(50 * time.Millisecond)
 			}
-			ok = a.s.os.Probe(p.port, 250*time.Millisecond)
+			ok, _ = a.probe(p, 250*time.Millisecond)
 		}
 		a.send(event{kind: evProbed, p: p, ok: ok})
 	})

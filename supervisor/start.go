@@ -152,6 +152,7 @@ func (a *App) launch(spec *configload.AppSpec, slotIdx int, warned *bool) (*Proc
 		started: started,
 		drained: make(chan struct{}),
 		exited:  make(chan struct{}),
+		h2c:     spec.BackendProtocol == configload.BackendH2C,
 	}
 	tracked := a.s.track(proc)
 	stdoutLog := ""
@@ -236,11 +237,13 @@ func (a *App) waitReady(ctx context.Context, p *Process, limit time.Duration) er
 		if p.hasExited() {
 			return exited()
 		}
-		if a.s.os.Probe(p.port, probeTimeout) {
+		if ok, err := a.probe(p, probeTimeout); ok {
 			if p.hasExited() { // something else answered on the port
 				return exited()
 			}
 			return nil
+		} else if err != nil {
+			return errCritical{fmt.Errorf("port %d: %w", p.port, err)}
 		}
 		d.log.Trace().Int("pid", p.pid).Int("port", p.port).Msg("not listening yet")
 		if limit == 0 {
@@ -261,6 +264,23 @@ func (a *App) waitReady(ctx context.Context, p *Process, limit time.Duration) er
 		}
 		backoff = min(backoff*2, maxProbeBackoff)
 	}
+}
+
+// probe checks whether p listens: a TCP connect, or for an h2c app an
+// HTTP/2 PING answered. err is set when an h2c app answered in something
+// other than HTTP/2.
+func (a *App) probe(p *Process, timeout time.Duration) (ok bool, err error) {
+	if !p.h2c {
+		return a.s.os.Probe(p.port, timeout), nil
+	}
+	err = a.s.os.ProbeH2C(p.port, timeout)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, ErrNotHTTP2) {
+		return false, err
+	}
+	return false, nil
 }
 
 // commandLine renders a command for logs, quoting arguments that need it.

@@ -40,6 +40,9 @@ func (a *App) runStop(p *Process, limit time.Duration, reason string) {
 		if limit == 0 {
 			p.proc.Signal(syscall.SIGKILL)
 		} else {
+			if d, ok := p.upstream.(Drainer); ok {
+				d.Drain()
+			}
 			timer.Reset(limit) // Go ≥1.23 timers: no stale tick to drain
 			a.goHelper(func() { a.requestShutdown(p, limit) })
 			select {
@@ -77,7 +80,11 @@ func (a *App) requestShutdown(p *Process, limit time.Duration) {
 		url += vp
 	}
 	url += "/iisintegration"
-	code, err := a.s.os.SendShutdown(url, p.token, limit)
+	send := a.s.os.SendShutdown
+	if p.h2c {
+		send = a.s.os.SendShutdownH2C
+	}
+	code, err := send(url, p.token, limit)
 	d := a.diag.Load()
 	d.log.Info().Int("pid", p.pid).Int("status", code).AnErr("error", err).Msg("sent the shutdown request")
 	if code != 202 && !p.hasExited() {

@@ -1,0 +1,238 @@
+package fastpath
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+
+	"github.com/loopgate/loopgate/configload"
+	"github.com/loopgate/loopgate/supervisor"
+)
+
+// h2cBackend serves the harness's app with an in-process server that
+// speaks HTTP/2 with prior knowledge, and sets backendProtocol="h2c".
+func (h *tlsHarness) h2cBackend(handler http.HandlerFunc) {
+	bs := httptest.NewUnstartedServer(handler)
+	bs.Config.Protocols = new(http.Protocols)
+	bs.Config.Protocols.SetUnencryptedHTTP2(true)
+	bs.Start()
+	h.t.Cleanup(bs.Close)
+	addr := strings.TrimPrefix(bs.URL, "http://")
+	up := newUpstream(addr, &h.srv.cfg)
+	h.t.Cleanup(up.Close)
+	h.app.addBackend(&fakeBackend{addr: addr, token: "h2c-token", pid: 78, up: up})
+	h.setSpec(func(s *configload.AppSpec) { s.BackendProtocol = configload.BackendH2C })
+}
+
+// TestH2CResetsAndTimeouts: an app that resets its stream mid-body has the
+// client's stream reset (HTTP/2) or connection cut (HTTP/1.1); a stream
+// with no activity for requestTimeout is reset at the app and answered
+// 502.3 naming the timeout.
+func TestH2CResetsAndTimeouts(t *testing.T) {
+	h := newTLSHarness(t, Config{})
+	appCanceled := make(chan string, 4)
+	h.h2cBackend(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("MS-ASPNETCORE-TOKEN") != "h2c-token" || r.ProtoMajor != 2 {
+			w.WriteHeader(400)
+			return
+		}
+		switch r.URL.Path {
+		case "/abort":
+			_, _ = io.WriteString(w, "partial")
+			http.NewResponseController(w).Flush()
+			panic(http.ErrAbortHandler) // RST_STREAM to loopgate
+		case "/silent":
+			select {
+			case <-r.Context().Done():
+				appCanceled <- r.URL.Path
+			case <-time.After(20 * time.Second):
+			}
+		case "/stall":
+			_, _ = io.WriteString(w, "first")
+			http.NewResponseController(w).Flush()
+			select {
+			case <-r.Context().Done():
+				appCanceled <- r.URL.Path
+			case <-time.After(20 * time.Second):
+			}
+		}
+	})
+	for _, h2 := range []bool{true, false} {
+		resp, err := h.client(h2).Get(h.url("/abort"))
+		if err != nil {
+			t.Fatalf("h2=%v: %v", h2, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Errorf("h2=%v: the body the app cut reached the client as complete: %q", h2, b)
+		}
+	}
+
+	h.setSpec(func(s *configload.AppSpec) { s.RequestTimeout = 300 * time.Millisecond })
+	resp, err := h.client(true).Get(h.url("/silent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 502 || !strings.Contains(string(b), "requestTimeout") {
+		t.Errorf("silent app: %d %s", resp.StatusCode, b)
+	}
+	resp, err = h.client(true).Get(h.url("/stall"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || string(b) != "first" {
+		t.Errorf("stalled app: %q %v", b, err)
+	}
+	for _, want := range []string{"/silent", "/stall"} {
+		select {
+		case got := <-appCanceled:
+			if got != want {
+				t.Errorf("app saw %s canceled, want %s", got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the app never saw %s canceled", want)
+		}
+	}
+}
+
+// TestGRPCStatusAnswers: loopgate's own answers to a gRPC client are gRPC
+// statuses (Trailers-Only, HTTP 200), to HTTP/2 and HTTP/1.1 clients; other
+// clients still get the pages.
+func TestGRPCStatusAnswers(t *testing.T) {
+	h := newTLSHarness(t, Config{})
+	h.backend(func(w http.ResponseWriter, r *http.Request) {})
+	cc, err := grpc.NewClient(h.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: h.roots})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	tc := testpb.NewTestServiceClient(cc)
+	call := func() *status.Status {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := tc.EmptyCall(ctx, &testpb.Empty{})
+		return status.Convert(err)
+	}
+	h.app.offline = []byte("<p>down for maintenance</p>")
+	for o, want := range map[supervisor.Outcome]string{
+		supervisor.StartFailed: "loopgate: 502.5 ANCM Out-Of-Process Startup Failure: the application did not start",
+		supervisor.Offline:     "loopgate: 503 Service Unavailable: the application is offline (app_offline.htm)",
+		supervisor.Stopping:    "loopgate: Service Unavailable",
+	} {
+		h.app.setOutcome(o)
+		if st := call(); st.Code() != codes.Unavailable || st.Message() != want {
+			t.Errorf("%v: %v %q", o, st.Code(), st.Message())
+		}
+	}
+	// HTTP/1.1, gRPC-Web style, and a plain client.
+	h.app.setOutcome(supervisor.StartFailed)
+	req, _ := http.NewRequest("POST", h.url("/grpc.testing.TestService/EmptyCall"), strings.NewReader(""))
+	req.Header.Set("Content-Type", "application/grpc-web+proto")
+	resp, err := h.client(false).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Grpc-Status") != "14" || len(b) != 0 || resp.Header.Get("Content-Type") != "application/grpc" ||
+		!strings.HasPrefix(resp.Header.Get("Grpc-Message"), "loopgate: 502.5") {
+		t.Errorf("HTTP/1.1 gRPC client: %d %v %q", resp.StatusCode, resp.Header, b)
+	}
+	resp, err = h.client(false).Get(h.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 502 || !strings.Contains(string(b), "502.5") || resp.Header.Get("Grpc-Status") != "" {
+		t.Errorf("plain client: %d %v", resp.StatusCode, resp.Header)
+	}
+	if got := grpcPercentEncode("a%b\nç"); got != "a%25b%0A%C3%A7" {
+		t.Errorf("percent-encoding: %q", got)
+	}
+}
+
+// TestH2CDrainSendsGoAway: draining an upstream closes its idle h2c
+// connections with a GOAWAY (NO_ERROR) before the FIN.
+func TestH2CDrainSendsGoAway(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	frames := make(chan []byte, 1) // frame types the server read, up to EOF
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = c.Write([]byte{0, 0, 0, 4, 0, 0, 0, 0, 0}) // SETTINGS
+		br := bufio.NewReader(c)
+		preface := make([]byte, 24)
+		if _, err := io.ReadFull(br, preface); err != nil {
+			frames <- nil
+			return
+		}
+		var types []byte
+		var hdr [9]byte
+		for {
+			if _, err := io.ReadFull(br, hdr[:]); err != nil {
+				frames <- types
+				return
+			}
+			n := int(binary.BigEndian.Uint32(append([]byte{0}, hdr[:3]...)))
+			payload := make([]byte, n)
+			if _, err := io.ReadFull(br, payload); err != nil {
+				frames <- types
+				return
+			}
+			types = append(types, hdr[3])
+			if hdr[3] == 7 && binary.BigEndian.Uint32(payload[4:8]) != 0 {
+				types = append(types, 0xff) // not NO_ERROR
+			}
+		}
+	}()
+	cfg := Defaults()
+	up := newUpstream(l.Addr().String(), &cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cc, err := up.h2c().get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.Release()
+	up.Drain()
+	if _, err := up.h2c().get(ctx); !errors.Is(err, errPoolClosed) {
+		t.Errorf("get after Drain: %v", err)
+	}
+	select {
+	case types := <-frames:
+		if len(types) == 0 || types[len(types)-1] != 7 {
+			t.Errorf("frames from loopgate before its FIN: %v, want a GOAWAY (7) with NO_ERROR last", types)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection was not closed")
+	}
+}
