@@ -20,8 +20,9 @@
 //
 // One request, file by file: server.go and conns.go accept it (connection
 // limit, lingering close), app.go routes it, exchange.go holds its state,
-// forward.go runs the attempts (acquire, connect, send, read the head) and
-// decides retries in one function, retryable; headers.go rewrites the head,
+// forward.go runs the attempts (acquire, connect, send, read the head),
+// retry.go decides retries in one function, retryable; headers.go and
+// requesthead.go rewrite the head,
 // upload.go streams the request body, response.go and relay.go turn the
 // backend's response into the client's, answer.go gives loopgate's own
 // answers, websocket.go tunnels, h2.go and h2conn.go carry HTTP/2 clients

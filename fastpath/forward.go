@@ -1,7 +1,7 @@
 // Forwarding: the attempt loop. A request is routed and checked (forward),
 // then tried: a backend acquired, a connection taken, the request sent and
-// the response head read, each step saying which stage failed; one
-// function, retryable, decides whether a failed attempt is made again.
+// the response head read, each step saying which stage failed; retryable
+// (retry.go) decides whether a failed attempt is made again.
 
 package fastpath
 
@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -52,86 +51,11 @@ type clientError struct{ err error }
 func (e clientError) Error() string { return "reading request body: " + e.err.Error() }
 func (e clientError) Unwrap() error { return e.err }
 
-// stage names the step of an attempt that failed.
-type stage uint8
-
-const (
-	stageNone        stage = iota
-	stageConnect           // no connection to the backend: the dial failed
-	stageRedial            // a stale pooled connection was replaced, and that dial failed
-	stageSend              // writing the request head (and a small body) failed
-	stageNoResponse        // not one byte of response head came (fasthttp reports that as io.EOF)
-	stageBadResponse       // the response head failed after its first byte, timed out, or was malformed
-)
-
-// retryFacts is what retryable weighs besides the stage that failed.
-type retryFacts struct {
-	attempt    int  // 0 for the first attempt
-	idempotent bool // GET, HEAD, PUT, DELETE, OPTIONS or TRACE (RFC 9110 §9.2.2)
-	streamed   bool // the body was being streamed (exchange.streamedBody): it cannot be sent again
-	// exit is how the backend process ended (stageNoResponse only, see
-	// backendExit): ExitNone while it still runs.
-	exit supervisor.ExitCause
-}
-
-// retryable is the retry rule: whether a failed attempt is made again, on
-// a fresh connection and, when the supervisor has one, another process.
-// There is one retry at most. It is made
-//   - when the request provably never reached the app: the connect failed
-//     (also the one that replaced a stale pooled connection), or the write
-//     of the head failed (the backend had closed the connection);
-//   - when an idempotent request whose body is in memory got no byte of
-//     response, and its process still runs (a stale keep-alive connection
-//     the backend closed without reading it) or was ended from outside
-//     (SIGKILL, SIGTERM: the operator, the OOM killer; loopgate's own stop).
-//
-// It is not made when the process ended by its own hand while it had the
-// request (an exit status, SIGABRT, SIGSEGV, SIGBUS: .NET's unhandled
-// exception, a stack overflow): that request may be what killed it, and
-// sent on it would kill the next process too. The client gets 502.3 and the
-// supervisor counts one crash. TestRetryRule is the rule's table.
-func retryable(st stage, f retryFacts) bool {
-	if f.attempt > 0 {
-		return false
-	}
-	switch st {
-	case stageConnect, stageRedial, stageSend:
-		return true
-	case stageNoResponse:
-		return f.idempotent && !f.streamed && f.exit != supervisor.ExitSelf
-	}
-	return false
-}
-
 // staleCheckIdle is how long a pooled connection must have been idle for an
 // idempotent bodiless request to peek at it before use (sockio.Stale); a
 // busier connection goes out without the extra system call, and a stale
 // one costs a retry (retryable) instead.
 const staleCheckIdle = time.Second
-
-// How long an attempt that got no byte of response waits to learn how its
-// process ended (backendExit): exitWait once a connect to the process was
-// refused (it is gone, or going), exitGrace when the connect succeeded (it
-// likely runs, and the connection was stale; a dying process may still
-// accept for a moment). The supervisor reaps a dead process within
-// milliseconds; past the wait the process counts as running (ExitNone).
-const (
-	exitWait  = 500 * time.Millisecond
-	exitGrace = 50 * time.Millisecond
-)
-
-// backendExit finds out, for an attempt that got no byte of response,
-// whether its process still runs (ExitNone) or how it ended
-// (Backend.AwaitExit). Only this failure path pays for it: a connect, and
-// a wait that ends when the process does.
-func (x *exchange) backendExit() supervisor.ExitCause {
-	wait := exitWait
-	if c, err := net.DialTimeout("tcp", x.b.Addr(), x.s.cfg.ConnectTimeout); err == nil {
-		_ = c.Close()
-		wait = exitGrace
-	}
-	return x.b.AwaitExit(wait)
-}
 
 // serveHTTP is the fasthttp handler: every request goes through here.
 func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
