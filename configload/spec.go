@@ -191,10 +191,11 @@ type AppSpec struct {
 	// with GET PingPath every PingInterval. Default false.
 	PingingEnabled bool
 	// PingPath is handler setting pingPath (loopgate's own: IIS pings its
-	// worker over a pipe): the request target of the probe as the app sees
-	// it, including the virtual path for an app not mounted at "/" (requests
-	// reach the app with it). Starts with "/", no whitespace or control
-	// characters, no "#". Required when PingingEnabled; else may be empty.
+	// worker over a pipe): the request target of the probe within the app;
+	// the supervisor puts the virtual path before it, as it does for the
+	// shutdown request ("/healthz" of an app at "/api" is GET
+	// /api/healthz). Starts with "/", no whitespace or control characters,
+	// no "#". Required when PingingEnabled; else may be empty.
 	PingPath string
 	// PingInterval is handler setting pingInterval (IIS
 	// processModel@pingInterval): the time between two probes of a process.

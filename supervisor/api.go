@@ -115,13 +115,22 @@ type Options struct {
 // Why an app's processes were recycled: the reason field of the recycle
 // log line, AppStatus.RecyclesByReason and the reason label of
 // loopgate_app_recycles_total. A fixed set, so the label is bounded.
+// Each is counted once per process replaced, but config once per app.
 const (
 	RecycleConfig = "config" // web.config changed
 	RecycleManual = "manual" // an operator asked (App.Recycle, `loopgate recycle`)
+	// The app pool settings (pool.go).
+	RecycleTime     = "time"     // the process was up for periodicRestartTime
+	RecycleRequests = "requests" // it served periodicRestartRequests requests
+	RecycleMemory   = "memory"   // its tree used more than periodicRestartPrivateMemory
+	RecycleSchedule = "schedule" // a time of periodicRestartSchedule came
+	// RecyclePing: it answered no ping for pingResponseTime; it is killed
+	// once its replacement is ready, without a graceful stop.
+	RecyclePing = "ping"
 )
 
 // RecycleReasons lists every recycle reason.
-var RecycleReasons = []string{RecycleConfig, RecycleManual}
+var RecycleReasons = []string{RecycleConfig, RecycleManual, RecycleTime, RecycleRequests, RecycleMemory, RecycleSchedule, RecyclePing}
 
 // State is where an app or one of its process slots is in its life.
 type State string
@@ -166,13 +175,21 @@ type AppStatus struct {
 	// Starts counts processes spawned (each start attempt). Crashes counts
 	// exits of ready processes that were not asked to stop. Restarts counts
 	// starts after a crash. RapidFailBlocks counts the times the rapid-fail
-	// window refused a start. Recycles counts recycles for every reason
-	// (RecyclesByReason has them by reason): config changes that replaced
-	// the running spec.
+	// window refused a start. Recycles counts recycles for every reason: a
+	// config change that replaced the running spec once per app, the
+	// others once per process replaced.
 	Starts, Crashes, Restarts, RapidFailBlocks, Recycles uint64
-	// RecyclesByReason counts recycles by reason, with every one of
-	// RecycleReasons present (0 until it happens).
+	// RecyclesByReason splits Recycles by reason; it holds every one of
+	// RecycleReasons, zero included.
 	RecyclesByReason map[string]uint64
+	// NotReady says why the app holds readiness (/readyz) back, "" when it
+	// does not. Only a startMode AlwaysRunning app does, while none of its
+	// processes is ready (before its first start is ready, while it is
+	// restarted, while the rapid-fail window blocks it) and it is not
+	// offline, stopped or stopping: such an app is meant to be up before traffic
+	// comes. An OnDemand app starts on its first request and never holds
+	// readiness back.
+	NotReady string
 	// ConfigReloadsOK and ConfigReloadsFailed count web.config re-reads
 	// (SIGHUP or a file change) that parsed and that failed.
 	ConfigReloadsOK, ConfigReloadsFailed uint64

@@ -83,6 +83,7 @@ type App struct {
 	unreach chan *Process   // Process.Unreachable (cap 8)
 	reloadc chan chan error // Reload
 	ctlc    chan ctlRequest // Recycle, Stop, Start (control.go)
+	poolc   chan struct{}   // Process.Release: periodicRestartRequests reached (cap 1)
 	events  chan event      // from the app's helper goroutines
 	done    chan struct{}   // closed when run has finished for good
 
@@ -115,6 +116,7 @@ type App struct {
 	// stdoutLogs are the stdout log files its processes write; safe for
 	// concurrent use (output readers, pruning, SIGUSR1).
 	stdoutLogs stdoutLogs
+	pool       poolState // pool.go
 }
 
 // slot is one of processesPerApplication process slots. Owned by run.
@@ -125,6 +127,7 @@ type slot struct {
 	crashloop bool       // refused a restart by the rapid-fail window
 	restarts  uint64
 	lastExit  string
+	hold      time.Time // a recycle of this slot failed: no periodic recycle before
 }
 
 type startTask struct {
@@ -132,6 +135,10 @@ type startTask struct {
 	cancel context.CancelFunc
 	spec   *configload.AppSpec
 	after  *Process // spawn only after it has exited; nil: at once
+	// reason is set for a recycle by recycleSlot: the process it replaces
+	// is stopped with stopLimit and this reason once the new one is ready.
+	reason    string
+	stopLimit time.Duration
 }
 
 type pendingStop struct {
@@ -157,6 +164,7 @@ func newApp(s *Supervisor, spec *configload.AppSpec) *App {
 		unreach:     make(chan *Process, 8),
 		reloadc:     make(chan chan error),
 		ctlc:        make(chan ctlRequest),
+		poolc:       make(chan struct{}, 1),
 		events:      make(chan event, 16),
 		done:        make(chan struct{}),
 		stoppers:    map[*Process]struct{}{},
@@ -303,6 +311,7 @@ func (a *App) publishStatus() {
 		ConfigReloadsOK:     a.reloadsOK,
 		ConfigReloadsFailed: a.reloadsFailed,
 		Offline:             a.offline,
+		NotReady:            a.notReady(),
 	}
 	for _, r := range RecycleReasons {
 		st.RecyclesByReason[r] = a.recyclesBy[r]

@@ -36,6 +36,14 @@ type Process struct {
 	drained    chan struct{}
 	requests   atomic.Uint64
 	checking   atomic.Bool // an Unreachable check is queued or running
+	// recycleAt is periodicRestartRequests of the spec the process was
+	// started with (0: none): Release pokes the app goroutine when the
+	// count reaches it.
+	recycleAt uint64
+	// quit is closed by the app goroutine (endHelpers) when the process is
+	// taken out of service: its pinger stops.
+	quit       chan struct{}
+	quitClosed bool // owned by the app goroutine
 
 	exited     chan struct{} // closed when the process has exited and been reaped
 	exitStatus string        // valid after exited is closed
@@ -64,7 +72,9 @@ func (p *Process) Upstream() Upstream { return p.upstream }
 // it (or ReleaseUnused) exactly once per Ready outcome, after the last use
 // of the process for that request.
 func (p *Process) Release() {
-	p.requests.Add(1)
+	if p.requests.Add(1) == p.recycleAt {
+		p.app.pokePool()
+	}
 	p.leave()
 }
 

@@ -18,15 +18,17 @@ const (
 	evExited                   // a process exited
 	evStopped                  // a stop task finished
 	evProbed                   // an Unreachable check finished
+	evHung                     // a pinger found p answering no ping for pingResponseTime
 )
 
 type event struct {
-	kind eventKind
-	p    *Process
-	slot int
-	id   uint64 // start task id
-	ok   bool   // evProbed: the process accepted a connection
-	fail *startFailure
+	kind  eventKind
+	p     *Process
+	slot  int
+	id    uint64    // start task id
+	ok    bool      // evProbed: the process accepted a connection
+	since time.Time // evHung: the first unanswered ping
+	fail  *startFailure
 }
 
 const (
@@ -61,9 +63,14 @@ func (a *App) run() {
 	debounce.Stop()
 	defer debounce.Stop()
 	defer a.unblockTimer.Stop()
+	defer a.stopPool()
 
 	shutc, killc := a.s.shutc, a.s.killc
 	for !a.finished() {
+		if a.pool.spec != a.spec.Load() {
+			a.setupPool()
+		}
+		a.ensureRunning()
 		select {
 		case <-a.wake:
 			a.onWake()
@@ -99,6 +106,12 @@ func (a *App) run() {
 			}
 		case <-a.unblockTimer.C:
 			a.onUnblock()
+		case <-a.poolc:
+			a.onPoolCheck(false)
+		case <-a.pool.tickC:
+			a.onPoolCheck(true)
+		case <-a.pool.schedC:
+			a.onSchedule()
 		case <-shutc:
 			shutc = nil
 			a.beginStop(false)
@@ -340,6 +353,7 @@ func (a *App) cancelStart(sl *slot) {
 func (a *App) queueStop(p *Process, limit time.Duration, reason string) {
 	p.stopping = true
 	p.markStopAsked()
+	p.endHelpers()
 	a.stoppers[p] = struct{}{}
 	a.pendingStops = append(a.pendingStops, pendingStop{p: p, limit: limit, reason: reason})
 }
@@ -361,6 +375,8 @@ func (a *App) onEvent(ev event) {
 		a.checkCtlWaits(ev)
 	case evProbed:
 		a.onProbed(ev.p, ev.ok)
+	case evHung:
+		a.onHung(ev.p, ev.since)
 	}
 }
 
@@ -378,7 +394,8 @@ func (a *App) onStarted(ev event) {
 		}
 		return
 	}
-	spec := sl.start.spec
+	task := sl.start
+	spec := task.spec
 	sl.start = nil
 	if ev.p == nil {
 		a.onStartFailed(sl, ev.fail, spec)
@@ -397,9 +414,15 @@ func (a *App) onStarted(ev event) {
 	a.logEvent(zerolog.InfoLevel, "ready", "backend ready", func(e *zerolog.Event) {
 		e.Int("pid", p.pid).Int("port", p.port).Int("slot", sl.idx).Float64("startup_ms", float64(time.Since(p.started).Microseconds())/1000)
 	})
+	sl.hold = time.Time{}
 	if old != nil {
-		a.queueStop(old, a.spec.Load().ShutdownTimeLimit, "recycle")
+		limit, why := a.spec.Load().ShutdownTimeLimit, "recycle"
+		if task.reason != "" {
+			limit, why = task.stopLimit, task.reason
+		}
+		a.queueStop(old, limit, why)
 	}
+	a.startPinger(p, spec)
 	a.publish()
 }
 
@@ -411,7 +434,9 @@ func (a *App) onStartFailed(sl *slot, f *startFailure, spec *configload.AppSpec)
 			Int("attempts", f.attempts).Err(f.err).Str("output", string(f.output))
 	})
 	if sl.cur != nil {
-		// A recycle whose new process failed: the old one keeps serving.
+		// A recycle whose new process failed: the old one keeps serving,
+		// and no periodic reason recycles it again for a while.
+		sl.hold = time.Now().Add(recycleRetryAfter)
 		return
 	}
 	if a.readyCount() > 0 {

@@ -153,6 +153,9 @@ func (a *App) launch(spec *configload.AppSpec, slotIdx int, warned *bool) (*Proc
 		drained: make(chan struct{}),
 		exited:  make(chan struct{}),
 		h2c:     spec.BackendProtocol == configload.BackendH2C,
+		quit:    make(chan struct{}),
+		// periodicRestartRequests is at most 4294967295 (configload).
+		recycleAt: uint64(spec.PeriodicRestartRequests),
 	}
 	tracked := a.s.track(proc)
 	stdoutLog := ""

@@ -51,24 +51,45 @@ func (t *Tree) Usage(app string) (Usage, error) {
 			u.CPU = time.Duration(us) * time.Microsecond
 		}
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "memory.current")); err == nil {
-		u.Memory, _ = strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
-		u.MemorySource = "memory.current"
-		return u, nil
+	u.Memory, u.MemorySource = memory(dir)
+	return u, nil
+}
+
+// Memory reads what the processes of the group's cgroup use now, in bytes,
+// as Usage does for an app: memory.current where the memory controller is
+// enabled, else the sum of their VmRSS; source says which ("memory.current"
+// or "rss"). Without a cgroup it fails. For periodicRestartPrivateMemory.
+func (g *Group) Memory() (bytes int64, source string, err error) {
+	if g == nil || g.dir == "" {
+		return 0, "", errors.New("no cgroup")
 	}
-	u.MemorySource = "rss"
+	bytes, source = memory(g.dir)
+	return bytes, source, nil
+}
+
+// memory reads the memory use of the cgroup dir and everything below it.
+func memory(dir string) (int64, string) {
+	if b, err := os.ReadFile(filepath.Join(dir, "memory.current")); err == nil {
+		n, _ := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
+		return n, "memory.current"
+	}
+	var total int64
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return nil
 		}
 		procs, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
 		for _, f := range bytes.Fields(procs) {
-			u.Memory += rss(string(f))
+			total += rss(string(f))
 		}
 		return nil
 	})
-	return u, nil
+	return total, "rss"
 }
+
+// RSS is the VmRSS of process pid in bytes (0 if it is gone or cannot be
+// read): the memory reading for processes without a cgroup.
+func RSS(pid int) int64 { return rss(strconv.Itoa(pid)) }
 
 // rss is the VmRSS of process pid in bytes (0 if gone).
 func rss(pid string) int64 {

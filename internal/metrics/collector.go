@@ -19,7 +19,7 @@ var (
 	descRapidFail = prometheus.NewDesc("loopgate_rapid_fail_blocks_total",
 		"Times an app hit its rapidFailsPerMinute limit and answered 502.5 instead of starting a backend.", []string{"app"}, nil)
 	descRecycles = prometheus.NewDesc("loopgate_app_recycles_total",
-		"Times an app's backends were recycled (replaced, overlapped), by app and reason: config (web.config changed), manual (loopgate recycle).", []string{"app", "reason"}, nil)
+		"Recycles of an app's backends, by app and reason: config (web.config changed; once per app), time, requests, memory, schedule (periodicRestart*), ping (answered no ping for pingResponseTime), manual (loopgate recycle); once per process replaced.", []string{"app", "reason"}, nil)
 	descReloads = prometheus.NewDesc("loopgate_config_reloads_total",
 		"web.config reads after start-up (SIGHUP or file change), by app and result (ok or failed).", []string{"app", "result"}, nil)
 	descConfigError = prometheus.NewDesc("loopgate_app_config_error",

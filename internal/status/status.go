@@ -64,11 +64,14 @@ type App struct {
 	Restarts        uint64 `json:"restarts"`
 	RapidFailBlocks uint64 `json:"rapid_fail_blocks"`
 	Recycles        uint64 `json:"recycles"`
-	// RecyclesByReason counts the recycles by reason: config (web.config
-	// changed), manual (loopgate recycle), ...
-	RecyclesByReason    map[string]uint64 `json:"recycles_by_reason,omitempty"`
-	ConfigReloadsOK     uint64            `json:"config_reloads_ok"`
-	ConfigReloadsFailed uint64            `json:"config_reloads_failed"`
+	// RecyclesByReason splits Recycles by reason (config, time, requests,
+	// memory, schedule, ping, manual), every reason present.
+	RecyclesByReason map[string]uint64 `json:"recycles_by_reason,omitempty"`
+	// NotReady says why the app holds /readyz back ("" when it does not):
+	// a startMode AlwaysRunning app with no process ready.
+	NotReady            string `json:"not_ready,omitempty"`
+	ConfigReloadsOK     uint64 `json:"config_reloads_ok"`
+	ConfigReloadsFailed uint64 `json:"config_reloads_failed"`
 	// Usage is what the app's processes have used, read from their
 	// cgroups; absent without cgroup containment.
 	Usage     *Usage    `json:"usage,omitempty"`
