@@ -514,7 +514,7 @@ func (srv *server) logStartup(specs []*configload.AppSpec) {
 	if srv.adminLn != nil {
 		addr := srv.adminLn.Addr().String()
 		srv.log.Info().Str("event", "admin").Str("addr", addr).
-			Msgf("admin endpoint on http://%s (/healthz /status /metrics)", addr)
+			Msgf("admin endpoint on http://%s: the status page at /, and /status, /metrics, /healthz, /readyz, /livez", addr)
 	}
 	for _, s := range specs {
 		cmd := strings.Join(append([]string{s.ProcessPath}, s.Arguments...), " ")
