@@ -109,6 +109,7 @@ type App struct {
 	blocks         uint64
 	recycles       uint64
 	recyclesBy     map[string]uint64 // by reason (RecycleReasons)
+	oomKills       uint64            // the app cgroup's oom_kill count last seen
 	reloadsOK      uint64
 	reloadsFailed  uint64
 	configError    string
@@ -341,6 +342,18 @@ func (a *App) publishStatus() {
 		sn.procs = append(sn.procs, sl.cur)
 	}
 	a.status.Store(sn)
+}
+
+// newOOMKill reports whether the kernel's OOM killer has killed a process
+// of the app since the last call: with a memoryLimit, the reason a crash
+// happened.
+func (a *App) newOOMKill() bool {
+	n, ok := a.s.tree.OOMKills(a.vpath)
+	if !ok || n <= a.oomKills {
+		return false
+	}
+	a.oomKills = n
+	return true
 }
 
 // countRecycle counts a recycle for reason (one of RecycleReasons).

@@ -69,6 +69,12 @@ type Cmd struct {
 	// process runs as (handler settings userName and groupName); nil:
 	// loopgate's own.
 	Cred *syscall.Credential
+	// MemoryLimit (bytes) and CPULimit (percent of one CPU) are the limits
+	// of the app's cgroup, over all its processes (handler settings
+	// memoryLimit and cpuLimit); 0: none. The real OS sets them before the
+	// spawn and fails it when it cannot (no cgroup, no controller).
+	MemoryLimit int64
+	CPULimit    int
 }
 
 // Proc is a spawned process as the OS seam sees it. Safe for concurrent use.

@@ -93,6 +93,11 @@ func (o realOS) Spawn(c *Cmd) (Proc, error) {
 		},
 	}
 	p := &realProc{}
+	if o.tree != nil || c.MemoryLimit > 0 || c.CPULimit > 0 {
+		if err := o.tree.SetLimits(c.App, cgroup.Limits{MemoryMax: c.MemoryLimit, CPUPercent: c.CPULimit}); err != nil {
+			return nil, err
+		}
+	}
 	if o.tree != nil {
 		g, err := o.tree.NewGroup(c.App)
 		if err != nil {

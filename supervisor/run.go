@@ -482,8 +482,16 @@ func (a *App) crash(sl *slot, p *Process, why string) {
 	if p.hasExited() {
 		sl.lastExit = p.status()
 	}
+	oom := a.newOOMKill()
+	if oom {
+		why += ": killed by the kernel's OOM killer at the app's memoryLimit"
+		sl.lastExit += " (out of memory: memoryLimit)"
+	}
 	a.logEvent(zerolog.ErrorLevel, "crash", why, func(e *zerolog.Event) {
 		e.Int("pid", p.pid).Int("port", p.port).Int("slot", sl.idx).Str("exit_status", sl.lastExit)
+		if oom {
+			e.Bool("oom_kill", true)
+		}
 	})
 	// Clean up: the stop sees the exit (or kills a hung process at once),
 	// then unregisters the port and closes the upstream once drained.

@@ -130,7 +130,8 @@ func (a *App) launch(spec *configload.AppSpec, slotIdx int, warned *bool) (*Proc
 		return nil, errCritical{err}
 	}
 	args := backendArgs(spec, port)
-	cmd := &Cmd{Path: path, Args: args, Env: env, Dir: spec.Dir, Output: spec.ConsoleRedirection, App: a.vpath, Cred: ident.credential()}
+	cmd := &Cmd{Path: path, Args: args, Env: env, Dir: spec.Dir, Output: spec.ConsoleRedirection, App: a.vpath, Cred: ident.credential(),
+		MemoryLimit: spec.MemoryLimit, CPULimit: spec.CPULimit}
 	cmdline := commandLine(path, args)
 	d := a.diag.Load()
 	d.log.Debug().Str("command", cmdline).Strs("env", env).Int("port", port).Int("slot", slotIdx).Msg("spawning")

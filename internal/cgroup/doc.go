@@ -2,13 +2,16 @@
 // the hierarchy's mount point and loopgate's own cgroup, gives each backend
 // process a cgroup of its own below loopgate's (so that stopping a backend
 // kills every process it left behind, with cgroup.kill, whatever process
-// group or session they moved to), reads their CPU and memory use, and runs
+// group or session they moved to), reads their CPU and memory use, sets
+// each app's memory and CPU limits on the app's cgroup (SetLimits), and runs
 // the keeper: a small process that outlives a SIGKILLed loopgate just long
 // enough to kill its backends' cgroups and remove them.
 //
 // It is for the supervisor (which spawns into the cgroups) and the eBPF
 // loader (which needs the mount point); cmd/loopgate only runs the keeper
-// when it is started as one. It does not set resource limits, does not
-// move processes other than those it spawns into cgroups, and never
-// touches a cgroup outside the subtree it created.
+// when it is started as one. It does not move processes other than those
+// it spawns into cgroups, not even loopgate itself (so limits need a
+// loopgate cgroup that may hand controllers down), and never writes to a
+// cgroup outside the subtree it created, except to enable a controller in
+// loopgate's own cgroup's cgroup.subtree_control.
 package cgroup

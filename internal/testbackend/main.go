@@ -21,6 +21,8 @@
 //	                        "token_ok": bool}: the header block as it arrived
 //	                        from loopgate (MS-ASPNETCORE-TOKEN values left out)
 //	                        and as the app sees it after the middleware
+//	GET  /alloc?mb=N        allocates N MiB, touches every page and keeps it
+//	                        (for memory limits), answers "allocated N MiB"
 //	GET  /hang              never answers (until loopgate gives up on it)
 //	GET  /sleep?ms=N        answers "slept" after N ms
 //	GET  /slow?ms=N         answers "slow done pid=N\n" after N ms
@@ -79,6 +81,12 @@ import (
 	"golang.org/x/net/websocket"
 
 	"github.com/loopgate/loopgate/pairing"
+)
+
+// allocated is what /alloc keeps alive.
+var (
+	allocMu   sync.Mutex
+	allocated [][]byte
 )
 
 func main() {
@@ -195,6 +203,23 @@ func routes(port string, logRequests bool, sessions *sync.WaitGroup) *http.Serve
 	mux.HandleFunc("GET /exit", func(w http.ResponseWriter, r *http.Request) {
 		code, _ := strconv.Atoi(r.URL.Query().Get("code"))
 		os.Exit(code)
+	})
+	mux.HandleFunc("GET /alloc", func(w http.ResponseWriter, r *http.Request) {
+		mb, err := strconv.Atoi(r.URL.Query().Get("mb"))
+		if err != nil || mb < 1 || mb > 65536 {
+			http.Error(w, "mb: want 1..65536", http.StatusBadRequest)
+			return
+		}
+		for range mb {
+			b := make([]byte, 1<<20)
+			for i := 0; i < len(b); i += 4096 {
+				b[i] = 1 // touched: resident, charged to the cgroup
+			}
+			allocMu.Lock()
+			allocated = append(allocated, b)
+			allocMu.Unlock()
+		}
+		fmt.Fprintf(w, "allocated %d MiB\n", mb)
 	})
 	mux.HandleFunc("GET /hang", func(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done() // loopgate gave up and closed the connection
