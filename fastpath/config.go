@@ -6,6 +6,7 @@ package fastpath
 import (
 	"errors"
 	"fmt"
+	"net"
 	"time"
 )
 
@@ -29,6 +30,10 @@ type Config struct {
 	// one, refuse one that does not verify, and forward a verified one to
 	// the app as MS-ASPNETCORE-CLIENTCERT. Default: no client certificates.
 	TLSClientCAFile string
+	// ListenFunc binds each Listen and TLSListen address (network "tcp").
+	// Default net.Listen; loopgate's binary upgrade passes one that hands
+	// over the listening sockets of the process it replaces.
+	ListenFunc func(network, addr string) (net.Listener, error)
 
 	// MaxHeaderBytes bounds the request line plus header block; a larger one
 	// gets 431. Default 16 KiB (HAProxy's default buffer). Unit: bytes.

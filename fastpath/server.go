@@ -142,8 +142,12 @@ func (s *Server) ReloadCertificates() error {
 
 // Listen binds every configured listener. Errors name the address.
 func (s *Server) Listen() error {
+	listen := s.cfg.ListenFunc
+	if listen == nil {
+		listen = net.Listen
+	}
 	bind := func(addr string, isTLS bool) error {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("listening on %s: %w", addr, err)
 		}
@@ -283,6 +287,28 @@ func (s *Server) StopAccepting() {
 		_ = l.Close()
 	}
 	s.closeListeners()
+}
+
+// WaitTunnels waits until no WebSocket tunnel is open, or until ctx is
+// done (its error is returned). A binary upgrade calls it after
+// StopAccepting and before Shutdown, which closes the tunnels still open,
+// so that tunnels get the drain timeout as requests do.
+func (s *Server) WaitTunnels(ctx context.Context) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.tunnels)
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 // InFlight returns the number of requests being forwarded now, WebSocket

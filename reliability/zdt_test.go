@@ -1,10 +1,18 @@
 package reliability
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,7 +20,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loopgate/loopgate/internal/gobuild"
 	"github.com/loopgate/loopgate/internal/loopgatetest"
+	"github.com/loopgate/loopgate/internal/status"
+	"golang.org/x/net/websocket"
 )
 
 // zdtLoad is the load of the zero-downtime tests (issue 16): conns client
@@ -215,5 +226,343 @@ func TestReadyzFollowsCrashloop(t *testing.T) {
 		if code, body := probe(t, l, p); code != 200 {
 			t.Errorf("%s with an app in crashloop: %d %q, want 200 (loopgate alone)", p, code, body)
 		}
+	}
+}
+
+// rawLoopgate is a loopgate serve started from a binary of the test's own
+// (not loopgatetest's shared one, which an upgrade test must not replace),
+// logging JSON into a file that the processes it upgrades to share.
+type rawLoopgate struct {
+	cmd          *exec.Cmd
+	log          string
+	front, admin string
+	control      string // the control socket's path
+}
+
+// startRawLoopgate starts bin serve with args on kernel-picked 127.0.0.1
+// ports and waits (10 s) for its ready line.
+func startRawLoopgate(t *testing.T, bin string, env []string, args ...string) *rawLoopgate {
+	t.Helper()
+	tmp := t.TempDir()
+	logPath, controlPath := filepath.Join(tmp, "loopgate.log"), filepath.Join(tmp, "control.sock")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+		"--control", controlPath, "--log-format", "json", "--log-level", "info"}, args...)...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := &rawLoopgate{cmd: cmd, log: logPath, control: controlPath}
+	reaped := make(chan struct{})
+	go func() { cmd.Wait(); close(reaped) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		select {
+		case <-reaped:
+		case <-time.After(5 * time.Second):
+			t.Errorf("loopgate %d not reaped", cmd.Process.Pid)
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			t.Logf("loopgate log (last 60 lines):\n%s", strings.Join(lines[max(0, len(lines)-60):], "\n"))
+		}
+	})
+	ready := r.waitLog(t, 10*time.Second, func(l loopgatetest.Line) bool { return l.Str("event") == "ready" })
+	if ready == nil {
+		t.Fatal("loopgate did not log ready within 10 s")
+	}
+	r.front = r.waitLog(t, 0, func(l loopgatetest.Line) bool { return l.Str("event") == "listening" && l["tls"] == false }).Str("addr")
+	r.admin = r.waitLog(t, 0, func(l loopgatetest.Line) bool { return l.Str("event") == "admin" }).Str("addr")
+	return r
+}
+
+// waitLog waits up to d for a log line matching f and returns the first.
+func (r *rawLoopgate) waitLog(t *testing.T, d time.Duration, f func(loopgatetest.Line) bool) loopgatetest.Line {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		b, _ := os.ReadFile(r.log)
+		for _, s := range strings.Split(string(b), "\n") {
+			var l loopgatetest.Line
+			if json.Unmarshal([]byte(s), &l) == nil && f(l) {
+				return l
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (r *rawLoopgate) status(t *testing.T) status.Snapshot {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	http.DefaultClient.CloseIdleConnections() // never the old process's keep-alive connection
+	s, _, err := status.Fetch(ctx, r.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// buildLoopgate builds loopgate with version v into path, atomically (as
+// an install does: write aside, then rename), so a running loopgate's
+// binary is replaced on disk.
+func buildLoopgate(t *testing.T, path, v string) {
+	t.Helper()
+	tmp := path + ".new"
+	if err := gobuild.BuildWith(tmp, "github.com/loopgate/loopgate/cmd/loopgate", "-ldflags", "-X main.version="+v); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// backendPIDs lists every backend PID in a status snapshot.
+func backendPIDs(s status.Snapshot) []int {
+	var pids []int
+	for _, a := range s.Apps {
+		for _, p := range a.Processes {
+			if p.PID > 0 {
+				pids = append(pids, p.PID)
+			}
+		}
+	}
+	return pids
+}
+
+// TestUpgradeUnderLoad replaces a running loopgate with a rebuilt binary
+// (another version string) with `loopgate upgrade` while 32 connections,
+// each dialling again every 8 requests, load it: no request fails, no
+// connection is refused, /status then shows the new version and PID, the
+// old process drains and exits with its backends, and the new one serves
+// from backends it started before it took over.
+func TestUpgradeUnderLoad(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "loopgate")
+	buildLoopgate(t, bin, "zdt-old")
+	notifyEnv, notes := notifyRecorder(t)
+	l := startRawLoopgate(t, bin, []string{notifyEnv}, "--access-log=false", "--drain-timeout", "5s", appDir(t, `processesPerApplication="2"`, nil))
+	oldPID := l.cmd.Process.Pid
+	if code, body, err := get(client(t, 10*time.Second), "http://"+l.front+"/"); err != nil || code != 200 {
+		t.Fatalf("first request: %d %q %v", code, body, err)
+	}
+	var before status.Snapshot
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		before = l.status(t)
+		if n := len(backendPIDs(before)); n == 2 || time.Now().After(deadline) {
+			break
+		}
+	}
+	oldBackends := backendPIDs(before)
+	loopgatetest.KillAtCleanup(t, oldBackends...)
+	if before.Version != "zdt-old" || before.PID != oldPID || len(oldBackends) != 2 {
+		t.Fatalf("before the upgrade: version %q pid %d backends %v", before.Version, before.PID, oldBackends)
+	}
+
+	// A WebSocket tunnel opened through the old process.
+	ws, err := websocket.Dial("ws://"+l.front+"/ws", "", "http://"+l.front)
+	if err != nil {
+		t.Fatalf("WebSocket dial: %v", err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	echo := func(msg string) error {
+		_ = ws.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := ws.Write([]byte(msg)); err != nil {
+			return err
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(ws, got); err != nil {
+			return err
+		}
+		if string(got) != msg {
+			return fmt.Errorf("echo %q, want %q", got, msg)
+		}
+		return nil
+	}
+	if err := echo("before"); err != nil {
+		t.Fatal(err)
+	}
+
+	buildLoopgate(t, bin, "zdt-new")
+	z := startZDTLoad(t, 32, "http://"+l.front+"/", func(b string) bool { return strings.HasPrefix(b, "pid=") })
+	time.Sleep(500 * time.Millisecond)
+	out, err := exec.Command(bin, "upgrade", "--admin", l.admin, "--timeout", "60s").CombinedOutput()
+	after := l.status(t)
+	newPID := after.PID
+	if newPID > 0 && newPID != oldPID {
+		t.Cleanup(func() {
+			syscall.Kill(newPID, syscall.SIGKILL)
+			loopgatetest.WaitDead(t, 5*time.Second, newPID)
+		})
+	}
+	loopgatetest.KillAtCleanup(t, backendPIDs(after)...)
+	if err != nil {
+		z.stop(t)
+		t.Fatalf("loopgate upgrade: %v\n%s", err, out)
+	}
+	want := fmt.Sprintf("upgraded: pid %d -> %d, version zdt-old -> zdt-new", oldPID, newPID)
+	if !strings.HasPrefix(string(out), want) {
+		t.Errorf("loopgate upgrade printed %q, want it to start with %q", out, want)
+	}
+	// Load on through the old process's drain, whose WebSocket tunnel
+	// still carries messages (tunnels get --drain-timeout too).
+	time.Sleep(1500 * time.Millisecond)
+	if err := echo("during the old process's drain"); err != nil {
+		t.Errorf("WebSocket tunnel through the draining old process: %v", err)
+	}
+	ws.Close()
+	z.stop(t)
+	t.Logf("loopgate upgrade under 32 connections reconnecting every %d requests: %v", reconnectEvery, z)
+	z.check(t, 500)
+
+	if after.Version != "zdt-new" || newPID == oldPID || newPID == 0 {
+		t.Errorf("/status after the upgrade: version %q pid %d, want zdt-new from a new pid (old %d)", after.Version, newPID, oldPID)
+	}
+	newBackends := backendPIDs(after)
+	if len(newBackends) != 2 {
+		t.Errorf("new loopgate runs backends %v, want the 2 it started before taking over", newBackends)
+	}
+	for _, p := range newBackends {
+		for _, o := range oldBackends {
+			if p == o {
+				t.Errorf("backend %d is the old loopgate's", p)
+			}
+		}
+	}
+	// The old loopgate drains, stops its backends and exits 0.
+	loopgatetest.WaitDead(t, 15*time.Second, oldPID)
+	loopgatetest.WaitDead(t, 5*time.Second, oldBackends...)
+	if ps := l.cmd.ProcessState; ps != nil && !ps.Success() {
+		t.Errorf("old loopgate exited with %v", ps)
+	}
+	for _, ev := range []string{"upgrade", "upgrade_warm", "upgrade_done", "drain", "stopped"} {
+		if l.waitLog(t, 0, func(x loopgatetest.Line) bool { return x.Str("event") == ev }) == nil {
+			t.Errorf("no %q log event", ev)
+		}
+	}
+	// systemd (Type=notify, NotifyAccess=main) heard READY=1 from the old
+	// process, then MAINPID= of the new one with READY=1, and no STOPPING=1
+	// from the old one, which would stop the service.
+	if got := notes(); len(got) < 2 || !strings.HasPrefix(got[0], "READY=1\n") ||
+		!strings.HasPrefix(got[1], fmt.Sprintf("MAINPID=%d\nREADY=1\n", newPID)) || strings.Contains(strings.Join(got, ""), "STOPPING=1") {
+		t.Errorf("sd_notify messages %q: want READY=1, then MAINPID=%d with READY=1, and no STOPPING=1", got, newPID)
+	}
+	if after.Acceleration.Active {
+		// Both loopgates attached their eBPF programs (bpf_link cgroup
+		// attachments stack); the new one's redirect loopback traffic.
+		if s := l.status(t); s.Acceleration.Redirected == 0 {
+			t.Errorf("eBPF acceleration active in the new loopgate but nothing redirected: %+v", s.Acceleration)
+		}
+	}
+	// The new one serves on, and the control socket was handed over too:
+	// loopgate recycle reaches it after the old one is gone.
+	if code, body, err := get(client(t, 10*time.Second), "http://"+l.front+"/"); err != nil || code != 200 {
+		t.Errorf("after the upgrade: %d %q %v", code, body, err)
+	}
+	if out, err := exec.Command(bin, "recycle", "--control", l.control, "--timeout", "30s").CombinedOutput(); err != nil {
+		t.Errorf("loopgate recycle after the upgrade: %v\n%s", err, out)
+	} else {
+		newBackends = backendPIDs(l.status(t))
+		loopgatetest.KillAtCleanup(t, newBackends...)
+	}
+	syscall.Kill(newPID, syscall.SIGTERM)
+	loopgatetest.WaitDead(t, 15*time.Second, newPID)
+	loopgatetest.WaitDead(t, 5*time.Second, newBackends...)
+}
+
+// TestUpgradeFailureKeepsServing: a binary on disk that exits at once, or
+// never becomes ready within --upgrade-timeout, fails the upgrade (through
+// `loopgate upgrade` and SIGUSR2); the running loopgate serves on under
+// load without a failed request, and says why in /status and the log.
+func TestUpgradeFailureKeepsServing(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "loopgate")
+	buildLoopgate(t, bin, "zdt-old")
+	l := startRawLoopgate(t, bin, nil, "--access-log=false", "--upgrade-timeout", "1s", appDir(t, ``, nil))
+	pid := l.cmd.Process.Pid
+	z := startZDTLoad(t, 32, "http://"+l.front+"/", func(b string) bool { return strings.HasPrefix(b, "pid=") })
+
+	client := filepath.Join(t.TempDir(), "loopgate-client")
+	if err := os.Link(bin, client); err != nil {
+		t.Fatal(err)
+	}
+	// A binary that exits at once.
+	if err := os.WriteFile(bin+".new", []byte("#!/bin/sh\necho broken build >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Rename(bin+".new", bin)
+	out, err := exec.Command(client, "upgrade", "--admin", l.admin).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "upgrade failed, still serving from pid "+strconv.Itoa(pid)) || !strings.Contains(string(out), "exit status 3") {
+		t.Errorf("loopgate upgrade to a binary that exits: %v\n%s", err, out)
+	}
+	if s := l.status(t); s.PID != pid || !strings.Contains(s.LastUpgradeError, "exit status 3") {
+		t.Errorf("/status after the failed upgrade: pid %d (want %d), last_upgrade_error %q", s.PID, pid, s.LastUpgradeError)
+	}
+
+	// A binary that never gets ready: killed after --upgrade-timeout.
+	if err := os.WriteFile(bin+".new", []byte("#!/bin/sh\nexec sleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Rename(bin+".new", bin)
+	l.cmd.Process.Signal(syscall.SIGUSR2)
+	if l.waitLog(t, 10*time.Second, func(x loopgatetest.Line) bool {
+		return x.Str("event") == "upgrade_failed" && strings.Contains(x.Str("error"), "timed out")
+	}) == nil {
+		t.Error("no upgrade_failed log line saying the new process timed out")
+	}
+	z.stop(t)
+	t.Logf("two failed upgrades under 32 connections: %v", z)
+	z.check(t, 200)
+	if s := l.status(t); s.PID != pid || !strings.Contains(s.LastUpgradeError, "timed out") {
+		t.Errorf("/status after the second failed upgrade: pid %d (want %d), last_upgrade_error %q", s.PID, pid, s.LastUpgradeError)
+	}
+}
+
+// notifyRecorder is a NOTIFY_SOCKET that records every sd_notify message,
+// STATUS= lines left out.
+func notifyRecorder(t *testing.T) (env string, messages func() []string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			var keep []string
+			for _, line := range strings.Split(string(buf[:n]), "\n") {
+				if line != "" && !strings.HasPrefix(line, "STATUS=") {
+					keep = append(keep, line+"\n")
+				}
+			}
+			if len(keep) > 0 {
+				mu.Lock()
+				got = append(got, strings.Join(keep, ""))
+				mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); <-done })
+	return "NOTIFY_SOCKET=" + path, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), got...)
 	}
 }

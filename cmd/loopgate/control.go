@@ -10,7 +10,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -224,7 +226,21 @@ func (srv *server) startControl() error {
 	if cfg.Control == "" {
 		return nil
 	}
-	cs, err := control.Listen(control.Options{Path: cfg.Control, Group: cfg.ControlGroup, Handler: srv.handleControl})
+	opts := control.Options{Path: cfg.Control, Group: cfg.ControlGroup, Handler: srv.handleControl}
+	// In a binary upgrade the socket is handed over like the listeners
+	// (upgrade.go), so recycle, stop and start reach whichever serves.
+	if srv.upg != nil {
+		if abs, err := filepath.Abs(cfg.Control); err == nil {
+			if ln, _ := srv.upg.Fds.Listener("unix", abs); ln != nil {
+				if ul, ok := ln.(*net.UnixListener); ok {
+					opts.Inherited = ul
+				} else {
+					ln.Close()
+				}
+			}
+		}
+	}
+	cs, err := control.Listen(opts)
 	if err != nil {
 		if cfg.ControlExplicit || cfg.ControlGroup != "" {
 			return err
@@ -234,6 +250,11 @@ func (srv *server) startControl() error {
 		return nil
 	}
 	srv.control = cs
+	if srv.upg != nil && opts.Inherited == nil {
+		if err := srv.upg.Fds.AddListener("unix", cs.Path(), cs.Listener()); err != nil {
+			srv.log.Warn().Err(err).Msg("the control socket will not be handed over in a binary upgrade")
+		}
+	}
 	srv.log.Info().Str("event", "control_socket").Str("path", cs.Path()).
 		Msgf("control socket on %s (loopgate recycle, stop, start)", cs.Path())
 	go func() {

@@ -44,6 +44,10 @@ const serveFlagsHelp = `  --listen ADDR            plain HTTP listener, repeatab
                            keep accepting and serving for D before the drain
                            starts, while load balancers and Kubernetes endpoints
                            catch up (default 0: drain at once)
+  --upgrade-timeout D      how long the new process of a binary upgrade (loopgate
+                           upgrade, SIGUSR2) may take to be ready, its apps
+                           started, before it is killed and this one serves on
+                           (default 2m0s)
   --log-format json|console  (default json unless stderr is a terminal)
   --log-level LEVEL        trace, debug, info, warn or error (default info)
   --log-file FILE          append logs to FILE instead of stderr; SIGUSR1 reopens it
@@ -90,6 +94,19 @@ type serveConfig struct {
 	// ShutdownDelay is --shutdown-delay: how long a SIGTERM keeps serving
 	// with readiness failed before the drain begins (default 0).
 	ShutdownDelay time.Duration
+	// UpgradeTimeout is --upgrade-timeout; 0 selects defaultUpgradeTimeout.
+	UpgradeTimeout time.Duration
+}
+
+// defaultUpgradeTimeout is --upgrade-timeout's default.
+const defaultUpgradeTimeout = 2 * time.Minute
+
+// upgradeTimeout is --upgrade-timeout with its default applied.
+func (c *serveConfig) upgradeTimeout() time.Duration {
+	if c.UpgradeTimeout <= 0 {
+		return defaultUpgradeTimeout
+	}
+	return c.UpgradeTimeout
 }
 
 // usageError is a command-line mistake: exit 2 with the message and a hint.
@@ -144,6 +161,7 @@ func newServeFlags(c *serveConfig) *flag.FlagSet {
 	fs.StringVar(&c.Accel, "accel", "auto", "")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "")
+	fs.DurationVar(&c.UpgradeTimeout, "upgrade-timeout", 0, "")
 	fs.StringVar(&c.LogFormat, "log-format", "", "")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "")
 	fs.StringVar(&c.LogFile, "log-file", "", "")
@@ -239,6 +257,9 @@ func parseServe(args []string) (*serveConfig, error) {
 	}
 	if c.DrainTimeout < 0 {
 		return nil, usagef("--drain-timeout %v: must not be negative", c.DrainTimeout)
+	}
+	if c.UpgradeTimeout < 0 {
+		return nil, usagef("--upgrade-timeout %v: must not be negative (0 selects the default)", c.UpgradeTimeout)
 	}
 	if c.ShutdownDelay < 0 {
 		return nil, usagef("--shutdown-delay %v: must not be negative", c.ShutdownDelay)

@@ -48,6 +48,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return runStatus(rest, stdout, stderr)
 	case "recycle", "stop", "start":
 		return runControl(cmd, rest, stdout, stderr)
+	case "upgrade":
+		return runUpgrade(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		if len(rest) == 1 && (rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help") {
 			fmt.Fprint(stdout, "usage: loopgate version\n\nPrints loopgate's version, the Go version it was built with and the platform.\n")
@@ -74,6 +76,7 @@ const commandsText = `  loopgate serve [flags] APP...             run the edge
   loopgate recycle [VPATH...]               recycle the apps' processes, overlapped (all apps without VPATH)
   loopgate stop VPATH...                    stop an app: its processes stop, requests get 503
   loopgate start VPATH...                   start an app that was stopped
+  loopgate upgrade [--admin ADDR]           replace a running serve with the binary on disk, no connection refused
   loopgate version
 `
 
@@ -104,6 +107,9 @@ const signalsText = `Signals (serve):
                    whose configuration did not change are untouched)
   SIGUSR1          reopen the log file (after logrotate moved it) and have
                    every stdout log (stdoutLogEnabled) continue in a new file
+  SIGUSR2          binary upgrade, as loopgate upgrade: start the binary on
+                   disk with the listening sockets; once it is ready, drain
+                   and exit (if it fails, keep serving and log why)
 Backends never outlive loopgate, even after SIGKILL.
 `
 

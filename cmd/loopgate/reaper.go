@@ -24,7 +24,7 @@ import (
 const reaperChildEnv = "LOOPGATE_INIT_CHILD"
 
 // forwardedSignals are the signals loopgate acts on (DESIGN.md §1).
-var forwardedSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1}
+var forwardedSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2}
 
 // runAsInit is main when loopgate is PID 1: it returns the exit status and
 // true, or false when this process is not PID 1 or is already the child.

@@ -10,10 +10,12 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/cloudflare/tableflip"
 	"github.com/loopgate/loopgate/bpf"
 	"github.com/loopgate/loopgate/configload"
 	"github.com/loopgate/loopgate/fastpath"
@@ -58,7 +60,7 @@ func backendEnviron(environ []string) []string {
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
 		switch name {
-		case sdnotify.EnvVar, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC":
+		case sdnotify.EnvVar, tableflipEnv, upgradeWarmEnv, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC":
 			continue
 		}
 		out = append(out, kv)
@@ -108,11 +110,26 @@ type server struct {
 	accelSt  status.Accel
 	started  time.Time
 	draining atomic.Bool
+
+	// Binary upgrade (upgrade.go): upg is nil when tableflip is
+	// unavailable (upgErr says why). upgrading lists the callers waiting
+	// for the upgrade in progress (nil when none runs; owned by the serve
+	// loop); upgraded is set once a new process took over.
+	upg            *tableflip.Upgrader
+	upgErr         error
+	listenMu       sync.Mutex
+	listenSeen     map[string]int // listenFunc's count of binds per address
+	upgrading      []upgradeCall
+	upgraded       bool
+	upgradeReq     chan upgradeCall
+	upgradeDone    chan upgradeOutcome
+	lastUpgradeErr atomic.Pointer[string]
 }
 
 // serve runs the edge until a signal stops it and returns the exit status.
 func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetup.Sink, stderr io.Writer) int {
-	srv := &server{cfg: cfg, log: log, sink: sink, started: time.Now()}
+	srv := &server{cfg: cfg, log: log, sink: sink, started: time.Now(),
+		upgradeReq: make(chan upgradeCall), upgradeDone: make(chan upgradeOutcome, 1)}
 	notify, err := sdnotify.FromEnviron(environ)
 	if err != nil {
 		log.Warn().Err(err).Msg("not notifying the service manager")
@@ -139,8 +156,22 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 	// Signals are caught from here on, before anything is started, so a
 	// SIGTERM during start-up still stops what was started.
 	sigc := make(chan os.Signal, 4)
-	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(sigc)
+
+	// Listening sockets go through tableflip: inherited when this process
+	// was started by `loopgate upgrade`, handed on by the next one.
+	srv.upg, srv.upgErr = processUpgrader(cfg.upgradeTimeout())
+	if srv.upgErr != nil {
+		srv.upg = nil
+		log.Warn().Err(srv.upgErr).Msg("binary upgrade (loopgate upgrade, SIGUSR2) unavailable")
+	}
+	defer func() {
+		if srv.upg != nil {
+			srv.upg.Stop()
+		}
+	}()
+	cfg.Front.ListenFunc = srv.listenFunc()
 
 	srv.accel, srv.accelSt, err = startAccel(cfg.Accel, log)
 	if err != nil {
@@ -163,8 +194,8 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 		if h, _, _ := net.SplitHostPort(cfg.Admin); admin.CheckHost(h) == nil {
 			hosts = append(hosts[:len(hosts):len(hosts)], h) // --admin myhost:9180 answers to myhost
 		}
-		srv.admin = admin.New(admin.Options{Snapshot: srv.snapshot, Gatherer: m.Registry(), Logger: log, Hosts: hosts, Ready: srv.appsReady})
-		srv.adminLn, err = net.Listen("tcp", cfg.Admin)
+		srv.admin = admin.New(admin.Options{Snapshot: srv.snapshot, Gatherer: m.Registry(), Logger: log, Hosts: hosts, Ready: srv.appsReady, Upgrade: srv.requestUpgrade})
+		srv.adminLn, err = srv.listenFunc()("tcp", cfg.Admin)
 		if err != nil {
 			log.Error().Err(err).Str("admin", cfg.Admin).Msg("not starting: admin listener")
 			return exitFailure
@@ -220,11 +251,28 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 			}
 		}()
 	}
-	srv.logStartup(specs)
+	inherited := srv.upg != nil && srv.upg.HasParent()
+	if inherited {
+		// Started by an upgrade: the apps the old process runs start here
+		// before the old one is told this one is ready.
+		if err := srv.readyAfterUpgrade(); err != nil {
+			log.Error().Str("event", "upgrade_failed").Err(err).Msg("not taking over from the old loopgate; it keeps serving")
+			srv.kill()
+			return exitFailure
+		}
+	} else if srv.upg != nil {
+		if err := srv.upg.Ready(); err != nil {
+			log.Warn().Err(err).Msg("binary upgrade unavailable")
+		}
+	}
 	if srv.admin != nil {
 		srv.admin.SetHealth(admin.Serving)
 	}
-	srv.sdNotify(srv.notify.Ready, srv.statusLine())
+	srv.logStartup(specs)
+	if !inherited {
+		// After an upgrade the old process hands over MAINPID= and READY=1.
+		srv.sdNotify(srv.notify.Ready, srv.statusLine())
+	}
 	return srv.loop(sigc, failc)
 }
 
@@ -243,6 +291,8 @@ func (srv *server) loop(sigc <-chan os.Signal, failc <-chan error) int {
 					srv.log.Info().Str("event", "log_reopen").Str("file", srv.sink.Path()).Msg("SIGUSR1: log file reopened")
 				}
 				srv.sup.RotateStdoutLogs() // the apps' stdout log files continue in new files
+			case syscall.SIGUSR2:
+				srv.startUpgrade(upgradeCall{}, "SIGUSR2")
 			case syscall.SIGQUIT:
 				srv.log.Warn().Str("event", "kill").Msg("SIGQUIT: stopping at once; killing every backend")
 				srv.kill()
@@ -252,6 +302,13 @@ func (srv *server) loop(sigc <-chan os.Signal, failc <-chan error) int {
 					return exitOK
 				}
 				return srv.drain(sig, sigc, exitOK)
+			}
+		case c := <-srv.upgradeReq:
+			srv.startUpgrade(c, "loopgate upgrade")
+		case o := <-srv.upgradeDone:
+			if srv.finishUpgrade(o) {
+				srv.upgraded = true
+				return srv.drain(nil, sigc, exitOK)
 			}
 		case err := <-failc:
 			srv.log.Error().Err(err).Msg("a listener failed; draining and stopping")
@@ -359,8 +416,12 @@ func (srv *server) drain(sig os.Signal, sigc <-chan os.Signal, code int) int {
 	if srv.admin != nil {
 		srv.admin.SetHealth(admin.Draining)
 	}
+	srv.stopUpgrades()
 	name := "failure"
-	if sig != nil {
+	switch {
+	case srv.upgraded:
+		name = "upgrade"
+	case sig != nil:
 		name = signame(sig)
 	}
 	// STOPPING=1 once the listeners are closed: from then on a connect
@@ -374,6 +435,11 @@ func (srv *server) drain(sig os.Signal, sigc <-chan os.Signal, code int) int {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), srv.cfg.DrainTimeout)
 		defer cancel()
+		if srv.upgraded && srv.front != nil {
+			// After an upgrade WebSocket tunnels get the drain timeout too;
+			// on SIGTERM they are closed at once.
+			_ = srv.front.WaitTunnels(ctx)
+		}
 		if err := srv.stopFront(ctx); err != nil {
 			srv.log.Warn().Str("event", "drain_timeout").Err(err).Msg("--drain-timeout reached; cutting the requests still in flight")
 		}
@@ -406,9 +472,29 @@ func (srv *server) drain(sig os.Signal, sigc <-chan os.Signal, code int) int {
 	}
 }
 
+// stopUpgrades ends what a stop leaves of the upgrade machinery: an upgrade
+// in progress is interrupted (tableflip kills the new process) and its
+// callers are told.
+//
+// It also closes tableflip's copies of the listening sockets (and removes
+// the control socket's file), so that closing the listeners refuses new
+// connections; after an upgrade tableflip has closed them already.
+func (srv *server) stopUpgrades() {
+	if srv.upg != nil {
+		srv.upg.Stop()
+	}
+	for _, c := range srv.upgrading {
+		if c.reply != nil {
+			c.reply <- upgradeOutcome{err: errors.New("loopgate is stopping; upgrade abandoned")}
+		}
+	}
+	srv.upgrading = nil
+}
+
 // kill stops everything at once (SIGQUIT).
 func (srv *server) kill() {
 	srv.draining.Store(true)
+	srv.stopUpgrades()
 	if srv.admin != nil {
 		srv.admin.SetHealth(admin.Draining)
 	}
@@ -533,6 +619,10 @@ func (srv *server) snapshot() status.Snapshot {
 		UptimeSeconds: now.Sub(srv.started).Seconds(),
 		Draining:      srv.draining.Load(),
 		Acceleration:  srv.accelSt,
+		PID:           os.Getpid(),
+	}
+	if e := srv.lastUpgradeErr.Load(); e != nil {
+		s.LastUpgradeError = *e
 	}
 	if srv.front != nil {
 		s.Listeners = srv.listeners()

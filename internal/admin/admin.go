@@ -56,6 +56,12 @@ type Options struct {
 	// per /readyz request while the health is Serving; nil means the apps
 	// never hold readiness back.
 	Ready func() (ok bool, why []string)
+	// Upgrade replaces the running loopgate with the binary on disk (POST
+	// /upgrade, `loopgate upgrade`) and returns once the new process is
+	// ready or the upgrade failed. Its result is answered as JSON with 200;
+	// an error as text with 500 (409 when errors.Is(err,
+	// ErrUpgradeInProgress)). nil answers /upgrade with 404.
+	Upgrade func(ctx context.Context) (any, error)
 	// Hosts are the host names, besides localhost, that requests may name in
 	// their Host header (case-insensitive, without a port): serve passes
 	// --admin-host and the host of --admin when it is a name. IP addresses
@@ -76,7 +82,15 @@ type Server struct {
 	sampling    sync.Once
 	stop        chan struct{} // closed by Shutdown: the sampler ends
 	stopOnce    sync.Once
+
+	mu       sync.Mutex
+	ln       net.Listener // what Serve serves
+	stopping bool         // StopAccepting closed ln
 }
+
+// ErrUpgradeInProgress is what Options.Upgrade returns while an upgrade
+// is already running.
+var ErrUpgradeInProgress = errors.New("an upgrade is already in progress")
 
 // New returns a server in the Starting state.
 func New(o Options) *Server {
@@ -192,6 +206,9 @@ func (s *Server) routes() *http.ServeMux {
 	if s.o.Snapshot != nil {
 		mux.HandleFunc("GET /status", s.status)
 	}
+	if s.o.Upgrade != nil {
+		mux.HandleFunc("POST /upgrade", s.upgrade)
+	}
 	if s.o.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.o.Gatherer, promhttp.HandlerOpts{
 			ErrorLog:      promLogger{s.o.Logger},
@@ -267,14 +284,66 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	w.Write(append(body, '\n'))
 }
 
-// Serve serves on ln until Shutdown, and samples the metrics for the
-// status page's chart meanwhile. It returns nil after Shutdown.
+// upgrade is POST /upgrade: Options.Upgrade, answered when it is done.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) {
+	res, err := s.o.Upgrade(r.Context())
+	w.Header().Set("Cache-Control", "no-store")
+	if err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, ErrUpgradeInProgress) {
+			code = http.StatusConflict
+		}
+		http.Error(w, err.Error(), code)
+		return
+	}
+	body, err := json.Marshal(res)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(append(body, '\n'))
+}
+
+// Serve serves on ln until Shutdown or StopAccepting, and samples the
+// metrics for the status page's chart meanwhile. It returns nil after
+// either.
 func (s *Server) Serve(ln net.Listener) error {
 	s.sampling.Do(func() { go s.hist.run(s.sampleEvery, s.stop) })
-	if err := s.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	s.mu.Lock()
+	s.ln = ln
+	stopping := s.stopping
+	s.mu.Unlock()
+	if stopping {
+		return nil
+	}
+	err := s.srv.Serve(ln)
+	s.mu.Lock()
+	stopping = s.stopping
+	s.mu.Unlock()
+	if stopping {
+		return nil
+	}
+	if !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("admin server: %w", err)
 	}
 	return nil
+}
+
+// StopAccepting closes the listener Serve serves, at once: from its return
+// on no new connection reaches this server (after a binary upgrade the new
+// loopgate, which shares the listening socket, takes them all), while the
+// open ones are served until Shutdown.
+func (s *Server) StopAccepting() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopping = true
+	if s.ln != nil {
+		_ = s.ln.Close()
+	}
+	// Keep-alive connections would keep reaching this server: idle ones
+	// are closed now, busy ones after their answer.
+	s.srv.SetKeepAlivesEnabled(false)
 }
 
 // Shutdown stops the server, letting requests in progress finish until ctx

@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -112,6 +113,56 @@ func TestReadyzAndLivez(t *testing.T) {
 		if code, _, _ := get(t, base+"/healthz"); (code == 200) != (step.set == Serving) {
 			t.Errorf("/healthz after SetHealth(%v), apps ok %v: %d", step.set, step.appsOK, code)
 		}
+	}
+}
+
+// TestUpgradeEndpoint: POST /upgrade answers Options.Upgrade's result as
+// JSON, its error as text (409 for one in progress), refuses GET and
+// cross-origin posts, and StopAccepting turns new connections away while
+// Serve returns nil.
+func TestUpgradeEndpoint(t *testing.T) {
+	var fail error
+	s, base := start(t, Options{Upgrade: func(context.Context) (any, error) {
+		if fail != nil {
+			return nil, fail
+		}
+		return map[string]int{"new_pid": 42}, nil
+	}})
+	post := func(h map[string]string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", base+"/upgrade", nil)
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post(nil); code != 200 || body != "{\"new_pid\":42}\n" {
+		t.Errorf("POST /upgrade: %d %q", code, body)
+	}
+	fail = errors.New("upgrade failed, still serving: child exited")
+	if code, body := post(nil); code != 500 || body != "upgrade failed, still serving: child exited\n" {
+		t.Errorf("POST /upgrade failing: %d %q", code, body)
+	}
+	fail = ErrUpgradeInProgress
+	if code, _ := post(nil); code != 409 {
+		t.Errorf("POST /upgrade while one runs: %d, want 409", code)
+	}
+	if code, _ := post(map[string]string{"Origin": "http://evil.example"}); code != 403 {
+		t.Errorf("cross-origin POST /upgrade: %d, want 403", code)
+	}
+	if code, _, _ := get(t, base+"/upgrade"); code != 405 {
+		t.Errorf("GET /upgrade: %d, want 405", code)
+	}
+	s.StopAccepting()
+	client.CloseIdleConnections()
+	if _, err := client.Get(base + "/livez"); err == nil {
+		t.Error("a new connection was served after StopAccepting")
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -97,6 +98,10 @@ type Options struct {
 	Group string
 	// Handler answers requests.
 	Handler Handler
+	// Inherited is a socket already listening at Path, handed over by the
+	// loopgate this process replaces (a binary upgrade): Listen serves it
+	// as it is, binding nothing and leaving its file and mode alone.
+	Inherited *net.UnixListener
 }
 
 // Server serves the control socket. Safe for concurrent use.
@@ -109,6 +114,7 @@ type Server struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	once    sync.Once
+	kept    atomic.Bool // HandedOver: Close leaves the socket file
 }
 
 // Listen creates the socket at opts.Path with its permissions, replacing a
@@ -131,6 +137,16 @@ func Listen(opts Options) (*Server, error) {
 		if gid, err = lookupGroup(opts.Group); err != nil {
 			return nil, fmt.Errorf("control socket: %w", err)
 		}
+	}
+	if opts.Inherited != nil {
+		opts.Inherited.SetUnlinkOnClose(false)
+		ident, err := os.Lstat(path)
+		if err != nil {
+			return nil, fmt.Errorf("control socket %s: inherited: %w", path, err)
+		}
+		s := &Server{path: path, ln: opts.Inherited, handler: opts.Handler, ident: ident}
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+		return s, nil
 	}
 	if err := prepareDir(filepath.Dir(path), gid >= 0); err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
@@ -174,6 +190,14 @@ func Listen(opts Options) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
+
+// Listener is the listening socket, for handing it over to the process of
+// a binary upgrade.
+func (s *Server) Listener() *net.UnixListener { return s.ln }
+
+// HandedOver says another process (a binary upgrade's) serves the socket
+// now: Close then closes this process's descriptor but leaves the file.
+func (s *Server) HandedOver() { s.kept.Store(true) }
 
 // Path is the socket's absolute path.
 func (s *Server) Path() string { return s.path }
@@ -305,7 +329,7 @@ func (s *Server) Close() error {
 		s.cancel()
 		err = s.ln.Close()
 		s.wg.Wait()
-		if fi, lerr := os.Lstat(s.path); lerr == nil && os.SameFile(fi, s.ident) {
+		if fi, lerr := os.Lstat(s.path); lerr == nil && os.SameFile(fi, s.ident) && !s.kept.Load() {
 			os.Remove(s.path)
 		}
 	})

@@ -12,8 +12,13 @@ import (
 
 // Build compiles pkg (an import path, or a path relative to the current
 // directory) into the executable out. The compiler's output is in the error.
-func Build(out, pkg string) error {
-	cmd := exec.Command("go", "build", "-o", out, pkg)
+func Build(out, pkg string) error { return BuildWith(out, pkg) }
+
+// BuildWith is Build with more `go build` flags before the package, e.g.
+// "-ldflags", "-X main.version=v2".
+func BuildWith(out, pkg string, flags ...string) error {
+	args := append(append([]string{"build", "-o", out}, flags...), pkg)
+	cmd := exec.Command("go", args...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)

@@ -22,6 +22,12 @@ type Snapshot struct {
 	Listeners     []Listener `json:"listeners"`
 	Acceleration  Accel      `json:"acceleration"`
 	Apps          []App      `json:"apps"`
+
+	// PID is loopgate's own process ID (it changes with `loopgate upgrade`).
+	PID int `json:"pid,omitempty"`
+	// LastUpgradeError says why the last binary upgrade failed (the running
+	// loopgate kept serving); "" when none failed.
+	LastUpgradeError string `json:"last_upgrade_error,omitempty"`
 }
 
 // Listener is one front listener.

@@ -18,6 +18,9 @@ func WriteTable(w io.Writer, s Snapshot) error {
 		state = "draining"
 	}
 	fmt.Fprintf(tw, "loopgate %s, up %s, %s\n", s.Version, Duration(s.UptimeSeconds), state)
+	if s.LastUpgradeError != "" {
+		fmt.Fprintf(tw, "last upgrade failed: %s\n", s.LastUpgradeError)
+	}
 	var ls []string
 	for _, l := range s.Listeners {
 		scheme := "http"

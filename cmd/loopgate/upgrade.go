@@ -1,0 +1,423 @@
+package main
+
+// Binary upgrade (issue 16, part 1): `loopgate upgrade`, POST /upgrade on
+// the admin endpoint or SIGUSR2 replace the running serve with the binary
+// now on disk, as nginx's binary upgrade does. cloudflare/tableflip does
+// the socket handover: the running serve (the old process) starts the
+// binary at its own path with its own arguments, passing it the listening
+// sockets (front and admin); the new process binds through them, starts the
+// backends of the apps the old one was running, and says it is ready; only
+// then does the old one hand systemd the main PID (MAINPID=), stop
+// accepting, drain its requests and WebSocket tunnels for up to
+// --drain-timeout, stop its own backends and exit. Both processes accept
+// from the same sockets while they overlap, so no connect is refused. If
+// the new process exits or is not ready within --upgrade-timeout, the old
+// one kills it, keeps serving and says why (log, /status, the answer to
+// `loopgate upgrade`).
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+	"github.com/loopgate/loopgate/internal/status"
+	"github.com/loopgate/loopgate/supervisor"
+)
+
+// upgradeWarmEnv names, in the new process's environment, the apps the old
+// one was running (virtual paths, one a line): the new process starts them
+// before it says it is ready, so no request pays a cold start. Neither it
+// nor tableflip's marker reaches the backends (backendEnviron).
+const upgradeWarmEnv = "LOOPGATE_UPGRADE_WARM"
+
+// tableflipEnv is the variable tableflip sets in the new process.
+const tableflipEnv = "TABLEFLIP_HAS_PARENT_7DIU3"
+
+// The process's one tableflip.Upgrader (tableflip allows one per process;
+// tests may run serve more than once in a process).
+var (
+	upgOnce sync.Once
+	upg     *tableflip.Upgrader
+	upgErr  error
+)
+
+func processUpgrader(timeout time.Duration) (*tableflip.Upgrader, error) {
+	upgOnce.Do(func() { upg, upgErr = tableflip.New(tableflip.Options{UpgradeTimeout: timeout}) })
+	return upg, upgErr
+}
+
+// upgradeResult is the answer to POST /upgrade and `loopgate upgrade`.
+type upgradeResult struct {
+	OldPID int `json:"old_pid"`
+	NewPID int `json:"new_pid,omitempty"` // 0 when it could not be found
+}
+
+// upgradeCall is one request for an upgrade; reply is nil for SIGUSR2.
+type upgradeCall struct {
+	reply chan upgradeOutcome
+}
+
+type upgradeOutcome struct {
+	res upgradeResult
+	err error
+}
+
+// listenFunc is how serve binds: through tableflip, so sockets are
+// inherited from an old process and handed to a new one, or net.Listen
+// when tableflip is unavailable.
+//
+// tableflip names a socket by the address asked for, which is not unique
+// when it has port 0 (--listen 127.0.0.1:0 --admin 127.0.0.1:0): the n-th
+// request for the same address is named addr#n. serve binds in the same
+// order in every process (admin, then --listen, then --tls-listen), and
+// the new process runs with the same arguments, so the names match.
+func (srv *server) listenFunc() func(network, addr string) (net.Listener, error) {
+	if srv.upg == nil {
+		return net.Listen
+	}
+	return func(network, addr string) (net.Listener, error) {
+		srv.listenMu.Lock()
+		if srv.listenSeen == nil {
+			srv.listenSeen = map[string]int{}
+		}
+		srv.listenSeen[network+" "+addr]++
+		name := addr
+		if n := srv.listenSeen[network+" "+addr]; n > 1 {
+			name = addr + "#" + strconv.Itoa(n)
+		}
+		srv.listenMu.Unlock()
+		return srv.upg.Fds.ListenWithCallback(network, name, func(network, _ string) (net.Listener, error) {
+			return net.Listen(network, addr)
+		})
+	}
+}
+
+// upgradeUnsupported says why this process cannot be upgraded, or "".
+func (srv *server) upgradeUnsupported() string {
+	switch {
+	case srv.upg == nil:
+		return fmt.Sprintf("binary upgrade unavailable: %v", srv.upgErr)
+	case os.Getenv(reaperChildEnv) != "":
+		return "loopgate runs under its own init as PID 1 (a container): replace the container instead"
+	}
+	return ""
+}
+
+// requestUpgrade is admin.Options.Upgrade: it asks the serve loop for an
+// upgrade and waits for the outcome.
+func (srv *server) requestUpgrade(ctx context.Context) (any, error) {
+	if srv.draining.Load() {
+		return nil, errors.New("loopgate is stopping; no upgrade")
+	}
+	c := upgradeCall{reply: make(chan upgradeOutcome, 1)}
+	select {
+	case srv.upgradeReq <- c:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case o := <-c.reply:
+		if o.err != nil {
+			return nil, o.err
+		}
+		return o.res, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// startUpgrade begins an upgrade in the background (the serve loop keeps
+// handling signals); its outcome arrives on srv.upgradeDone. Callers that
+// ask while one runs are told so at once.
+func (srv *server) startUpgrade(c upgradeCall, via string) {
+	fail := func(err error) {
+		srv.log.Error().Str("event", "upgrade_failed").Str("via", via).Err(err).Msg("binary upgrade refused; still serving")
+		if c.reply != nil {
+			c.reply <- upgradeOutcome{err: err}
+		}
+	}
+	if why := srv.upgradeUnsupported(); why != "" {
+		fail(errors.New(why))
+		return
+	}
+	if srv.upgrading != nil {
+		if c.reply != nil {
+			srv.upgrading = append(srv.upgrading, c)
+		}
+		srv.log.Warn().Str("event", "upgrade").Str("via", via).Msg("an upgrade is already in progress")
+		return
+	}
+	srv.upgrading = []upgradeCall{c}
+	bin, _ := exec.LookPath(os.Args[0])
+	srv.log.Info().Str("event", "upgrade").Str("via", via).Str("binary", bin).Str("upgrade_timeout", srv.cfg.upgradeTimeout().String()).
+		Msg("upgrading: starting the binary on disk with the listening sockets; serving on until it is ready")
+	srv.sdNotify(srv.notify.Status, "upgrading: starting "+bin)
+	// The apps running now are started by the new process before it says
+	// it is ready.
+	var warm []string
+	for _, a := range srv.sup.Status() {
+		for _, p := range a.Processes {
+			if p.State == supervisor.StateReady {
+				warm = append(warm, a.Name)
+				break
+			}
+		}
+	}
+	os.Setenv(upgradeWarmEnv, strings.Join(warm, "\n"))
+	go func() {
+		err := srv.upg.Upgrade()
+		os.Unsetenv(upgradeWarmEnv)
+		var res upgradeResult
+		res.OldPID = os.Getpid()
+		if err == nil {
+			res.NewPID = findUpgradeChild(bin)
+		}
+		srv.upgradeDone <- upgradeOutcome{res: res, err: err}
+	}()
+}
+
+// finishUpgrade takes the outcome of startUpgrade: on failure it records
+// and reports why and returns false (serving goes on); on success it hands
+// the main PID over to systemd and returns true: the caller drains.
+func (srv *server) finishUpgrade(o upgradeOutcome) bool {
+	calls := srv.upgrading
+	srv.upgrading = nil
+	if o.err != nil {
+		err := fmt.Errorf("upgrade failed, still serving from pid %d: %w (the new process's own log lines say more)", os.Getpid(), o.err)
+		msg := err.Error()
+		srv.lastUpgradeErr.Store(&msg)
+		srv.log.Error().Str("event", "upgrade_failed").Err(o.err).Msg("binary upgrade failed; the running loopgate keeps serving")
+		srv.sdNotify(srv.notify.Status, srv.statusLine()+"; last upgrade failed, see the log")
+		for _, c := range calls {
+			if c.reply != nil {
+				c.reply <- upgradeOutcome{err: err}
+			}
+		}
+		return false
+	}
+	// The old process answers no more admin requests: the new one, which
+	// shares the socket, takes every new connection from here on (so a
+	// `loopgate status` right after `loopgate upgrade` sees the new one).
+	if srv.admin != nil {
+		srv.admin.StopAccepting()
+	}
+	if srv.control != nil {
+		// The new process serves the control socket's file from now on.
+		cs := srv.control
+		cs.HandedOver()
+		go cs.Close()
+	}
+	if o.res.NewPID > 0 {
+		// systemd (NotifyAccess=main) takes MAINPID= from the main process
+		// only: this one, until now. The new process says READY=1 itself
+		// later only after reloads.
+		if err := srv.notify.Send("MAINPID="+strconv.Itoa(o.res.NewPID), "READY=1",
+			"STATUS=upgraded: pid "+strconv.Itoa(o.res.NewPID)+" serves; pid "+strconv.Itoa(os.Getpid())+" drains"); err != nil {
+			srv.log.Warn().Err(err).Msg("notifying the service manager")
+		}
+	} else {
+		srv.log.Warn().Msg("upgrade: the new process's PID was not found; systemd is not told MAINPID=")
+	}
+	// Nothing more goes to systemd from this process: it is no longer the
+	// service's main process (a STOPPING=1 now would stop the service).
+	srv.notify = nil
+	srv.log.Info().Str("event", "upgrade_done").Int("new_pid", o.res.NewPID).
+		Msg("upgrade done: the new loopgate is ready; this one stops accepting and drains")
+	for _, c := range calls {
+		if c.reply != nil {
+			c.reply <- o
+		}
+	}
+	return true
+}
+
+// findUpgradeChild returns the PID of the process tableflip just started:
+// this process's child running bin (the keeper, a child too, names itself
+// loopgate-keeper). tableflip does not say it.
+func findUpgradeChild(bin string) int {
+	want, _ := filepath.EvalSymlinks(bin)
+	self := os.Getpid()
+	best, bestStart := 0, int64(-1)
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		comm, f := s[open+1:end], strings.Fields(s[end+1:])
+		if len(f) < 20 || comm == "loopgate-keeper" {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(f[1]); ppid != self {
+			continue
+		}
+		if exe, err := os.Readlink("/proc/" + d.Name() + "/exe"); err != nil || (want != "" && exe != want) {
+			continue
+		}
+		if start, _ := strconv.ParseInt(f[19], 10, 64); start > bestStart {
+			best, bestStart = pid, start
+		}
+	}
+	return best
+}
+
+// readyAfterUpgrade is the new process's side: once its listeners serve, it
+// starts the apps the old process was running (bounded by
+// --upgrade-timeout, less a margin for the handover) and tells the old
+// process it is ready. An app that does not start fails the upgrade: this
+// process exits and the old one keeps serving.
+func (srv *server) readyAfterUpgrade() error {
+	warm := os.Getenv(upgradeWarmEnv)
+	os.Unsetenv(upgradeWarmEnv)
+	bound := srv.cfg.upgradeTimeout() * 3 / 4
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	defer cancel()
+	for _, name := range strings.Split(warm, "\n") {
+		if name == "" {
+			continue
+		}
+		for _, a := range srv.sup.Apps() {
+			if a.Name() != name {
+				continue
+			}
+			p, out := a.Acquire(ctx)
+			if out != supervisor.Ready {
+				why := a.Status().LastStartError
+				if why == "" {
+					why = out.String()
+				}
+				return fmt.Errorf("app %s did not start in the new loopgate within %v: %s", name, bound, why)
+			}
+			p.ReleaseUnused()
+			// One process is ready; the others (processesPerApplication)
+			// start beside it: wait for them too, within the bound.
+			ready, slots := 0, 0
+			for {
+				st := a.Status()
+				ready, slots = 0, len(st.Processes)
+				for _, pr := range st.Processes {
+					if pr.State == supervisor.StateReady {
+						ready++
+					}
+				}
+				if ready >= slots || ctx.Err() != nil {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			srv.log.Info().Str("event", "upgrade_warm").Str("app", name).Int("ready", ready).Int("processes", slots).
+				Msg("upgrade: app started before taking over")
+		}
+	}
+	return srv.upg.Ready()
+}
+
+// upgradeHelp is `loopgate upgrade --help`.
+const upgradeHelp = `usage: loopgate upgrade [--admin ADDR] [--timeout D]
+
+Replaces the running loopgate serve with the binary now on disk at the path
+it was started from, with the same arguments, without refusing a connection
+(as SIGUSR2 does): the new process inherits the listening sockets, starts the
+apps the old one was running and becomes ready; then the old one stops
+accepting, drains its requests and WebSocket tunnels for up to its
+--drain-timeout, stops its backends and exits. If the new process exits or is
+not ready within --upgrade-timeout, the old one keeps serving and this
+command prints why. Prints the old and new PID and version; exit status 0
+when upgraded, 1 when not, 2 on a usage error.
+
+upgrade flags:
+  --admin ADDR     the admin endpoint of the running serve (default 127.0.0.1:9180)
+  --timeout D      how long to wait for the answer (default 5m)
+`
+
+const upgradeUsage = "usage: loopgate upgrade [--admin ADDR] [--timeout D]\nRun 'loopgate upgrade --help' for more.\n"
+
+// runUpgrade is `loopgate upgrade`: POST /upgrade on the admin endpoint,
+// then /status from whichever process answers now.
+func runUpgrade(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("upgrade", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	adminAddr := fs.String("admin", "127.0.0.1:9180", "")
+	timeout := fs.Duration("timeout", 5*time.Minute, "")
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, upgradeHelp)
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "loopgate upgrade: %s\n%s", flagError(fs, err), upgradeUsage)
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "loopgate upgrade: unexpected argument %q\n%s", fs.Arg(0), upgradeUsage)
+		return exitUsage
+	}
+	statusURL, err := status.URL(*adminAddr)
+	if err != nil {
+		fmt.Fprintf(stderr, "loopgate upgrade: %v\n", err)
+		return exitUsage
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	before, _, err := status.Fetch(ctx, *adminAddr)
+	if err != nil {
+		fmt.Fprintf(stderr, "loopgate upgrade: %v\n", err)
+		if errors.Is(err, status.ErrUnreachable) {
+			fmt.Fprintf(stderr, "is `loopgate serve` running with --admin %s?\n", *adminAddr)
+		}
+		return exitFailure
+	}
+	url := strings.TrimSuffix(statusURL, "/status") + "/upgrade"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "loopgate upgrade: %v\n", err)
+		return exitFailure
+	}
+	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "loopgate upgrade: %s: %v\n", url, err)
+		return exitFailure
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "loopgate upgrade: %s", body)
+		return exitFailure
+	}
+	var res upgradeResult
+	if err := json.Unmarshal(body, &res); err != nil {
+		fmt.Fprintf(stderr, "loopgate upgrade: %s: %v\n", url, err)
+		return exitFailure
+	}
+	// A fresh connection: the old process answers no new ones.
+	http.DefaultClient.CloseIdleConnections()
+	after, _, err := status.Fetch(ctx, *adminAddr)
+	if err != nil {
+		fmt.Fprintf(stdout, "upgraded: pid %d -> %d (version %s -> ?: %v)\n", res.OldPID, res.NewPID, before.Version, err)
+		return exitOK
+	}
+	fmt.Fprintf(stdout, "upgraded: pid %d -> %d, version %s -> %s; pid %d drains\n", res.OldPID, after.PID, before.Version, after.Version, res.OldPID)
+	return exitOK
+}
