@@ -229,6 +229,47 @@ func TestReadyzFollowsCrashloop(t *testing.T) {
 	}
 }
 
+// TestReadyzWaitsForAlwaysRunning: an app with startMode="AlwaysRunning"
+// holds /readyz back until one of its processes is ready, with the reason;
+// /livez stays 200 meanwhile.
+func TestReadyzWaitsForAlwaysRunning(t *testing.T) {
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`<?xml version="1.0" encoding="utf-8"?>
+<configuration>
+  <system.webServer>
+    <aspNetCore processPath=%q startupTimeLimit="20">
+      <environmentVariables>
+        <environmentVariable name="TB_LISTEN_DELAY" value="1500ms" />
+      </environmentVariables>
+      <handlerSettings>
+        <handlerSetting name="startMode" value="AlwaysRunning" />
+      </handlerSettings>
+    </aspNetCore>
+  </system.webServer>
+</configuration>
+`, loopgatetest.Program(t, backendPkg))
+	if err := os.WriteFile(filepath.Join(dir, "web.config"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{"--access-log=false", dir}})
+	code, body := probe(t, l, "/readyz")
+	if code != 503 || !strings.Contains(body, "app /: startMode AlwaysRunning: no process ready yet") {
+		t.Errorf("/readyz while the AlwaysRunning app starts: %d %q", code, body)
+	}
+	if code, _ := probe(t, l, "/livez"); code != 200 {
+		t.Errorf("/livez while the app starts: %d", code)
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if code, body = probe(t, l, "/readyz"); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still %d %q 15 s after start", code, body)
+		}
+	}
+	loopgatetest.KillAtCleanup(t, l.ReadyPIDs(t)...)
+}
+
 // rawLoopgate is a loopgate serve started from a binary of the test's own
 // (not loopgatetest's shared one, which an upgrade test must not replace),
 // logging JSON into a file that the processes it upgrades to share.

@@ -380,15 +380,21 @@ func (srv *server) shutdownDelay(sig os.Signal, sigc <-chan os.Signal, failc <-c
 
 // appsReady is /readyz's view of the apps: not ready while an app is in
 // crashloop (its rapid-fail window refuses to start it, so its requests
-// get 502.5). An app that is idle, starting, offline or whose web.config
-// change was refused does not hold readiness back: it either starts on
-// the first request or answers as its operator asked.
+// get 502.5) or while a startMode="AlwaysRunning" app has no process ready
+// (AppStatus.NotReady). Any other app that is idle, starting, offline or
+// whose web.config change was refused does not hold readiness back: it
+// either starts on the first request or answers as its operator asked.
 func (srv *server) appsReady() (bool, []string) {
 	if srv.sup == nil {
 		return false, []string{"starting"}
 	}
 	var why []string
 	for _, a := range srv.sup.Status() {
+		if a.NotReady != "" && a.State != supervisor.StateCrashLoop {
+			// startMode AlwaysRunning with no process ready.
+			why = append(why, fmt.Sprintf("app %s: %s", a.Name, a.NotReady))
+			continue
+		}
 		if a.State != supervisor.StateCrashLoop {
 			continue
 		}
