@@ -64,6 +64,13 @@ bench-guard:
 bench-h2:
 	$(GO) run ./bench/cmd/h2compare
 
+# Unary gRPC calls/s and p50/p99 through loopgate (backendProtocol=h2c) vs
+# grpc-go direct vs nginx grpc_pass, interleaved (nginx from Debian); writes
+# bench/results/grpc-latest.md. Not part of make test.
+.PHONY: bench-grpc
+bench-grpc:
+	$(GO) run ./bench/cmd/grpccompare
+
 # bpf2go needs clang, llvm (llvm-strip) and libbpf-dev (bpf_helpers.h).
 generate: bpf-deps
 	$(GO) generate ./bpf/...

@@ -9,23 +9,15 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/loopgate/loopgate/bench/internal/harness"
@@ -83,7 +75,7 @@ func run() error {
 	} else {
 		fmt.Fprintln(os.Stderr, "h2compare: CPUs 0 and 1 are not both available: not pinning")
 	}
-	if err := writeCert(tmp); err != nil {
+	if err := harness.WriteCert(tmp); err != nil {
 		return err
 	}
 
@@ -105,7 +97,7 @@ func run() error {
 	if err := harness.StartPinned(lg, serverCPU); err != nil {
 		return err
 	}
-	defer stop(lg) // SIGTERM: loopgate stops its backend
+	defer harness.StopCmd(lg) // SIGTERM: loopgate stops its backend
 	if err := harness.WaitListening(laddr, 15*time.Second); err != nil {
 		return fmt.Errorf("loopgate: %w\n%s", err, lgLog.String())
 	}
@@ -140,20 +132,6 @@ func run() error {
 		}
 	}
 	return report(*out, results, *dur, *conns, *streams)
-}
-
-// stop ends a server with SIGTERM and waits for it (bounded by its
-// WaitDelay after a SIGKILL if it does not exit within 10 s).
-func stop(cmd *exec.Cmd) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
 }
 
 var (
@@ -221,32 +199,4 @@ func report(path string, rs []result, d time.Duration, c, m int) error {
 	}
 	fmt.Print(b.String())
 	return os.WriteFile(path, []byte(b.String()), 0o644)
-}
-
-// writeCert writes a self-signed ECDSA certificate for 127.0.0.1 (h2load
-// does not verify it) to dir/cert.pem and dir/key.pem.
-func writeCert(dir string) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		DNSNames:     []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return err
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
 }

@@ -172,3 +172,68 @@ func Version(name string) string {
 	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	return line
 }
+
+// nginxGRPCConf is nginx's gRPC proxying set up like loopgate's h2c
+// forwarding: one worker, a TLS listener with HTTP/2, grpc_pass to the
+// app over h2c with upstream keep-alive, the pairing token and
+// X-Forwarded-For/-Proto set, no access log.
+const nginxGRPCConf = `worker_processes 1;
+daemon off;
+pid {{dir}}/nginx.pid;
+error_log {{dir}}/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path {{dir}}/body;
+    proxy_temp_path {{dir}}/proxy;
+    fastcgi_temp_path {{dir}}/fastcgi;
+    uwsgi_temp_path {{dir}}/uwsgi;
+    scgi_temp_path {{dir}}/scgi;
+    keepalive_requests 1000000;
+    http2_max_concurrent_streams 250;
+    upstream app {
+        server {{backend}};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen {{listen}} ssl http2;
+        ssl_certificate {{dir}}/cert.pem;
+        ssl_certificate_key {{dir}}/key.pem;
+        location / {
+            grpc_pass grpc://app;
+            grpc_set_header MS-ASPNETCORE-TOKEN "{{token}}";
+            grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            grpc_set_header X-Forwarded-Proto $scheme;
+        }
+    }
+}
+`
+
+// StartNginxGRPC runs nginx with grpc_pass to an h2c app at backend that
+// expects token; dir must hold cert.pem and key.pem.
+func StartNginxGRPC(dir, backend, token string, cpu int) (*Proxy, error) {
+	bin, err := lookSbin("nginx")
+	if err != nil {
+		return nil, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	listen := "127.0.0.1:" + strconv.Itoa(port)
+	conf := filepath.Join(dir, "nginx-grpc.conf")
+	text := strings.ReplaceAll(render(nginxGRPCConf, dir, listen, backend), "{{token}}", token)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := start("nginx", exec.Command(bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log")), cpu)
+	if err != nil {
+		return nil, err
+	}
+	p.Addr = listen
+	if err := p.waitListening(); err != nil {
+		return nil, err
+	}
+	return &Proxy{p}, nil
+}
