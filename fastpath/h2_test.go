@@ -28,7 +28,7 @@ import (
 
 // tlsHarness is a front server with one TLS listener and one app at "/".
 type tlsHarness struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *Server
 	addr  string
 	app   *fakeApp
@@ -36,7 +36,7 @@ type tlsHarness struct {
 	caPEM []byte
 }
 
-func newTLSHarness(t *testing.T, cfg Config) *tlsHarness {
+func newTLSHarness(t testing.TB, cfg Config) *tlsHarness {
 	t.Helper()
 	dir := t.TempDir()
 	ca := newTestCA(t, "h2 CA")

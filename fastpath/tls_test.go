@@ -26,7 +26,7 @@ type testCA struct {
 	pem  []byte
 }
 
-func newTestCA(t *testing.T, name string) *testCA {
+func newTestCA(t testing.TB, name string) *testCA {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
@@ -48,7 +48,7 @@ func newTestCA(t *testing.T, name string) *testCA {
 
 // issue returns a leaf certificate (server if client is false) as PEM
 // cert, PEM key and the tls.Certificate.
-func (ca *testCA) issue(t *testing.T, cn string, serial int64, client bool) ([]byte, []byte, tls.Certificate) {
+func (ca *testCA) issue(t testing.TB, cn string, serial int64, client bool) ([]byte, []byte, tls.Certificate) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
