@@ -529,16 +529,19 @@ func h2cUnprocessed(err error) bool {
 // http.Request for the app: the target byte for byte as :path, Host as
 // :authority, every other field as written, and "te: trailers".
 func h2cRequest(ctx context.Context, head []byte, addr string) (*http.Request, error) {
-	line, rest, err := nextHeaderLine(head)
-	if err != nil {
-		return nil, err
+	// One string for the whole head: names and values are slices of it,
+	// and the values share one backing array.
+	hs := string(head)
+	line, rest, ok := strings.Cut(hs, "\r\n")
+	if !ok {
+		return nil, errMalformedHdr
 	}
-	sp := bytes.IndexByte(line, ' ')
-	end := bytes.LastIndexByte(line, ' ')
+	sp := strings.IndexByte(line, ' ')
+	end := strings.LastIndexByte(line, ' ')
 	if sp <= 0 || end <= sp {
 		return nil, errMalformedHdr
 	}
-	method, target := string(line[:sp]), string(line[sp+1:end])
+	method, target := line[:sp], line[sp+1:end]
 	u := &url.URL{Scheme: "http", Host: addr}
 	if len(target) > 0 && target[0] != '/' && target != "*" {
 		// absolute-form: the app gets the origin-form
@@ -570,25 +573,33 @@ func h2cRequest(ctx context.Context, head []byte, addr string) (*http.Request, e
 	if strings.HasSuffix(target, "?") && query == "" {
 		u.ForceQuery = true
 	}
-	h := make(http.Header, 16)
+	n := strings.Count(rest, "\r\n")
+	h := make(http.Header, n+1)
+	vals := make([]string, 0, n+1)
 	req := &http.Request{Method: method, URL: u, Proto: "HTTP/2.0", ProtoMajor: 2, Header: h}
-	for len(rest) > 0 {
-		line, rest, err = nextHeaderLine(rest)
-		if err != nil || len(line) == 0 {
+	for {
+		line, rest, ok = strings.Cut(rest, "\r\n")
+		if !ok || line == "" {
 			break
 		}
-		name, value, ok := splitHeader(line)
-		if !ok {
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || name == "" {
 			continue
 		}
-		if equalFoldASCII(name, "host") {
-			req.Host = string(value)
+		value = strings.Trim(value, " \t")
+		if strings.EqualFold(name, "host") {
+			req.Host = value
 			continue
 		}
-		k := string(name)
-		h[k] = append(h[k], string(value))
+		if vs, dup := h[name]; dup {
+			h[name] = append(vs, value)
+			continue
+		}
+		vals = append(vals, value)
+		h[name] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
-	h["Te"] = []string{"trailers"}
+	vals = append(vals, "trailers")
+	h["Te"] = vals[len(vals)-1 : len(vals) : len(vals)]
 	return req.WithContext(ctx), nil
 }
 

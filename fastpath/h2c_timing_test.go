@@ -86,4 +86,3 @@ func BenchmarkH2CUnary(b *testing.B) {
 		})
 	}
 }
-
