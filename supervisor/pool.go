@@ -51,10 +51,11 @@ type memoryOS interface {
 // pingOS is the optional part of the OS seam that pings a process. realOS
 // has it; with an OS that does not, pingingEnabled does nothing.
 type pingOS interface {
-	// Ping sends GET url with MS-ASPNETCORE-TOKEN: token and returns the
+	// Ping sends GET url with MS-ASPNETCORE-TOKEN: token, over HTTP/2 with
+	// prior knowledge when h2c (backendProtocol="h2c"), and returns the
 	// status of the answer, or an error if none came within timeout. Any
 	// HTTP answer counts as one.
-	Ping(url, token string, timeout time.Duration) (int, error)
+	Ping(url, token string, h2c bool, timeout time.Duration) (int, error)
 }
 
 // poolState is the app goroutine's state for the app pool settings.
@@ -368,7 +369,7 @@ func (a *App) runPinger(p *Process, po pingOS, url string, interval, respond tim
 			if !firstMiss.IsZero() {
 				timeout -= sent.Sub(firstMiss)
 			}
-			code, err := po.Ping(url, p.token, timeout)
+			code, err := po.Ping(url, p.token, p.h2c, timeout)
 			if err == nil {
 				firstMiss = time.Time{}
 				d.log.Debug().Int("pid", p.pid).Int("status", code).Msg("ping answered")
@@ -418,9 +419,10 @@ func (p *Process) endHelpers() {
 	}
 }
 
-// Ping is pingOS for the real OS: a GET on a new connection, with the
-// pairing token, whose answer is read (up to 64 KB) and dropped.
-func (realOS) Ping(url, token string, timeout time.Duration) (int, error) {
+// Ping is pingOS for the real OS: a GET on a connection of its own, closed
+// after it, with the pairing token, whose answer is read (up to 64 KB) and
+// dropped.
+func (realOS) Ping(url, token string, h2c bool, timeout time.Duration) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -429,8 +431,14 @@ func (realOS) Ping(url, token string, timeout time.Duration) (int, error) {
 	}
 	req.Header["MS-ASPNETCORE-TOKEN"] = []string{token}
 	req.Header["User-Agent"] = []string{"loopgate-ping"}
-	client := http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
-	resp, err := client.Do(req)
+	t := &http.Transport{DisableKeepAlives: true, Proxy: nil}
+	if h2c {
+		var protos http.Protocols
+		protos.SetUnencryptedHTTP2(true)
+		t = &http.Transport{Protocols: &protos, Proxy: nil}
+	}
+	defer t.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: t}).Do(req)
 	if err != nil {
 		return 0, err
 	}

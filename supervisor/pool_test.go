@@ -39,7 +39,7 @@ func (o *poolOS) Memory(p Proc) (int64, bool) {
 	return n, ok
 }
 
-func (o *poolOS) Ping(url, token string, timeout time.Duration) (int, error) {
+func (o *poolOS) Ping(url, token string, h2c bool, timeout time.Duration) (int, error) {
 	port := 0
 	if i := strings.LastIndex(url[len("http://"):], ":"); i >= 0 {
 		rest := url[len("http://")+i+1:]
