@@ -157,27 +157,10 @@ func (r *router) match(target []byte) *route {
 // targetPath returns the path of a request target: origin-form up to '?',
 // the path of an absolute-form target, and "/" for "*" and authority-form.
 func targetPath(t []byte) []byte {
-	if len(t) > 0 && t[0] != '/' {
-		i := indexString(t, "://")
-		if i < 0 {
-			return slash
-		}
-		t = t[i+3:]
-		j := 0
-		for j < len(t) && t[j] != '/' && t[j] != '?' {
-			j++
-		}
-		t = t[j:]
-		if len(t) == 0 || t[0] != '/' {
-			return slash
-		}
+	if _, p, _ := splitTarget(t); p != nil {
+		return p
 	}
-	for i, c := range t {
-		if c == '?' || c == '#' {
-			return t[:i]
-		}
-	}
-	return t
+	return slash
 }
 
 var slash = []byte("/")

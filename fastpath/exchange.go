@@ -73,6 +73,8 @@ type exchange struct {
 	stream streamHooks // HTTP/2 only; nil for HTTP/1.1
 	h2s    *h2cStream  // the attempt's stream to an h2c app (h2c.go); nil otherwise
 	head   []byte      // request head sent to the backend (plus a small body)
+	target []byte      // the request target routed and forwarded (requestline.go): the client's, or tbuf
+	tbuf   []byte      // a target normalized by forwardedTarget
 	body   []byte      // a request body of at most smallBodyBytes
 
 	b      Backend
@@ -116,6 +118,7 @@ func (x *exchange) reset() {
 	*x = exchange{
 		s:        x.s,
 		head:     x.head[:0],
+		tbuf:     x.tbuf[:0],
 		body:     x.body[:0],
 		pumpDone: x.pumpDone,
 	}

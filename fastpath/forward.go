@@ -94,7 +94,13 @@ func (x *exchange) forward() bool {
 	// Bodies up to smallBodyBytes were read whole by fasthttp, so nothing
 	// of this request is left unread on the connection.
 	x.consumed = !x.streamedBody()
-	x.route = x.s.router.match(h.RequestURI())
+	var err error
+	if x.target, x.tbuf, err = forwardedTarget(x.tbuf, h.RequestURI()); err != nil {
+		x.s.log.Debug().Err(err).Msg("request refused")
+		x.consumed = false
+		return x.answer(fasthttp.StatusBadRequest, nil)
+	}
+	x.route = x.s.router.match(x.target)
 	if x.route == nil {
 		return x.answer(fasthttp.StatusNotFound, nil)
 	}
@@ -245,7 +251,7 @@ func (x *exchange) connect() (answered bool, st stage, err error) {
 // the pump for a streamed body.
 func (x *exchange) send() (stage, error) {
 	ctx, conn := x.ctx, x.conn
-	in := headInput{token: x.b.Token(), remote: ctx.RemoteAddr(), local: ctx.LocalAddr(), https: ctx.IsTLS(), body: x.reqBody, contentLength: x.reqLen,
+	in := headInput{target: x.target, token: x.b.Token(), remote: ctx.RemoteAddr(), local: ctx.LocalAddr(), https: ctx.IsTLS(), body: x.reqBody, contentLength: x.reqLen,
 		forwardedFor: x.spec.ForwardedForFormat}
 	if in.https && x.s.clientCAs {
 		if tc, ok := ctx.Conn().(connStater); ok {

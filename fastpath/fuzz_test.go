@@ -134,14 +134,20 @@ func (a routeApp) Acquire(context.Context) (Backend, supervisor.Outcome) {
 
 // FuzzRoute checks the router against its contract for arbitrary request
 // targets: the path is what precedes '?' or '#' (after scheme://authority
-// in absolute form), and the app chosen is the one with the longest virtual
-// path that is an ASCII-case-insensitive prefix of it on a segment
+// in absolute form); its dot segments are removed as refNormalizePath, a
+// plain reading of RFC 3986 §5.2.4 over a list of segments, does (a dot may
+// be written %2e), a path climbing above "/" is refused, and only the path
+// changes; a target without dot segments is forwarded as it is; and the
+// app chosen for the normalized target is the one with the longest virtual
+// path that is an ASCII-case-insensitive prefix of its path on a segment
 // boundary; nothing else matches, and no path outside every app matches.
 func FuzzRoute(f *testing.F) {
 	for _, seed := range []string{
 		"/", "/api", "/api/", "/apix", "/API/v2/x", "/api/v2?x=/api/v3", "/api#/v2", "*",
 		"http://h/api/v2", "http://h", "https://h:1/Other/x", "//api/v2", "/api/../v2",
 		"/api%2Fv2", "/\u212api", "/api/v2/", "example.com:443", "/Other", "/otherwise",
+		"/x/../api/v2?a=/../", "/api/%2e%2E/Other/x", "/..", "/api/../../x", "/a//../api", "/api/.", "/api/...",
+		"http://h/api/./v2/..", "/%2e/api", "/api%2F..%2Fv2", "/api/.%2e",
 	} {
 		f.Add(seed)
 	}
@@ -163,9 +169,13 @@ func FuzzRoute(f *testing.F) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			path := string(targetPath([]byte(target)))
-			checkTargetPath(t, target, path)
-			got := r.match([]byte(target))
+			checkTargetPath(t, target, string(targetPath([]byte(target))))
+			fwd, ok := checkNormalized(t, target)
+			if !ok {
+				return // refused with 400
+			}
+			path := string(targetPath([]byte(fwd)))
+			got := r.match([]byte(fwd))
 			want := ""
 			for _, vp := range vps {
 				p := strings.TrimSuffix(vp, "/")
@@ -182,6 +192,74 @@ func FuzzRoute(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkNormalized checks forwardedTarget against refNormalizePath for
+// target and returns the target forwarded, or false when it is refused.
+func checkNormalized(t *testing.T, target string) (string, bool) {
+	t.Helper()
+	prefix, path, rest := splitTarget([]byte(target))
+	if string(prefix)+string(path)+string(rest) != target {
+		t.Fatalf("splitTarget(%q) = %q %q %q", target, prefix, path, rest)
+	}
+	want, climbs, dots := string(path), false, false
+	if len(path) > 0 {
+		want, climbs, dots = refNormalizePath(string(path))
+	}
+	if dotSegmentsIn(path) != dots {
+		t.Fatalf("%q: dotSegmentsIn %v, want %v", target, !dots, dots)
+	}
+	got, _, err := forwardedTarget(nil, []byte(target))
+	if climbs {
+		if err == nil {
+			t.Fatalf("%q climbs above / but is forwarded as %q", target, got)
+		}
+		return "", false
+	}
+	if err != nil {
+		t.Fatalf("%q refused: %v", target, err)
+	}
+	if !dots && string(got) != target {
+		t.Fatalf("%q has no dot segment but is forwarded as %q", target, got)
+	}
+	if w := string(prefix) + want + string(rest); string(got) != w {
+		t.Fatalf("%q forwarded as %q, want %q", target, got, w)
+	}
+	if again, _, err := forwardedTarget(nil, got); err != nil || string(again) != string(got) {
+		t.Fatalf("%q: normalizing %q again gives %q, %v", target, got, again, err)
+	}
+	return string(got), true
+}
+
+// refNormalizePath is remove_dot_segments (RFC 3986 §5.2.4) for an
+// absolute path, written over a list of segments: "." is dropped, ".."
+// drops the segment before it (climbs: none left), and either one last
+// leaves the path ending in "/". A dot may be written %2e or %2E.
+func refNormalizePath(path string) (norm string, climbs, dots bool) {
+	segs := strings.Split(path[1:], "/")
+	var out []string
+	for i, seg := range segs {
+		last := i == len(segs)-1
+		switch strings.ReplaceAll(strings.ReplaceAll(seg, "%2e", "."), "%2E", ".") {
+		case ".":
+			dots = true
+			if last {
+				out = append(out, "")
+			}
+		case "..":
+			dots = true
+			if len(out) == 0 {
+				return "", true, true
+			}
+			out = out[:len(out)-1]
+			if last {
+				out = append(out, "")
+			}
+		default:
+			out = append(out, seg)
+		}
+	}
+	return "/" + strings.Join(out, "/"), false, dots
 }
 
 // checkTargetPath checks targetPath's result for target.

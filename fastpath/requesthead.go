@@ -16,6 +16,7 @@ import (
 
 // headInput is what appendRequestHead adds to the client's headers.
 type headInput struct {
+	target     []byte // the request target (requestline.go); nil: the client's
 	token      string
 	remote     net.Addr
 	local      net.Addr // the address the client connected to: the Host of a request without one
@@ -35,7 +36,11 @@ type headInput struct {
 func appendRequestHead(dst []byte, h *fasthttp.RequestHeader, ri *reqInfo, in *headInput) []byte {
 	dst = append(dst, h.Method()...)
 	dst = append(dst, ' ')
-	dst = append(dst, h.RequestURI()...)
+	if in.target != nil {
+		dst = append(dst, in.target...)
+	} else {
+		dst = append(dst, h.RequestURI()...)
+	}
 	dst = append(dst, " HTTP/1.1\r\n"...)
 	if !ri.hasHost {
 		// HTTP/1.0 without Host: the address the client reached.

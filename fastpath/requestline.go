@@ -4,6 +4,8 @@
 package fastpath
 
 import (
+	"errors"
+
 	"github.com/valyala/fasthttp"
 )
 
@@ -91,4 +93,138 @@ func connectionSaysClose(raw []byte) bool {
 		}
 	}
 	return false
+}
+
+// Paths. loopgate routes on the request target's path with its dot
+// segments removed (RFC 3986 §5.2.4 remove_dot_segments), as IIS (http.sys
+// canonicalizes the URL before IIS picks a site and an application) and
+// nginx (locations match the normalized $uri) do, and forwards the target
+// it routed: /api/../x goes to the app at / as /x, so routing and the app
+// never disagree about where a request belongs. The rules:
+//
+//   - a segment is "." or ".." with each dot written as "." or as "%2e" or
+//     "%2E" (http.sys, nginx and Kestrel all decode %2e before they resolve
+//     dot segments, so an app would too): /a/%2e%2e/b is /b;
+//   - "%2F" and "\" are data, never a separator: ASP.NET Core keeps %2F
+//     encoded in the path it routes on (nginx decodes it, and http.sys
+//     turns "\" into "/"), so /api%2F..%2Fx is one segment, not a dot
+//     segment, and reaches the root app as written;
+//   - empty segments stay (RFC 3986; nginx's merge_slashes would merge
+//     them): /a//../b is /a/b;
+//   - a ".." with no segment left to remove climbs above "/" and the request
+//     is refused with 400, as nginx and IIS refuse it (RFC 3986 would keep
+//     the "/");
+//   - only the path is touched: the query, an absolute-form target's scheme
+//     and authority, and every other byte reach the app as the client sent
+//     them; "*" and authority-form targets have no path.
+//
+// A target without a dot segment is forwarded as it came, without a copy;
+// one with is normalized into the exchange's reusable buffer.
+
+// errClimbs refuses a path whose ".." segments climb above "/".
+var errClimbs = errors.New("request path climbs above /")
+
+// forwardedTarget returns the target to route and forward: target itself
+// when its path has no dot segment, else the normalized one, built in buf
+// (returned, grown, for reuse). It fails with errClimbs.
+func forwardedTarget(buf, target []byte) (t, newBuf []byte, err error) {
+	if _, path, _ := splitTarget(target); !dotSegmentsIn(path) {
+		return target, buf, nil
+	}
+	buf, ok := normalizeTarget(buf[:0], target)
+	if !ok {
+		return nil, buf, errClimbs
+	}
+	return buf, buf, nil
+}
+
+// dotSegmentsIn reports whether path has a "." or ".." segment.
+func dotSegmentsIn(path []byte) bool {
+	for i := 0; i < len(path); i++ {
+		if path[i] == '/' && dotSegment(path[i+1:]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// dotSegment returns 1 or 2 when p starts with a "." or ".." segment
+// (ended by '/' or the end of p), else 0.
+func dotSegment(p []byte) int {
+	dots := 0
+	for len(p) > 0 && p[0] != '/' {
+		switch {
+		case p[0] == '.':
+			p = p[1:]
+		case len(p) >= 3 && p[0] == '%' && p[1] == '2' && (p[2] == 'e' || p[2] == 'E'):
+			p = p[3:]
+		default:
+			return 0
+		}
+		if dots++; dots > 2 {
+			return 0
+		}
+	}
+	return dots
+}
+
+// normalizeTarget appends target to dst with its path's dot segments
+// removed; ok is false when the path climbs above "/".
+func normalizeTarget(dst, target []byte) (out []byte, ok bool) {
+	prefix, path, rest := splitTarget(target)
+	dst = append(dst, prefix...)
+	base := len(dst)
+	for i := 0; i < len(path); {
+		// path[i] is '/'; its segment runs to the next '/' or the end.
+		k := i + 1
+		for k < len(path) && path[k] != '/' {
+			k++
+		}
+		switch dotSegment(path[i+1 : k]) {
+		case 0:
+			dst = append(dst, path[i:k]...)
+		case 2:
+			if len(dst) == base {
+				return dst, false
+			}
+			j := len(dst) - 1
+			for dst[j] != '/' {
+				j--
+			}
+			dst = dst[:j]
+			fallthrough
+		case 1:
+			if k == len(path) {
+				dst = append(dst, '/') // "/a/." is "/a/", "/a/b/.." is "/a/"
+			}
+		}
+		i = k
+	}
+	return append(dst, rest...), true
+}
+
+// splitTarget splits a request target around its path: an absolute-form
+// target's scheme and authority before it, the query (or a fragment) after
+// it. "*" and authority-form targets, and an absolute-form one without a
+// path, have none (path is nil, all of t is in prefix).
+func splitTarget(t []byte) (prefix, path, rest []byte) {
+	p := 0
+	if len(t) > 0 && t[0] != '/' {
+		i := indexString(t, "://")
+		if i < 0 {
+			return t, nil, nil
+		}
+		p = i + 3
+		for p < len(t) && t[p] != '/' && t[p] != '?' {
+			p++
+		}
+		if p == len(t) || t[p] != '/' {
+			return t, nil, nil
+		}
+	}
+	e := p
+	for e < len(t) && t[e] != '?' && t[e] != '#' {
+		e++
+	}
+	return t[:p], t[p:e], t[e:]
 }

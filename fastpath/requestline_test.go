@@ -213,3 +213,79 @@ func TestRequestLineVersions(t *testing.T) {
 		})
 	}
 }
+
+// TestPathNormalization: the app is chosen on the path with its dot
+// segments removed (RFC 3986 §5.2.4; a dot may be written %2e), the app
+// gets the target that was routed, %2F and the query are left alone, and a
+// path climbing above "/" gets 400 (defect 7 of issue 13).
+func TestPathNormalization(t *testing.T) {
+	rootAddr, rootGot := capturingBackend(t, okResponse)
+	apiAddr, apiGot := capturingBackend(t, okResponse)
+	h := newHarness(t, Config{}, "/", "/api")
+	h.backend("/", rootAddr)
+	h.backend("/api", apiAddr)
+	for _, tc := range []struct{ target, app, forwarded string }{
+		{"/api/../x", "/", "/x"},
+		{"/api/./v", "/api", "/api/v"},
+		{"/x/../api/v?q=/../", "/api", "/api/v?q=/../"},
+		{"/api/%2e%2e/x", "/", "/x"},
+		{"/api/%2E./x%2e", "/", "/x%2e"},
+		{"/API/../api/a", "/api", "/api/a"},
+		{"/api%2F..%2Fx", "/", "/api%2F..%2Fx"},
+		{"/api/..%2Fx", "/api", "/api/..%2Fx"},
+		{"/api/a//../b", "/api", "/api/a/b"},
+		{"/api/..", "/", "/"},
+		{"/api/.", "/api", "/api/"},
+		{"/api/...", "/api", "/api/..."},
+		{"/api/.hidden/%2e%2e", "/api", "/api/"},
+		{"/./api", "/api", "/api"},
+		{"http://h/api/../x?y", "/", "http://h/x?y"},
+		{"/api/x", "/api", "/api/x"},
+	} {
+		t.Run(tc.target, func(t *testing.T) {
+			c := dialRaw(t, h.addr)
+			if r, _ := c.roundTrip(get("a", tc.target)); r.StatusCode != 200 {
+				t.Fatalf("status %d", r.StatusCode)
+			}
+			var req rawRequest
+			app := "/"
+			select {
+			case req = <-rootGot:
+			case req = <-apiGot:
+				app = "/api"
+			case <-time.After(5 * time.Second):
+				t.Fatal("no request reached a backend")
+			}
+			if app != tc.app || req.lines()[0] != "GET "+tc.forwarded+" HTTP/1.1" {
+				t.Errorf("app %s got %q, want app %s with %q", app, req.lines()[0], tc.app, tc.forwarded)
+			}
+		})
+	}
+	for _, target := range []string{"/..", "/../x", "/api/../../x", "/%2e%2e/x", "/a/%2E%2e/..", "http://h/../x"} {
+		t.Run("climbs "+target, func(t *testing.T) {
+			c := dialRaw(t, h.addr)
+			c.send(get("a", target))
+			c.send(get("a", "/after"))
+			if r, _ := c.response("GET"); r.StatusCode != 400 {
+				t.Errorf("status %d, want 400", r.StatusCode)
+			}
+			if !c.closedByPeer(time.Second) {
+				t.Error("connection kept open")
+			}
+			select {
+			case req := <-rootGot:
+				t.Errorf("backend saw %q", req.lines()[0])
+			case req := <-apiGot:
+				t.Errorf("backend saw %q", req.lines()[0])
+			case <-time.After(20 * time.Millisecond):
+			}
+		})
+	}
+	t.Run("Expect: 100-continue climbing", func(t *testing.T) {
+		c := dialRaw(t, h.addr)
+		c.send("POST /../x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+		if r, _ := c.response("POST"); r.StatusCode != 400 {
+			t.Errorf("status %d, want 400 (no 100 Continue)", r.StatusCode)
+		}
+	})
+}

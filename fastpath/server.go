@@ -345,14 +345,19 @@ func (s *Server) closeTunnels() {
 
 // expect answers "Expect: 100-continue": a body over the app's
 // maxAllowedContentLength gets 413 before the client sends it, a version
-// loopgate refuses its 505 (or 400).
+// loopgate refuses its 505 (or 400), a path climbing above "/" 400.
 func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
 	headRead(ctx.Conn())
 	h := &ctx.Request.Header
 	if status := refuseVersion(h); status != 0 {
 		return status // and no 100 Continue for a request loopgate refuses
 	}
-	if rt := s.router.match(h.RequestURI()); rt != nil {
+	var arr [256]byte
+	target, _, err := forwardedTarget(arr[:0], h.RequestURI())
+	if err != nil {
+		return fasthttp.StatusBadRequest
+	}
+	if rt := s.router.match(target); rt != nil {
 		if int64(h.ContentLength()) > rt.app.Spec().MaxAllowedContentLength {
 			return fasthttp.StatusRequestEntityTooLarge
 		}
