@@ -607,3 +607,134 @@ func notifyRecorder(t *testing.T) (env string, messages func() []string) {
 		return append([]string(nil), got...)
 	}
 }
+
+// writeRelease makes dir/releases/name with a web.config running the test
+// backend with RELEASE=name (or the given web.config text, for a broken
+// release) and returns its path.
+func writeRelease(t *testing.T, base, name, attrs, webConfig string) string {
+	t.Helper()
+	dir := filepath.Join(base, "releases", name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if webConfig != "" {
+		if err := os.WriteFile(filepath.Join(dir, "web.config"), []byte(webConfig), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	writeConfig(t, dir, attrs, map[string]string{"RELEASE": name})
+	return dir
+}
+
+// switchRelease points base/current at releases/name in one step, as
+// deploy tools do (a new link renamed over the old one).
+func switchRelease(t *testing.T, base, name string) {
+	t.Helper()
+	tmp := filepath.Join(base, "current.new")
+	os.Remove(tmp)
+	if err := os.Symlink(filepath.Join("releases", name), tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(base, "current")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReleaseSwitchUnderLoad serves an app from a symbolic link
+// (current -> releases/1) under 32 connections of load, each dialling again
+// every 8 requests, and switches the link: to release 2 (the app is
+// recycled onto it, overlapped, and the old processes stop), to release 3
+// whose web.config is invalid and release 4 whose process cannot start
+// (neither takes traffic: release 2 serves on, the errors in /status and
+// metrics). No request fails and no connection is refused.
+func TestReleaseSwitchUnderLoad(t *testing.T) {
+	base := t.TempDir()
+	const attrs = `processesPerApplication="2"`
+	writeRelease(t, base, "1", attrs, "")
+	rel2 := writeRelease(t, base, "2", attrs, "")
+	switchRelease(t, base, "1")
+	current := filepath.Join(base, "current")
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{"--access-log=false", current}})
+	c := client(t, 10*time.Second)
+	release := func() string {
+		t.Helper()
+		code, body, err := get(c, l.URL("/env?name=RELEASE"))
+		if err != nil || code != 200 {
+			t.Fatalf("GET /env: %d %q %v", code, body, err)
+		}
+		return body
+	}
+	if r := release(); r != "1" {
+		t.Fatalf("release %q before the switch, want 1", r)
+	}
+	old := l.WaitReady(t, 2, 10*time.Second)
+	loopgatetest.KillAtCleanup(t, old...)
+
+	z := startZDTLoad(t, 32, l.URL("/"), func(b string) bool { return strings.HasPrefix(b, "pid=") })
+	time.Sleep(500 * time.Millisecond)
+	switchRelease(t, base, "2")
+	for deadline := time.Now().Add(10 * time.Second); release() != "2"; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("release 2 not serving 10 s after the switch")
+		}
+	}
+	loopgatetest.WaitDead(t, 10*time.Second, old...)
+	cur := l.WaitReady(t, 2, 10*time.Second)
+	loopgatetest.KillAtCleanup(t, cur...)
+	s := l.Status(t).Apps[0]
+	if want, _ := filepath.EvalSymlinks(rel2); s.Release != want || s.RecyclesByReason["release"] != 1 {
+		t.Errorf("/status after the switch: release %q (want %q), recycles by reason %v", s.Release, want, s.RecyclesByReason)
+	}
+	var info struct{ WD string }
+	if _, body, err := get(c, l.URL("/info")); err == nil {
+		json.Unmarshal([]byte(body), &info)
+	}
+	if want, _ := filepath.EvalSymlinks(rel2); info.WD != want {
+		t.Errorf("new process works in %q, want the new release %q", info.WD, want)
+	}
+
+	// Release 3: an invalid web.config. Release 2 serves on.
+	writeRelease(t, base, "3", "", "<configuration><system.webServer><aspNetCore processPath=\"x\" startupTimeLimit=\"99999\" /></system.webServer></configuration>")
+	switchRelease(t, base, "3")
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(l.Status(t).Apps[0].ConfigError, "new release"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no config error for release 3 after 10 s: %+v", l.Status(t).Apps[0])
+		}
+	}
+	if r := release(); r != "2" {
+		t.Errorf("release %q serving after switching to a broken release, want 2", r)
+	}
+	if v := metric(t, l, `loopgate_app_config_error{app="/"}`); v != 1 {
+		t.Errorf("loopgate_app_config_error = %v during the broken release, want 1", v)
+	}
+
+	// Release 4: a valid web.config whose process exits at once, before
+	// listening.
+	writeRelease(t, base, "4", "", `<configuration><system.webServer><aspNetCore processPath="/bin/false" processesPerApplication="2" rapidFailsPerMinute="100" /></system.webServer></configuration>`)
+	switchRelease(t, base, "4")
+	for deadline := time.Now().Add(15 * time.Second); l.Status(t).Apps[0].StartFailures == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed start for release 4 after 15 s: %+v", l.Status(t).Apps[0])
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	z.stop(t)
+	t.Logf("release switches 1 -> 2 -> 3 (invalid web.config) -> 4 (process exits) under 32 connections reconnecting every %d requests: %v", reconnectEvery, z)
+	z.check(t, 500)
+	if r := release(); r != "2" {
+		t.Errorf("release %q serving after switching to a release that cannot start, want 2", r)
+	}
+	s = l.Status(t).Apps[0]
+	if s.LastStartError == "" || s.ConfigError != "" {
+		t.Errorf("/status with release 4 failing: last start error %q, config error %q", s.LastStartError, s.ConfigError)
+	}
+	if v := metric(t, l, `loopgate_backend_start_failures_total{app="/"}`); v < 1 {
+		t.Errorf("loopgate_backend_start_failures_total = %v, want >= 1", v)
+	}
+	for _, p := range cur {
+		if !loopgatetest.Alive(p) {
+			t.Errorf("release 2's process %d stopped although release 4 could not start", p)
+		}
+	}
+}

@@ -127,10 +127,13 @@ const (
 	// RecyclePing: it answered no ping for pingResponseTime; it is killed
 	// once its replacement is ready, without a graceful stop.
 	RecyclePing = "ping"
+	// RecycleRelease: the app directory is a symbolic link that now names
+	// another release (release.go); once per app.
+	RecycleRelease = "release"
 )
 
 // RecycleReasons lists every recycle reason.
-var RecycleReasons = []string{RecycleConfig, RecycleManual, RecycleTime, RecycleRequests, RecycleMemory, RecycleSchedule, RecyclePing}
+var RecycleReasons = []string{RecycleConfig, RecycleManual, RecycleTime, RecycleRequests, RecycleMemory, RecycleSchedule, RecyclePing, RecycleRelease}
 
 // State is where an app or one of its process slots is in its life.
 type State string
@@ -190,6 +193,14 @@ type AppStatus struct {
 	// comes. An OnDemand app starts on its first request and never holds
 	// readiness back.
 	NotReady string
+	// StartFailures counts starts that failed (the process exited or did
+	// not listen within startupTimeLimit), recycles' included.
+	StartFailures uint64
+	// Release is the directory the app directory resolved to, every
+	// symbolic link followed, when the configuration in force was loaded:
+	// with /srv/app/current -> releases/42, /srv/app/releases/42. "" when
+	// it could not be resolved.
+	Release string
 	// ConfigReloadsOK and ConfigReloadsFailed count web.config re-reads
 	// (SIGHUP or a file change) that parsed and that failed.
 	ConfigReloadsOK, ConfigReloadsFailed uint64

@@ -114,6 +114,11 @@ type App struct {
 	reloadsFailed  uint64
 	configError    string
 	lastStartError string
+	startFailures  uint64
+	// release is the directory the app's directory resolved to (every
+	// symbolic link followed) when the spec in force was loaded: the
+	// release running (release.go). "" when it cannot be resolved.
+	release string
 	// stdoutLogs are the stdout log files its processes write; safe for
 	// concurrent use (output readers, pruning, SIGUSR1).
 	stdoutLogs stdoutLogs
@@ -175,6 +180,7 @@ func newApp(s *Supervisor, spec *configload.AppSpec) *App {
 	a.unblockTimer = time.NewTimer(time.Hour)
 	a.unblockTimer.Stop()
 	a.spec.Store(spec)
+	a.release = resolveDir(spec.Dir)
 	a.page.Store(new([]byte))
 	a.setDiag(spec)
 	a.resizeSlots(spec.ProcessesPerApplication)
@@ -304,6 +310,8 @@ func (a *App) publishStatus() {
 		Dir:                 spec.Dir,
 		ConfigError:         a.configError,
 		LastStartError:      a.lastStartError,
+		StartFailures:       a.startFailures,
+		Release:             a.release,
 		Crashes:             a.crashes,
 		Restarts:            a.restarts,
 		RapidFailBlocks:     a.blocks,

@@ -18,8 +18,16 @@ import (
 // is recycled with zero downtime: each running slot gets a new process, and
 // the old one is drained and stopped only after the new one is ready. If a
 // new process fails to start, the old one keeps serving.
+//
+// When the app directory is a symbolic link that now names another release
+// (release.go), the app is recycled onto it even if its web.config is the
+// same, and disallowRotationOnConfigChange does not apply: a deploy wants
+// its new code running. A new release with a broken web.config changes
+// nothing; the error names the release.
 func (a *App) reload() error {
 	cur := a.spec.Load()
+	target := resolveDir(a.dir)
+	newRelease := target != "" && a.release != "" && target != a.release
 	spec, err := a.s.load(a.dir, a.vpath)
 	if err == nil && (spec.Dir != cur.Dir || spec.VirtualPath != cur.VirtualPath) {
 		err = fmt.Errorf("%s: the reloaded spec is for %s at %s", cur.ConfigFile, spec.Dir, spec.VirtualPath)
@@ -45,6 +53,9 @@ func (a *App) reload() error {
 	if err != nil {
 		a.reloadsFailed++
 		a.configError = err.Error()
+		if newRelease {
+			a.configError = fmt.Sprintf("new release %s not taken: %v; %s keeps serving", target, err, a.release)
+		}
 		a.logEvent(zerolog.ErrorLevel, "config_error", "web.config is invalid; the running configuration stays in force",
 			func(e *zerolog.Event) { e.Err(err) })
 		a.publishStatus()
@@ -59,11 +70,31 @@ func (a *App) reload() error {
 		}
 		a.logEvent(zerolog.InfoLevel, "config_ok", msg, nil)
 	}
-	if spec.Equal(cur) {
+	if spec.Equal(cur) && !newRelease {
 		a.publishStatus()
 		return nil
 	}
 	a.spec.Store(spec)
+	if newRelease {
+		if spec.DebugFile != cur.DebugFile || spec.DebugLevel != cur.DebugLevel {
+			a.setDiag(spec)
+		}
+		old := a.release
+		a.release = target
+		a.countRecycle(RecycleRelease)
+		a.logEvent(zerolog.InfoLevel, "recycle", "new release; recycling onto it", func(e *zerolog.Event) {
+			e.Str("reason", RecycleRelease).Str("release", target).Str("previous", old)
+		})
+		a.clearRapidFails()
+		if a.stopping || a.stopped || a.offline {
+			a.resizeSlots(spec.ProcessesPerApplication)
+			a.publish()
+			return nil
+		}
+		a.recycleSlots(cur)
+		a.publish()
+		return nil
+	}
 	if spec.DebugFile != cur.DebugFile || spec.DebugLevel != cur.DebugLevel {
 		a.setDiag(spec)
 	}

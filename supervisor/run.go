@@ -54,10 +54,43 @@ func (a *App) run() {
 		defer t.Stop()
 		pollC = t.C
 	} else {
-		defer watcher.Close()
 		watchC = watcher.Events()
 	}
+	defer func() {
+		if watcher != nil {
+			watcher.Close()
+		}
+	}()
 	cfgStamp := a.configStamp()
+	rel := a.watchRelease()
+	defer rel.close()
+	relDebounce := time.NewTimer(time.Hour)
+	relDebounce.Stop()
+	defer relDebounce.Stop()
+	// onRelease re-resolves the link; on a switch the directory watch
+	// moves to the new release (inotify follows the old one's inode) and
+	// the app reloads onto it.
+	onRelease := func() {
+		r, ok := rel.switched(a.dir)
+		if !ok {
+			return
+		}
+		a.logEvent(zerolog.InfoLevel, "release", "the app directory names another release now", func(e *zerolog.Event) {
+			e.Str("release", r).Str("running", a.release)
+		})
+		if watcher != nil {
+			watcher.Close()
+		}
+		if w, err := a.s.os.Watch(a.dir); err == nil {
+			watcher, watchC = w, w.Events()
+		} else {
+			watcher, watchC = nil, nil
+			a.log.Warn().Err(err).Str("dir", a.dir).Msg("cannot watch the new release's directory; web.config edits in it are seen at the next SIGHUP")
+		}
+		cfgStamp = a.configStamp()
+		a.checkOffline()
+		a.reload()
+	}
 
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
@@ -98,6 +131,18 @@ func (a *App) run() {
 			}
 		case <-debounce.C:
 			a.reload()
+		case name, ok := <-rel.events:
+			if !ok {
+				rel.events = nil
+				continue
+			}
+			if a.isLinkEvent(name) {
+				relDebounce.Reset(configDebounce)
+			}
+		case <-relDebounce.C:
+			onRelease()
+		case <-rel.poll:
+			onRelease()
 		case <-pollC:
 			a.checkOffline()
 			if st := a.configStamp(); st != cfgStamp {
@@ -428,6 +473,7 @@ func (a *App) onStarted(ev event) {
 
 func (a *App) onStartFailed(sl *slot, f *startFailure, spec *configload.AppSpec) {
 	a.lastStartError = f.err.Error()
+	a.startFailures++
 	a.fails.add(time.Now())
 	a.logEvent(zerolog.ErrorLevel, "start_failed", "backend failed to start", func(e *zerolog.Event) {
 		e.Int("slot", sl.idx).Str("command", f.cmdline).Str("exit_status", f.exitStatus).

@@ -649,7 +649,7 @@ func (srv *server) snapshot() status.Snapshot {
 			Starts: a.Starts, Crashes: a.Crashes, Restarts: a.Restarts, RapidFailBlocks: a.RapidFailBlocks,
 			Recycles: a.Recycles, RecyclesByReason: a.RecyclesByReason, ConfigReloadsOK: a.ConfigReloadsOK, ConfigReloadsFailed: a.ConfigReloadsFailed,
 			Processes: make([]status.Process, 0, len(a.Processes)),
-			NotReady:  a.NotReady,
+			NotReady:  a.NotReady, StartFailures: a.StartFailures, Release: a.Release,
 		}
 		for _, p := range a.Processes {
 			ps := status.Process{Slot: p.Slot, PID: p.PID, Port: p.Port, State: string(p.State), Started: p.Started,

@@ -16,6 +16,8 @@ var (
 		"Backend processes that exited without being asked to, by app.", []string{"app"}, nil)
 	descRestarts = prometheus.NewDesc("loopgate_backend_restarts_total",
 		"Backend processes started again after a crash, by app.", []string{"app"}, nil)
+	descStartFailures = prometheus.NewDesc("loopgate_backend_start_failures_total",
+		"Backend starts that failed (the process exited or did not listen within startupTimeLimit), recycles' and new releases' included, by app.", []string{"app"}, nil)
 	descRapidFail = prometheus.NewDesc("loopgate_rapid_fail_blocks_total",
 		"Times an app hit its rapidFailsPerMinute limit and answered 502.5 instead of starting a backend.", []string{"app"}, nil)
 	descRecycles = prometheus.NewDesc("loopgate_app_recycles_total",
@@ -66,7 +68,7 @@ type snapshotCollector struct{ o Options }
 var _ prometheus.Collector = (*snapshotCollector)(nil)
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descStarts, descCrashes, descRestarts, descRapidFail, descRecycles,
+	for _, d := range []*prometheus.Desc{descStarts, descStartFailures, descCrashes, descRestarts, descRapidFail, descRecycles,
 		descReloads, descConfigError, descOffline, descAppMemory, descAppCPU, descProcesses, descInFlight, descAppInFlight, descAppQueued, descUpstreamConns, descClientConns, descSockmap, descSockmapFallbacks,
 		descAccel, descDraining, descBuild} {
 		ch <- d
@@ -109,6 +111,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{a.Name}, labels...)...)
 		}
 		counter(descStarts, a.Starts)
+		counter(descStartFailures, a.StartFailures)
 		counter(descCrashes, a.Crashes)
 		counter(descRestarts, a.Restarts)
 		counter(descRapidFail, a.RapidFailBlocks)

@@ -75,7 +75,13 @@ type App struct {
 	RecyclesByReason map[string]uint64 `json:"recycles_by_reason,omitempty"`
 	// NotReady says why the app holds /readyz back ("" when it does not):
 	// a startMode AlwaysRunning app with no process ready.
-	NotReady            string `json:"not_ready,omitempty"`
+	NotReady string `json:"not_ready,omitempty"`
+	// StartFailures counts failed starts (recycles' included).
+	StartFailures uint64 `json:"start_failures"`
+	// Release is what the app directory resolved to (symbolic links
+	// followed) when the configuration in force was loaded: the release
+	// running when the directory is a link such as current -> releases/42.
+	Release             string `json:"release,omitempty"`
 	ConfigReloadsOK     uint64 `json:"config_reloads_ok"`
 	ConfigReloadsFailed uint64 `json:"config_reloads_failed"`
 	// Usage is what the app's processes have used, read from their
