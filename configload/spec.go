@@ -166,7 +166,8 @@ type AppSpec struct {
 	// PeriodicRestartPrivateMemory is handler setting
 	// periodicRestartPrivateMemory (IIS recycling/periodicRestart@privateMemory),
 	// in KB (1024 bytes, as IIS): recycle a process, overlapped, when its
-	// process tree's private memory exceeds it (checked every few seconds).
+	// process tree's private memory exceeds it (checked every few seconds;
+	// on Linux its anonymous memory, not the page cache).
 	// Default 0, off; range 0-4294967295.
 	PeriodicRestartPrivateMemory int64
 	// PeriodicRestartSchedule is handler setting periodicRestartSchedule

@@ -42,9 +42,10 @@ const (
 // memory for periodicRestartPrivateMemory. realOS has it; with an OS that
 // does not, that setting does nothing.
 type memoryOS interface {
-	// Memory returns the bytes the process tree of p uses now (its
-	// cgroup's memory.current, else the sum of the tree's VmRSS), false if
-	// it cannot be read.
+	// Memory returns the private bytes the process tree of p uses now: its
+	// cgroup's anonymous memory (memory.stat anon), else the sum of the
+	// tree's RssAnon; false if it cannot be read. Page cache does not
+	// count, as Windows's private bytes do not hold the file cache.
 	Memory(p Proc) (int64, bool)
 }
 
@@ -447,21 +448,21 @@ func (realOS) Ping(url, token string, h2c bool, timeout time.Duration) (int, err
 	return resp.StatusCode, nil
 }
 
-// Memory is memoryOS for the real OS: the process's own cgroup, else the
-// VmRSS of its process tree.
+// Memory is memoryOS for the real OS: the private (anonymous) memory of the
+// process's own cgroup, else the RssAnon of its process tree.
 func (realOS) Memory(p Proc) (int64, bool) {
 	rp, ok := p.(*realProc)
 	if !ok {
 		return 0, false
 	}
 	if rp.group != nil {
-		if n, _, err := rp.group.Memory(); err == nil {
+		if n, _, err := rp.group.PrivateMemory(); err == nil {
 			return n, true
 		}
 	}
 	var total int64
 	for _, pid := range processTree(rp.pid) {
-		total += cgroup.RSS(pid)
+		total += cgroup.PrivateRSS(pid)
 	}
 	return total, total > 0
 }

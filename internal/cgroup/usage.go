@@ -55,16 +55,35 @@ func (t *Tree) Usage(app string) (Usage, error) {
 	return u, nil
 }
 
-// Memory reads what the processes of the group's cgroup use now, in bytes,
-// as Usage does for an app: memory.current where the memory controller is
-// enabled, else the sum of their VmRSS; source says which ("memory.current"
-// or "rss"). Without a cgroup it fails. For periodicRestartPrivateMemory.
-func (g *Group) Memory() (bytes int64, source string, err error) {
+// PrivateMemory reads the private memory of the group's processes now, in
+// bytes, for periodicRestartPrivateMemory: the anon line of memory.stat
+// (anonymous memory: heaps, stacks, written private mappings; not the page
+// cache, which a process reading files fills and the kernel reclaims)
+// where the memory controller is enabled, else the sum of their RssAnon.
+// source says which ("memory.stat anon" or "RssAnon"). Without a cgroup it
+// fails.
+func (g *Group) PrivateMemory() (bytes int64, source string, err error) {
 	if g == nil || g.dir == "" {
 		return 0, "", errors.New("no cgroup")
 	}
-	bytes, source = memory(g.dir)
+	bytes, source = privateMemory(g.dir)
 	return bytes, source, nil
+}
+
+// privateMemory reads the anonymous memory of the cgroup dir and
+// everything below it.
+func privateMemory(dir string) (int64, string) {
+	if b, err := os.ReadFile(filepath.Join(dir, "memory.stat")); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "anon "); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				return n, "memory.stat anon"
+			}
+		}
+	}
+	var total int64
+	eachProc(dir, func(pid string) { total += statusBytes(pid, "RssAnon:") })
+	return total, "RssAnon"
 }
 
 // memory reads the memory use of the cgroup dir and everything below it.
@@ -74,25 +93,36 @@ func memory(dir string) (int64, string) {
 		return n, "memory.current"
 	}
 	var total int64
+	eachProc(dir, func(pid string) { total += rss(pid) })
+	return total, "rss"
+}
+
+// eachProc calls f with the PID of every process in the cgroup dir and
+// below it.
+func eachProc(dir string, f func(pid string)) {
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return nil
 		}
 		procs, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
-		for _, f := range bytes.Fields(procs) {
-			total += rss(string(f))
+		for _, pid := range bytes.Fields(procs) {
+			f(string(pid))
 		}
 		return nil
 	})
-	return total, "rss"
 }
 
-// RSS is the VmRSS of process pid in bytes (0 if it is gone or cannot be
-// read): the memory reading for processes without a cgroup.
-func RSS(pid int) int64 { return rss(strconv.Itoa(pid)) }
+// PrivateRSS is the RssAnon of process pid in bytes (0 if it is gone or
+// cannot be read): the private memory reading for processes without a
+// cgroup.
+func PrivateRSS(pid int) int64 { return statusBytes(strconv.Itoa(pid), "RssAnon:") }
 
 // rss is the VmRSS of process pid in bytes (0 if gone).
-func rss(pid string) int64 {
+func rss(pid string) int64 { return statusBytes(pid, "VmRSS:") }
+
+// statusBytes reads the kB field (such as "VmRSS:") of /proc/pid/status in
+// bytes; 0 if the process is gone or has no such field.
+func statusBytes(pid, field string) int64 {
 	f, err := os.Open("/proc/" + pid + "/status")
 	if err != nil {
 		return 0
@@ -100,7 +130,7 @@ func rss(pid string) int64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
 			fields := strings.Fields(v)
 			if len(fields) > 0 {
 				kb, _ := strconv.ParseInt(fields[0], 10, 64)

@@ -1,0 +1,35 @@
+package cgroup
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+// The private memory of periodicRestartPrivateMemory: memory.stat's anon
+// where there is one, else the RssAnon of the processes listed.
+func TestPrivateMemory(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "memory.stat"), []byte("file 999999\nanon 123456\nkernel 1\n"), 0o644)
+	if n, src := privateMemory(dir); n != 123456 || src != "memory.stat anon" {
+		t.Errorf("with memory.stat: %d %s", n, src)
+	}
+
+	before := PrivateRSS(os.Getpid())
+	b := make([]byte, 64<<20)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	after := PrivateRSS(os.Getpid())
+	if before <= 0 || after-before < 60<<20 {
+		t.Errorf("RssAnon %d before and %d after touching 64 MiB", before, after)
+	}
+	// Without memory.stat: the sum over cgroup.procs, here this process.
+	dir = t.TempDir()
+	os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	if n, src := privateMemory(dir); src != "RssAnon" || n < 60<<20 {
+		t.Errorf("from cgroup.procs: %d %s", n, src)
+	}
+	b[len(b)-1] = 2 // keep b alive until here
+}
