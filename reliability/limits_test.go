@@ -55,6 +55,10 @@ func TestLimits(t *testing.T) {
 		if failed == nil || !strings.Contains(failed.Str("error"), want) || failed["attempts"] != float64(1) {
 			t.Errorf("start_failed log line %v: want the reason, after one attempt", failed)
 		}
+		early := l.WaitLog(0, func(x loopgatetest.Line) bool { return x.Str("event") == "limits_unavailable" })
+		if early == nil || !strings.Contains(early.Str("error"), want) {
+			t.Errorf("no limits_unavailable line with the reason at start-up: %v", early)
+		}
 		if pids := l.ReadyPIDs(t); len(pids) != 0 {
 			t.Errorf("processes %v run without their limits", pids)
 		}

@@ -96,6 +96,9 @@ func New(specs []*configload.AppSpec, opts Options) (*Supervisor, error) {
 	for _, spec := range specs {
 		s.apps = append(s.apps, newApp(s, spec))
 	}
+	if opts.OS == nil {
+		s.checkLimits()
+	}
 	for _, a := range s.apps {
 		go a.run()
 	}
@@ -164,6 +167,23 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	}
 	s.closeTree()
 	return nil
+}
+
+// checkLimits sets each app's memoryLimit and cpuLimit on its cgroup now,
+// so that limits this host cannot enforce are reported when loopgate
+// starts, not only by the app's first start (which fails for the same
+// reason).
+func (s *Supervisor) checkLimits() {
+	for _, a := range s.apps {
+		spec := a.Spec()
+		if spec.MemoryLimit == 0 && spec.CPULimit == 0 {
+			continue
+		}
+		if err := s.tree.SetLimits(a.vpath, cgroup.Limits{MemoryMax: spec.MemoryLimit, CPUPercent: spec.CPULimit}); err != nil {
+			a.log.Error().Str("event", "limits_unavailable").Err(err).
+				Msg("the app's memoryLimit or cpuLimit cannot be enforced here: its processes will not start")
+		}
+	}
 }
 
 // closeTree kills whatever is left in the backends' cgroups, removes them
