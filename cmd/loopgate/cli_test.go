@@ -272,6 +272,7 @@ func TestSubcommandHelp(t *testing.T) {
 		{"recycle", "usage: loopgate recycle [--control PATH] [--timeout D] [VPATH...]\n", "--listen"},
 		{"stop", "usage: loopgate stop [--control PATH] [--timeout D] VPATH...\n", "--listen"},
 		{"start", "usage: loopgate start [--control PATH] [--timeout D] VPATH...\n", "--listen"},
+		{"upgrade", "usage: loopgate upgrade [--admin ADDR] [--timeout D]\n", "--listen"},
 	} {
 		code, out, _ := runCapture(c.cmd, "--help")
 		if code != 0 || !strings.HasPrefix(out, c.start) || strings.Contains(out, c.lack) {
