@@ -74,8 +74,8 @@ func TestQueueLength(t *testing.T) {
 			codes <- code
 		}()
 	}
-	// One holds the connection for 4 s; ten wait for it.
-	send("/sleep?ms=4000")
+	// One holds the connection for 8 s; ten wait for it.
+	send("/sleep?ms=8000")
 	waitMetric(t, l, `loopgate_upstream_connections{app="/",state="busy"}`, 1)
 	for range 10 {
 		send("/sleep?ms=1")
@@ -90,7 +90,7 @@ func TestQueueLength(t *testing.T) {
 	resp.Body.Close()
 	took := time.Since(began)
 	t.Logf("the 13th request: %d after %v", resp.StatusCode, took)
-	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !strings.Contains(string(body), "HTTP Error 503. The service is unavailable.") || took > time.Second {
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !strings.Contains(string(body), "HTTP Error 503. The service is unavailable.") || took > 3*time.Second {
 		t.Errorf("past queueLength: %d, Retry-After %q, after %v: %q", resp.StatusCode, resp.Header.Get("Retry-After"), took, body)
 	}
 	wg.Wait()
