@@ -183,3 +183,27 @@ func TestWriteTableUsage(t *testing.T) {
 		t.Errorf("usage JSON:\n%s", raw)
 	}
 }
+
+// The app pool lines: why an app holds readiness back, and its recycles
+// by reason (those that happened), below the tables.
+func TestWriteTablePoolLines(t *testing.T) {
+	s := sample()
+	s.Apps = s.Apps[:1]
+	s.Apps[0].Recycles = 4
+	s.Apps[0].RecyclesByReason = map[string]uint64{"requests": 3, "config": 1, "ping": 0}
+	s.Apps[0].NotReady = "startMode AlwaysRunning: no process ready yet"
+	var b strings.Builder
+	if err := WriteTable(&b, s); err != nil {
+		t.Fatal(err)
+	}
+	want := "\n/: not ready: startMode AlwaysRunning: no process ready yet\n\n/: recycles by reason: config 1, requests 3\n"
+	if got := b.String(); !strings.HasSuffix(got, want) {
+		t.Errorf("table:\n%s\nwant it to end with:\n%s", got, want)
+	}
+	raw, _ := json.Marshal(s)
+	for _, want := range []string{`"not_ready":"startMode AlwaysRunning: no process ready yet"`, `"recycles_by_reason":{"config":1,"ping":0,"requests":3}`} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("JSON lacks %s:\n%s", want, raw)
+		}
+	}
+}

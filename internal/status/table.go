@@ -3,6 +3,8 @@ package status
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -95,6 +97,22 @@ func WriteTable(w io.Writer, s Snapshot) error {
 	// backend's output); keep them out of the table so its columns stay
 	// readable.
 	for _, app := range s.Apps {
+		if app.NotReady != "" {
+			if _, err := fmt.Fprintf(w, "\n%s: not ready: %s\n", app.VirtualPath, app.NotReady); err != nil {
+				return err
+			}
+		}
+		var by []string
+		for _, reason := range slices.Sorted(maps.Keys(app.RecyclesByReason)) {
+			if n := app.RecyclesByReason[reason]; n > 0 {
+				by = append(by, fmt.Sprintf("%s %d", reason, n))
+			}
+		}
+		if len(by) > 0 {
+			if _, err := fmt.Fprintf(w, "\n%s: recycles by reason: %s\n", app.VirtualPath, strings.Join(by, ", ")); err != nil {
+				return err
+			}
+		}
 		if app.ConfigError != "" {
 			if _, err := fmt.Fprintf(w, "\n%s: configuration error (previous configuration still running):\n  %s\n", app.VirtualPath, app.ConfigError); err != nil {
 				return err
