@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +49,9 @@ type streamHooks interface {
 	attach(backend io.Closer)
 	// canceled reports whether the client reset the stream.
 	canceled() bool
+	// trailer is the request's trailers: the names the client announced,
+	// with their values once the body has ended (an h2c app gets them).
+	trailer() http.Header
 }
 
 // noCopy makes go vet's copylocks check refuse a copy of the struct that

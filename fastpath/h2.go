@@ -123,7 +123,7 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	s.inflight.Add(1)
 	x := s.exchanges.Get().(*exchange)
-	watch := &streamWatch{start: start}
+	watch := &streamWatch{start: start, trailers: r.Trailer}
 	x.ctx, x.stream = ctx, watch
 	// The request's context ends when the client resets the stream or its
 	// connection dies: the backend connection is closed then, so the app
@@ -181,7 +181,8 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // the pool (end), so a late reset never closes a connection another
 // request uses. Safe for concurrent use.
 type streamWatch struct {
-	start  time.Time // the request's arrival
+	start    time.Time   // the request's arrival
+	trailers http.Header // the request's trailers (http.Request.Trailer)
 	mu     sync.Mutex
 	conn   io.Closer // the backend connection (or h2c stream) in use; nil when none or ended
 	reset  bool      // the client reset the stream
@@ -192,6 +193,9 @@ var _ streamHooks = (*streamWatch)(nil)
 
 // arrived implements streamHooks.
 func (w *streamWatch) arrived() time.Time { return w.start }
+
+// trailer implements streamHooks.
+func (w *streamWatch) trailer() http.Header { return w.trailers }
 
 // attach records the exchange's backend connection, closing it at once if
 // the stream is already reset.
@@ -234,8 +238,9 @@ func (w *streamWatch) end() bool {
 // appendH1Head appends the HTTP/1.1 request head an HTTP/2 request stands
 // for: request line with the :path as sent, Host from :authority, the
 // header fields by name (sorted; values of one name in order), and the
-// body framing: Content-Length when the client declared one, else chunked
-// when a body may follow. The library has refused CR, LF and NUL in names
+// body framing: chunked when the client announced trailers, else
+// Content-Length when it declared one, else chunked when a body may
+// follow. The library has refused CR, LF and NUL in names
 // and values.
 func appendH1Head(dst []byte, r *http.Request) ([]byte, error) {
 	for i := 0; i < len(r.RequestURI); i++ {
@@ -267,6 +272,10 @@ func appendH1Head(dst []byte, r *http.Request) ([]byte, error) {
 		}
 	}
 	switch {
+	case len(r.Trailer) > 0:
+		// Announced trailers come after the body: it is streamed, so that
+		// an h2c app gets them (h2cTrailers).
+		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
 	case r.ContentLength > 0 || (r.ContentLength == 0 && r.Header.Get("Content-Length") != ""):
 		dst = append(dst, "Content-Length: "...)
 		dst = strconv.AppendInt(dst, r.ContentLength, 10)

@@ -323,6 +323,7 @@ type h2cBody struct {
 	timeout  time.Duration
 	limit    int64
 	cut      func() bool // the client cut a chunked body (bodyCut)
+	atEOF    func()      // called at the body's clean end, before it is reported
 	touch    func()
 	mu       sync.Mutex
 	idle     sync.Cond
@@ -367,6 +368,9 @@ func (b *h2cBody) Read(p []byte) (int, error) {
 			return n, b.err
 		}
 		b.finished = true
+		if b.atEOF != nil {
+			b.atEOF()
+		}
 	case err != nil:
 		b.err = clientError{err}
 		return n, b.err
@@ -436,6 +440,9 @@ func (x *exchange) tryH2C() (done bool, st stage, err error) {
 	default:
 		s.body = &h2cBody{src: bytes.NewReader(x.body), limit: x.limit, touch: s.touch}
 	}
+	if s.body != nil && x.stream != nil && x.streamedBody() {
+		x.h2cTrailers(req, s.body)
+	}
 	if s.body != nil {
 		s.body.idle.L = &s.body.mu
 		req.Body = s.body
@@ -503,6 +510,30 @@ func (x *exchange) tryH2C() (done bool, st stage, err error) {
 		x.consumed = finished && berr == nil
 	}
 	return x.respond(), stageNone, nil
+}
+
+// h2cTrailers passes an HTTP/2 client's request trailers on to the app:
+// the names it announced are announced to the app, and the values follow
+// the body. Names the header rules drop (MS-ASPNETCORE-*, X-Forwarded-*,
+// hop-by-hop, framing) are dropped here too.
+func (x *exchange) h2cTrailers(req *http.Request, body *h2cBody) {
+	tr := x.stream.trailer()
+	if len(tr) == 0 {
+		return
+	}
+	req.Trailer = make(http.Header, len(tr))
+	for k := range tr {
+		if !dropRequestHeader([]byte(k), nil, &x.ri) {
+			req.Trailer[k] = nil
+		}
+	}
+	// Read by the HTTP/2 client's writer goroutine, which is the one that
+	// reads the body and so runs atEOF.
+	body.atEOF = func() {
+		for k := range req.Trailer {
+			req.Trailer[k] = tr[k]
+		}
+	}
 }
 
 // endH2C ends the attempt's stream.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -234,5 +235,43 @@ func TestH2CDrainSendsGoAway(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the connection was not closed")
+	}
+}
+
+// TestH2CRequestTrailers: an HTTP/2 client's request trailers reach an h2c
+// app after the body (small or large, with or without a length), except
+// those the header rules drop.
+func TestH2CRequestTrailers(t *testing.T) {
+	h := newTLSHarness(t, Config{})
+	h.h2cBackend(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		w.Header().Set("Seen-Bytes", strconv.FormatInt(n, 10))
+		w.Header().Set("Seen-Checksum", r.Trailer.Get("X-Checksum"))
+		w.Header().Set("Seen-Token", r.Trailer.Get("Ms-Aspnetcore-Token"))
+		w.Header().Set("Seen-Announced", strconv.Itoa(len(r.Trailer)))
+	})
+	for _, size := range []int{16, 64 << 10} {
+		for _, sized := range []bool{true, false} {
+			var body io.Reader = strings.NewReader(strings.Repeat("t", size))
+			if !sized {
+				body = io.MultiReader(body) // no length known
+			}
+			req, _ := http.NewRequest("POST", h.url("/up"), body)
+			req.Trailer = http.Header{"X-Checksum": nil, "Ms-Aspnetcore-Token": nil}
+			req.Header.Set("Content-Type", "application/grpc")
+
+			// The values are set before the body ends (the client reads them then).
+			req.Trailer.Set("X-Checksum", "c0ffee")
+			req.Trailer.Set("Ms-Aspnetcore-Token", "forged")
+			resp, err := h.client(true).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.Header.Get("Seen-Bytes") != strconv.Itoa(size) || resp.Header.Get("Seen-Checksum") != "c0ffee" ||
+				resp.Header.Get("Seen-Token") != "" || resp.Header.Get("Seen-Announced") != "1" {
+				t.Errorf("%d bytes, sized %v: the app saw %v", size, sized, resp.Header)
+			}
+		}
 	}
 }
