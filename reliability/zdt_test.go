@@ -738,3 +738,35 @@ func TestReleaseSwitchUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestUpgradeRefusedWithFixedPort: an app running on an explicit
+// ASPNETCORE_PORT could not start beside itself in the new loopgate, so the
+// upgrade is refused with the reason, and the running loopgate serves on.
+func TestUpgradeRefusedWithFixedPort(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "loopgate")
+	buildLoopgate(t, bin, "zdt-old")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	if port < 1025 || port > 48000 {
+		t.Skipf("kernel picked port %d, outside ASPNETCORE_PORT's range", port)
+	}
+	l := startRawLoopgate(t, bin, nil, "--access-log=false", appDir(t, ``, map[string]string{"ASPNETCORE_PORT": strconv.Itoa(port)}))
+	if code, _, err := get(client(t, 10*time.Second), "http://"+l.front+"/"); err != nil || code != 200 {
+		t.Fatalf("first request: %d %v", code, err)
+	}
+	loopgatetest.KillAtCleanup(t, backendPIDs(l.status(t))...)
+	out, err := exec.Command(bin, "upgrade", "--admin", l.admin).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), fmt.Sprintf("app / runs on the fixed ASPNETCORE_PORT %d", port)) {
+		t.Errorf("loopgate upgrade with a fixed-port app running: %v\n%s", err, out)
+	}
+	if s := l.status(t); s.PID != l.cmd.Process.Pid || !strings.Contains(s.LastUpgradeError, "fixed ASPNETCORE_PORT") {
+		t.Errorf("/status: pid %d (want the running %d), last_upgrade_error %q", s.PID, l.cmd.Process.Pid, s.LastUpgradeError)
+	}
+	if code, _, err := get(client(t, 10*time.Second), "http://"+l.front+"/"); err != nil || code != 200 {
+		t.Errorf("after the refused upgrade: %d %v", code, err)
+	}
+}

@@ -84,3 +84,12 @@ func (rw *releaseWatch) switched(dir string) (string, bool) {
 	rw.seen = r
 	return r, true
 }
+
+// ExplicitPort is the ASPNETCORE_PORT the spec in force sets for the app,
+// or 0 when a port is chosen for each start (or the value is invalid). Two
+// processes of such an app cannot run at once: a binary upgrade, which
+// starts the new loopgate's backends beside the old one's, checks it.
+func (a *App) ExplicitPort() int {
+	p, _ := explicitPort(a.spec.Load())
+	return p
+}

@@ -144,6 +144,8 @@ func (srv *server) requestUpgrade(ctx context.Context) (any, error) {
 // ask while one runs are told so at once.
 func (srv *server) startUpgrade(c upgradeCall, via string) {
 	fail := func(err error) {
+		msg := "upgrade refused: " + err.Error()
+		srv.lastUpgradeErr.Store(&msg)
 		srv.log.Error().Str("event", "upgrade_failed").Str("via", via).Err(err).Msg("binary upgrade refused; still serving")
 		if c.reply != nil {
 			c.reply <- upgradeOutcome{err: err}
@@ -152,6 +154,15 @@ func (srv *server) startUpgrade(c upgradeCall, via string) {
 	if why := srv.upgradeUnsupported(); why != "" {
 		fail(errors.New(why))
 		return
+	}
+	// An app with a fixed port cannot have its new backend start beside
+	// the running one: the new one would fail to bind while the readiness
+	// probe reached the old one.
+	for i, a := range srv.sup.Status() {
+		if port := srv.sup.Apps()[i].ExplicitPort(); port != 0 && len(runningPIDs(a)) > 0 {
+			fail(fmt.Errorf("app %s runs on the fixed ASPNETCORE_PORT %d, which its backend in the new loopgate could not bind beside the running one; stop it first (loopgate stop %s) or let loopgate choose its port", a.Name, port, a.Name))
+			return
+		}
 	}
 	if srv.upgrading != nil {
 		if c.reply != nil {
@@ -187,6 +198,17 @@ func (srv *server) startUpgrade(c upgradeCall, via string) {
 		}
 		srv.upgradeDone <- upgradeOutcome{res: res, err: err}
 	}()
+}
+
+// runningPIDs lists the PIDs of an app's live processes.
+func runningPIDs(a supervisor.AppStatus) []int {
+	var pids []int
+	for _, p := range a.Processes {
+		if p.PID > 0 {
+			pids = append(pids, p.PID)
+		}
+	}
+	return pids
 }
 
 // finishUpgrade takes the outcome of startUpgrade: on failure it records
@@ -248,7 +270,10 @@ func (srv *server) finishUpgrade(o upgradeOutcome) bool {
 // this process's child running bin (the keeper, a child too, names itself
 // loopgate-keeper). tableflip does not say it.
 func findUpgradeChild(bin string) int {
-	want, _ := filepath.EvalSymlinks(bin)
+	want, err := filepath.EvalSymlinks(bin)
+	if err != nil {
+		want = bin
+	}
 	self := os.Getpid()
 	best, bestStart := 0, int64(-1)
 	dirs, _ := os.ReadDir("/proc")
@@ -273,7 +298,7 @@ func findUpgradeChild(bin string) int {
 		if ppid, _ := strconv.Atoi(f[1]); ppid != self {
 			continue
 		}
-		if exe, err := os.Readlink("/proc/" + d.Name() + "/exe"); err != nil || (want != "" && exe != want) {
+		if exe, err := os.Readlink("/proc/" + d.Name() + "/exe"); err != nil || exe != want {
 			continue
 		}
 		if start, _ := strconv.ParseInt(f[19], 10, 64); start > bestStart {
