@@ -27,6 +27,7 @@ import (
 
 	"github.com/loopgate/loopgate/configload"
 	"github.com/loopgate/loopgate/internal/gobuild"
+	"github.com/loopgate/loopgate/internal/loopgatetest"
 	"github.com/loopgate/loopgate/supervisor"
 )
 
@@ -366,4 +367,89 @@ func grpcConnOf(t *testing.T, s *grpcSite) *grpc.ClientConn {
 	}
 	t.Cleanup(func() { cc.Close() })
 	return cc
+}
+
+// TestGRPCRecycleUnderLoad: recycling an h2c app while gRPC calls, unary
+// and streaming, keep coming fails none of them: the new process is ready
+// first, the old one is drained, its h2c connections end with a GOAWAY,
+// and it is asked to stop over HTTP/2 and exits.
+func TestGRPCRecycleUnderLoad(t *testing.T) {
+	site := startGRPCSite(t, nil)
+	tc := site.client(t)
+	var hdr metadata.MD
+	if _, err := tc.EmptyCall(callCtx(t), &testpb.Empty{}, grpc.Header(&hdr)); err != nil {
+		t.Fatal(err)
+	}
+	oldPID, _ := strconv.Atoi(hdr.Get("app-pid")[0])
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var calls int
+	var failures []error
+	fail := func(err error) {
+		mu.Lock()
+		failures = append(failures, err)
+		mu.Unlock()
+	}
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				var err error
+				if i%2 == 0 {
+					_, err = tc.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 1024})
+				} else {
+					var st grpc.ServerStreamingClient[testpb.StreamingOutputCallResponse]
+					st, err = tc.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{
+						ResponseParameters: []*testpb.ResponseParameters{{Size: 10}, {Size: 10, IntervalUs: 20000}, {Size: 10}}})
+					for err == nil {
+						_, err = st.Recv()
+					}
+					if err == io.EOF {
+						err = nil
+					}
+				}
+				cancel()
+				if err != nil {
+					fail(err)
+				}
+				mu.Lock()
+				calls++
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := site.sup.Apps()[0].Recycle(ctx, supervisor.RecycleManual); err != nil {
+		t.Fatal(err)
+	}
+	// Calls go on while the old process drains and stops.
+	deadline := time.Now().Add(20 * time.Second)
+	for loopgatetest.Alive(oldPID) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if loopgatetest.Alive(oldPID) {
+		t.Errorf("the old process %d still runs 20 s after the recycle", oldPID)
+	}
+	if _, err := tc.EmptyCall(callCtx(t), &testpb.Empty{}, grpc.Header(&hdr)); err != nil || hdr.Get("app-pid")[0] == strconv.Itoa(oldPID) {
+		t.Errorf("after the recycle: %v, pid %v (old %d)", err, hdr.Get("app-pid"), oldPID)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failures) > 0 || calls < 20 {
+		t.Errorf("%d calls, %d failed: %v", calls, len(failures), failures[:min(len(failures), 5)])
+	}
 }
