@@ -183,10 +183,10 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type streamWatch struct {
 	start    time.Time   // the request's arrival
 	trailers http.Header // the request's trailers (http.Request.Trailer)
-	mu     sync.Mutex
-	conn   io.Closer // the backend connection (or h2c stream) in use; nil when none or ended
-	reset  bool      // the client reset the stream
-	closed bool      // end was called
+	mu       sync.Mutex
+	conn     io.Closer // the backend connection (or h2c stream) in use; nil when none or ended
+	reset    bool      // the client reset the stream
+	closed   bool      // end was called
 }
 
 var _ streamHooks = (*streamWatch)(nil)
