@@ -42,7 +42,8 @@ type Backend interface {
 	// Token is the pairing token the process was started with.
 	Token() string
 	PID() int
-	// Upstream is what Server.NewUpstream made for this process.
+	// Upstream is what Config.NewUpstream (or Server.NewUpstream) made for
+	// this process.
 	Upstream() supervisor.Upstream
 	// Release ends the request Acquire began, counted as served.
 	Release()
