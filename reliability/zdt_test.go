@@ -479,9 +479,25 @@ func TestUpgradeUnderLoad(t *testing.T) {
 			}
 		}
 	}
-	// The old loopgate drains, stops its backends and exits 0.
+	// The old loopgate drains, stops its backends and exits 0; its
+	// backends' cgroup tree (with cgroup containment) goes with it.
 	loopgatetest.WaitDead(t, 15*time.Second, oldPID)
 	loopgatetest.WaitDead(t, 5*time.Second, oldBackends...)
+	if c := l.waitLog(t, 0, func(x loopgatetest.Line) bool { return x.Str("event") == "containment" && x.Str("mode") == "cgroup" }); c != nil {
+		dir := c.Str("cgroup")
+		if !strings.HasSuffix(dir, "loopgate-"+strconv.Itoa(oldPID)) {
+			t.Errorf("first containment line names %q, not the old loopgate's tree", dir)
+		}
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if _, err := os.Stat(dir); os.IsNotExist(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("the old loopgate's cgroup %s is still there 5 s after it exited", dir)
+				break
+			}
+		}
+	}
 	if ps := l.cmd.ProcessState; ps != nil && !ps.Success() {
 		t.Errorf("old loopgate exited with %v", ps)
 	}
