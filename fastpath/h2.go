@@ -151,9 +151,12 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The backend's response head is in ctx.Response; its body streams.
 	copyResponseHead(w.Header(), &ctx.Response.Header)
 	w.WriteHeader(ctx.Response.StatusCode())
-	if x.h2s != nil {
+	if x.h2s != nil && ctx.Response.Header.ContentLength() != 0 {
 		// A stream from an h2c app: the head goes now, as the app sent
-		// it, for a client that waits for it before it sends (gRPC).
+		// it, for a client that waits for it before it sends (gRPC). A
+		// response without a body (gRPC's Trailers-Only, its status in
+		// this head) must instead end with it: its HEADERS frame carries
+		// END_STREAM when the handler returns without a write.
 		_ = rc.Flush()
 	}
 	_, err = x.WriteTo(h2Writer{w: w, rc: rc})

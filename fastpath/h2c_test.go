@@ -275,3 +275,56 @@ func TestH2CRequestTrailers(t *testing.T) {
 		}
 	}
 }
+
+// nativeService is grpc-go's own HTTP/2 server's view of TestService: it
+// fails UnaryCall with the status asked for (a Trailers-Only response:
+// one HEADERS frame with END_STREAM) and echoes the rest.
+type nativeService struct {
+	testpb.UnimplementedTestServiceServer
+}
+
+func (nativeService) UnaryCall(_ context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	if s := req.ResponseStatus; s != nil {
+		return nil, status.Error(codes.Code(s.Code), s.Message)
+	}
+	return &testpb.SimpleResponse{Payload: &testpb.Payload{Body: make([]byte, req.ResponseSize)}}, nil
+}
+
+// TestGRPCNativeServer: an app on grpc-go's own HTTP/2 transport (not
+// net/http's), whose errors are Trailers-Only responses, through loopgate:
+// the status arrives intact, and so do ordinary answers.
+func TestGRPCNativeServer(t *testing.T) {
+	h := newTLSHarness(t, Config{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	testpb.RegisterTestServiceServer(gs, nativeService{})
+	go func() { _ = gs.Serve(l) }()
+	defer gs.Stop()
+	up := newUpstream(l.Addr().String(), &h.srv.cfg)
+	defer up.Close()
+	h.app.addBackend(&fakeBackend{addr: l.Addr().String(), token: "t", pid: 79, up: up})
+	h.setSpec(func(s *configload.AppSpec) { s.BackendProtocol = configload.BackendH2C })
+
+	cc, err := grpc.NewClient(h.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: h.roots})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	tc := testpb.NewTestServiceClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 100})
+	if err != nil || len(r.Payload.Body) != 100 {
+		t.Fatalf("%v %v", r, err)
+	}
+	_, err = tc.UnaryCall(ctx, &testpb.SimpleRequest{ResponseStatus: &testpb.EchoStatus{Code: int32(codes.NotFound), Message: "no such thing"}})
+	if st := status.Convert(err); st.Code() != codes.NotFound || st.Message() != "no such thing" {
+		t.Errorf("Trailers-Only status: %v %q", st.Code(), st.Message())
+	}
+	if _, err := tc.EmptyCall(ctx, &testpb.Empty{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("unimplemented method: %v", err)
+	}
+}
