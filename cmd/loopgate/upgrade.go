@@ -172,7 +172,12 @@ func (srv *server) startUpgrade(c upgradeCall, via string) {
 		return
 	}
 	srv.upgrading = []upgradeCall{c}
+	// What tableflip will start: os.Args[0] looked up as exec does, made
+	// absolute (loopgate never changes its working directory).
 	bin, _ := exec.LookPath(os.Args[0])
+	if abs, err := filepath.Abs(bin); err == nil {
+		bin = abs
+	}
 	srv.log.Info().Str("event", "upgrade").Str("via", via).Str("binary", bin).Str("upgrade_timeout", srv.cfg.upgradeTimeout().String()).
 		Msg("upgrading: starting the binary on disk with the listening sockets; serving on until it is ready")
 	srv.sdNotify(srv.notify.Status, "upgrading: starting "+bin)
