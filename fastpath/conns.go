@@ -159,8 +159,8 @@ func connState(c net.Conn, st fasthttp.ConnState) {
 		c = tc.NetConn()
 	}
 	tc, ok := c.(*trackedConn)
-	if !ok {
-		return
+	if !ok || tc.parked.Load() {
+		return // a parked connection stays idle since it was
 	}
 	if st == fasthttp.StateIdle {
 		tc.idleSince.Store(time.Now().UnixNano())
@@ -200,7 +200,8 @@ type limitedListener struct {
 	log       zerolog.Logger
 	done      chan struct{}
 	closeOnce sync.Once
-	bufSize   int // fasthttp's ReadBufferSize, for the head guard
+	bufSize   int      // fasthttp's ReadBufferSize, for the head guard
+	park      *parking // nil: connections are not parked (TLS, or parking off)
 }
 
 const (
@@ -222,7 +223,7 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 		_ = c.Close()
 		return nil, net.ErrClosed
 	}
-	tc := &trackedConn{ClientConn: sockio.NewClientConn(c), lim: l.lim, guard: headGuard{bufSize: l.bufSize}}
+	tc := &trackedConn{ClientConn: sockio.NewClientConn(c), lim: l.lim, guard: headGuard{bufSize: l.bufSize}, park: l.park}
 	l.lim.open.Add(1)
 	l.lim.mu.Lock()
 	l.lim.conns[tc] = struct{}{}
@@ -287,11 +288,29 @@ type trackedConn struct {
 	idleSince atomic.Int64 // unix ns since it waits for a next request; 0: new, busy or hijacked
 	linger    atomic.Bool  // see lingerOnClose
 	guard     headGuard    // armed only when fasthttp reads this connection itself (not under TLS)
+
+	park     *parking      // nil: never parked (see parkAfter)
+	parkNext atomic.Bool   // the next Close parks instead (an idle read failed with errParked)
+	parked   atomic.Bool   // waiting in park's poller, served by no goroutine
+	parkID   atomic.Uint64 // its id in the poller
 }
 
-func (c *trackedConn) Read(p []byte) (int, error) { return c.guard.read(p, c.ClientConn.Read) }
+func (c *trackedConn) Read(p []byte) (int, error) {
+	if c.park != nil {
+		if since := c.idleSince.Load(); since != 0 {
+			return c.idleRead(p, since)
+		}
+	}
+	return c.guard.read(p, c.ClientConn.Read)
+}
 
+// Close closes the connection, or parks it when its serving goroutine
+// ends because it was idle (see parkAfter).
 func (c *trackedConn) Close() error {
+	if c.parkNext.CompareAndSwap(true, false) && c.parkNow() {
+		return nil
+	}
+	c.unpark()
 	if tcp, ok := c.Conn.(*net.TCPConn); ok && c.linger.CompareAndSwap(true, false) {
 		drainBeforeClose(tcp)
 	}

@@ -19,7 +19,8 @@
 // knowledge to an app with backendProtocol="h2c" (h2c.go: gRPC).
 //
 // One request, file by file: server.go and conns.go accept it (connection
-// limit, lingering close), app.go routes it, exchange.go holds its state,
+// limit, lingering close; park.go takes a plain keep-alive connection idle
+// for a second out of its goroutine into an epoll set), app.go routes it, exchange.go holds its state,
 // forward.go runs the attempts (acquire, connect, send, read the head),
 // retry.go decides retries in one function, retryable; headers.go and
 // requesthead.go rewrite the head,

@@ -39,6 +39,8 @@ type Server struct {
 	inflight  atomic.Int64
 	limiter   *connLimiter
 	h2        *h2Front // nil: HTTP/2 off or no TLS listener
+	parkOnce  sync.Once
+	park      *parking // idle plain connections; nil until a plain listener is served, or parking off
 
 	mu        sync.Mutex
 	listeners []boundListener
@@ -118,9 +120,12 @@ func New(cfg Config, apps []App, logger zerolog.Logger) (*Server, error) {
 		ReadTimeout:                   c.HeaderReadTimeout,
 		IdleTimeout:                   c.IdleTimeout,
 		Concurrency:                   c.MaxConns + 1, // the listener limit is the real one
-		CloseOnShutdown:               true,
-		SecureErrorLogMessage:         true,
-		ConnState:                     connState,
+		// A worker whose connection was parked (see parkAfter) keeps the
+		// stack it grew until it is reaped: soon, so that parking frees it.
+		MaxIdleWorkerDuration: parkAfter,
+		CloseOnShutdown:       true,
+		SecureErrorLogMessage: true,
+		ConnState:             connState,
 	}
 	return s, nil
 }
@@ -234,6 +239,12 @@ func (s *Server) ServeListener(ln net.Listener, isTLS bool) error {
 		s.mu.Unlock()
 		return nil
 	}
+	if !isTLS {
+		s.parkOnce.Do(func() {
+			s.park = newParking(s.cfg.IdleTimeout, s.limiter, func(c net.Conn) { _ = s.srv.ServeConn(c) })
+		})
+		ll.park = s.park
+	}
 	s.serving = append(s.serving, ll)
 	s.mu.Unlock()
 	var l net.Listener = ll
@@ -252,6 +263,10 @@ func (s *Server) ServeListener(ln net.Listener, isTLS bool) error {
 // first, every remaining connection is closed and ctx's error returned.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.StopAccepting()
+	s.mu.Lock()
+	park := s.park
+	s.mu.Unlock()
+	park.stop()
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.ShutdownWithContext(ctx) }()
 	s.closeTunnels()

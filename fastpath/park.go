@@ -1,0 +1,213 @@
+// Parking: a plain keep-alive client connection idle past parkAfter gives
+// up its goroutine and read buffer and waits in an epoll set.
+
+package fastpath
+
+import (
+	"errors"
+	"net"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/loopgate/loopgate/internal/sockio"
+)
+
+// parkAfter is how long a keep-alive client connection waits for its next
+// request in its serving goroutine, read buffer at hand, before it is
+// parked: the goroutine ends (its stack, 8-16 KiB once a request was
+// served, and the --max-header-bytes read buffer go back to their pools)
+// and the socket waits in a sockio.Poller. When the next request arrives
+// the connection is served by a new goroutine as if just accepted
+// (fasthttp's ServeConn), under --header-read-timeout. A client that
+// sends its next request within parkAfter (any busy keep-alive client)
+// never meets the poller; one idle longer pays one epoll registration and
+// a goroutine start. An idle connection then holds about 1 KiB (socket
+// wrappers, the poller's entry), where nginx holds about 0.5 KiB.
+const parkAfter = time.Second
+
+// errParked ends fasthttp's serving of a connection that is being parked:
+// its read while waiting for a next request fails with it (fasthttp takes
+// that as a keep-alive connection ending and closes it without an answer;
+// the close parks it instead).
+var errParked = errors.New("idle connection parked")
+
+// parking is a server's poller of idle plain-TCP client connections, with
+// the sweep that enforces --idle-timeout on them. Safe for concurrent use.
+type parking struct {
+	poller *sockio.Poller
+	idle   time.Duration // --idle-timeout
+	lim    *connLimiter
+	serve  func(net.Conn) // serves a connection that became readable
+	parks  atomic.Uint64  // connections parked so far
+	done   chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+}
+
+// newParking returns nil (no parking) when idle is not longer than
+// parkAfter or no poller can be made.
+func newParking(idle time.Duration, lim *connLimiter, serve func(net.Conn)) *parking {
+	if idle <= parkAfter {
+		return nil
+	}
+	p, err := sockio.NewPoller()
+	if err != nil {
+		return nil
+	}
+	pk := &parking{poller: p, idle: idle, lim: lim, serve: serve, done: make(chan struct{})}
+	pk.wg.Add(1)
+	go pk.sweep()
+	return pk
+}
+
+// releaseAfter is how many connections parked since the last release
+// make the sweep hand their memory back to the system (see sweep).
+const releaseAfter = 1024
+
+// releaseEvery bounds how often that is done while connections keep being
+// parked; releaseQuiet (seconds without a park) ends a burst: two reaping
+// rounds of fasthttp's idle workers (MaxIdleWorkerDuration is parkAfter).
+const (
+	releaseEvery = 10 * time.Second
+	releaseQuiet = 3
+)
+
+// sweep closes parked connections idle for --idle-timeout, every second.
+// When many connections were parked since it last did so (a burst of
+// clients gone idle), it also runs the garbage collector twice and returns
+// free memory to the system: the read and write buffers of those
+// connections sit in fasthttp's pools (sync.Pool, emptied over two
+// collections) and their goroutines' stacks in the runtime's, and an idle
+// server allocates too little to ever start a collection of its own (the
+// runtime forces one every 2 minutes, and returns memory slowly). Two
+// collections of a heap of a few MiB live take a few milliseconds.
+func (pk *parking) sweep() {
+	defer pk.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var expired []*trackedConn
+	var lastParks, prevTick uint64
+	var lastRelease time.Time
+	quiet := 0 // seconds without a park
+	for {
+		select {
+		case <-pk.done:
+			return
+		case <-t.C:
+		}
+		// Once the burst is over (no connection parked for releaseQuiet,
+		// by when fasthttp has reaped the workers that served them), or at
+		// most every releaseEvery while it goes on.
+		n := pk.parks.Load()
+		if n == prevTick {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		prevTick = n
+		if n-lastParks >= releaseAfter && (quiet >= releaseQuiet || time.Since(lastRelease) >= releaseEvery) {
+			lastParks, lastRelease = n, time.Now()
+			runtime.GC()
+			debug.FreeOSMemory()
+		}
+		cutoff := time.Now().Add(-pk.idle).UnixNano()
+		expired = expired[:0]
+		pk.lim.mu.Lock()
+		for c := range pk.lim.conns {
+			if c.parked.Load() {
+				if at := c.idleSince.Load(); at != 0 && at <= cutoff {
+					expired = append(expired, c)
+				}
+			}
+		}
+		pk.lim.mu.Unlock()
+		for _, c := range expired {
+			_ = c.Close()
+		}
+	}
+}
+
+// stop ends the poller and the sweep and closes every parked connection
+// (they are idle: a shutdown closes idle connections).
+func (pk *parking) stop() {
+	if pk == nil {
+		return
+	}
+	pk.once.Do(func() {
+		close(pk.done)
+		pk.wg.Wait()
+		pk.poller.Close()
+		var parked []*trackedConn
+		pk.lim.mu.Lock()
+		for c := range pk.lim.conns {
+			if c.parked.Load() {
+				parked = append(parked, c)
+			}
+		}
+		pk.lim.mu.Unlock()
+		for _, c := range parked {
+			_ = c.Close()
+		}
+	})
+}
+
+// idleRead is a read of a connection waiting for its next request (since:
+// unix ns it went idle). It waits at most parkAfter, then fails with
+// errParked and marks the connection to be parked by its close, unless
+// --idle-timeout is up by then.
+func (c *trackedConn) idleRead(p []byte, since int64) (int, error) {
+	now := time.Now()
+	if now.UnixNano()-since+int64(parkAfter) >= int64(c.park.idle) {
+		// fasthttp's idle deadline comes first: leave it be.
+		return c.guard.read(p, c.ClientConn.Read)
+	}
+	_ = c.Conn.SetReadDeadline(now.Add(parkAfter))
+	n, err := c.guard.read(p, c.ClientConn.Read)
+	if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return n, err
+	}
+	_ = c.Conn.SetReadDeadline(time.Time{})
+	c.parkNext.Store(true)
+	return 0, errParked
+}
+
+// parkNow puts c, whose serving goroutine is ending, in the poller; false
+// if it cannot be (c is then closed as usual).
+func (c *trackedConn) parkNow() bool {
+	select {
+	case <-c.park.done:
+		return false
+	default:
+	}
+	id := c.park.poller.NewID()
+	c.parkID.Store(id)
+	c.parked.Store(true)
+	if err := c.park.poller.Add(c.Conn, id, c.resume); err != nil {
+		c.parked.Store(false)
+		return false
+	}
+	c.park.parks.Add(1)
+	return true
+}
+
+// resume is the poller's callback: c is readable (a request, or the
+// client's FIN or reset), so it is served again unless a close took it
+// first.
+func (c *trackedConn) resume() {
+	if !c.parked.CompareAndSwap(true, false) {
+		return
+	}
+	c.park.poller.Detach(c.Conn)
+	go c.park.serve(c)
+}
+
+// unpark takes a parked c out of the poller before it is closed.
+func (c *trackedConn) unpark() {
+	if c.park != nil && c.parked.CompareAndSwap(true, false) {
+		c.park.poller.Remove(c.parkID.Load(), c.Conn)
+	}
+}

@@ -1,0 +1,145 @@
+package fastpath
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+)
+
+// parkRig is a fasthttp backend and loopgate in front of it with cfg.
+func parkRig(t *testing.T, cfg Config) (*Server, string) {
+	t.Helper()
+	backend := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") }}
+	bln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go backend.Serve(bln)
+	t.Cleanup(func() { _ = backend.Shutdown() })
+	app := &fakeApp{vpath: "/"}
+	app.spec.Store(testSpec("/"))
+	srv, err := New(cfg, []App{app}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := newUpstream(bln.Addr().String(), &srv.cfg)
+	t.Cleanup(up.Close)
+	app.setBackends(&fakeBackend{addr: bln.Addr().String(), token: "t", pid: 1, up: up})
+	fln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeListener(fln, false)
+	t.Cleanup(func() { _ = srv.Shutdown(t.Context()) })
+	return srv, fln.Addr().String()
+}
+
+func parkGet(t *testing.T, c net.Conn, br *bufio.Reader) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET /p HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	var resp fasthttp.Response
+	if err := resp.Read(br); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode() != 200 || string(resp.Body()) != "ok" {
+		t.Fatalf("status %d body %q", resp.StatusCode(), resp.Body())
+	}
+}
+
+// waitParked waits up to 5 s for n connections to be parked.
+func waitParked(t *testing.T, srv *Server, n int) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); srv.park.poller.Len() != n; {
+		if time.Now().After(end) {
+			t.Fatalf("%d connections parked, want %d", srv.park.poller.Len(), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestParkIdleConnection: a keep-alive connection idle past parkAfter is
+// parked (out of fasthttp, in the poller), its next requests are served,
+// pipelined ones too, a client close of a parked connection frees its
+// slot, and Shutdown closes the parked ones.
+func TestParkIdleConnection(t *testing.T) {
+	srv, addr := parkRig(t, Config{})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	parkGet(t, c, br)
+	if srv.park.poller.Len() != 0 {
+		t.Fatal("parked at once")
+	}
+	waitParked(t, srv, 1)
+	parkGet(t, c, br) // resumed
+	waitParked(t, srv, 1)
+	// Two pipelined requests in one write wake it once.
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, strings.Repeat("GET /p HTTP/1.1\r\nHost: a\r\n\r\n", 2)); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		var resp fasthttp.Response
+		if err := resp.Read(br); err != nil || resp.StatusCode() != 200 {
+			t.Fatalf("pipelined after parking: %d %v", resp.StatusCode(), err)
+		}
+	}
+
+	// A parked connection the client closes is closed and its slot freed.
+	c2, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br2 := bufio.NewReader(c2)
+	parkGet(t, c2, br2)
+	waitParked(t, srv, 2)
+	c2.Close()
+	for end := time.Now().Add(5 * time.Second); srv.OpenConns() != 1; {
+		if time.Now().After(end) {
+			t.Fatalf("%d open connections after the client closed a parked one, want 1", srv.OpenConns())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Shutdown closes the parked connection.
+	waitParked(t, srv, 1)
+	if err := srv.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("parked connection still open after Shutdown (read %d)", n)
+	}
+}
+
+// TestParkedIdleTimeout: --idle-timeout closes a parked connection.
+func TestParkedIdleTimeout(t *testing.T) {
+	srv, addr := parkRig(t, Config{IdleTimeout: 2 * time.Second})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	parkGet(t, c, bufio.NewReader(c))
+	waitParked(t, srv, 1)
+	t0 := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("parked connection past --idle-timeout: read %v, want EOF", err)
+	}
+	if d := time.Since(t0); d > 4*time.Second {
+		t.Errorf("closed %v after being parked, --idle-timeout 2s", d)
+	}
+}
