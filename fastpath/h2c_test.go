@@ -328,3 +328,90 @@ func TestGRPCNativeServer(t *testing.T) {
 		t.Errorf("unimplemented method: %v", err)
 	}
 }
+
+// rawH2CApp is an HTTP/2 server at the frame level: it resets the first
+// stream with code first (REFUSED_STREAM, INTERNAL_ERROR, ...) and answers
+// every later one with 200 and no body. It reports each stream it saw.
+func rawH2CApp(t *testing.T, first uint32) (addr string, streams chan uint32) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	streams = make(chan uint32, 16)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+				br := bufio.NewReader(c)
+				if _, err := io.ReadFull(br, make([]byte, 24)); err != nil {
+					return
+				}
+				_, _ = c.Write([]byte{0, 0, 0, 4, 0, 0, 0, 0, 0})
+				frame := func(typ, flags byte, id uint32, payload ...byte) {
+					h := []byte{byte(len(payload) >> 16), byte(len(payload) >> 8), byte(len(payload)), typ, flags, 0, 0, 0, 0}
+					binary.BigEndian.PutUint32(h[5:], id)
+					_, _ = c.Write(append(h, payload...))
+				}
+				var hdr [9]byte
+				n := 0
+				for {
+					if _, err := io.ReadFull(br, hdr[:]); err != nil {
+						return
+					}
+					length := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
+					if _, err := io.ReadFull(br, make([]byte, length)); err != nil {
+						return
+					}
+					id := binary.BigEndian.Uint32(hdr[5:]) & 0x7fffffff
+					switch hdr[3] {
+					case 4: // SETTINGS
+						if hdr[4]&1 == 0 {
+							frame(4, 1, 0)
+						}
+					case 1: // HEADERS
+						streams <- id
+						if n++; n == 1 {
+							code := make([]byte, 4)
+							binary.BigEndian.PutUint32(code, first)
+							frame(3, 0, id, code...) // RST_STREAM
+						} else {
+							frame(1, 5, id, 0x88) // :status 200, END_STREAM|END_HEADERS
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return l.Addr().String(), streams
+}
+
+// TestH2CRetryRule: a stream the app refused (REFUSED_STREAM: it never
+// processed it) is sent again, even a POST; a POST whose stream the app
+// reset otherwise is not, and gets 502.3.
+func TestH2CRetryRule(t *testing.T) {
+	for _, tc := range []struct {
+		code    uint32
+		status  int
+		streams int
+	}{{7, 200, 2}, {2, 502, 1}} {
+		h := newHarness(t, Config{}, "/")
+		addr, streams := rawH2CApp(t, tc.code)
+		h.backend("/", addr)
+		h.setSpec("/", func(s *configload.AppSpec) { s.BackendProtocol = configload.BackendH2C })
+		resp, err := h.client().Post(h.url("/call"), "application/octet-stream", strings.NewReader("once"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || len(streams) != tc.streams {
+			t.Errorf("RST_STREAM code %d: %d after %d streams, want %d after %d", tc.code, resp.StatusCode, len(streams), tc.status, tc.streams)
+		}
+	}
+}
