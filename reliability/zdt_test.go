@@ -303,6 +303,11 @@ func startRawLoopgate(t *testing.T, bin string, env []string, args ...string) *r
 	go func() { cmd.Wait(); close(reaped) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
+		// Whatever an upgrade started from bin, even if the test never
+		// learned its PID (its backends die with it).
+		for _, pid := range loopgatetest.Running(bin) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 		select {
 		case <-reaped:
 		case <-time.After(5 * time.Second):
