@@ -7,6 +7,9 @@
 // MS-ASPNETCORE-TOKEN, honour the graceful shutdown request, strip the path
 // base and apply X-Forwarded-For/-Proto from the loopback forwarder.
 //
+// EnableH2C makes a net/http server speak HTTP/2 without TLS too, for an
+// app whose web.config sets backendProtocol="h2c" (gRPC).
+//
 // The fasthttp flavour is in the fastpairing subpackage, so that users of
 // NewToken (the supervisor) do not depend on fasthttp.
 //
