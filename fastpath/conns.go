@@ -124,26 +124,30 @@ const lingerTime = 2 * time.Second
 // answer, drop what the client still sends for up to lingerTime, then
 // close. For connections whose request body was left unread.
 func lingerOnClose(c net.Conn) {
+	if tc := tracked(c); tc != nil {
+		tc.linger.Store(true)
+	}
+}
+
+// tracked returns the accepted connection under c (a trackedConn, under
+// TLS and the head guard's TLS wrapper if any), or nil.
+func tracked(c net.Conn) *trackedConn {
 	if gc, ok := c.(*guardedTLS); ok {
 		c = gc.Conn
 	}
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}
-	if tc, ok := c.(*trackedConn); ok {
-		tc.linger.Store(true)
-	}
+	tc, _ := c.(*trackedConn)
+	return tc
 }
 
 // clientEOF reports whether the client connection c (under TLS, if any)
 // met the end of the client's stream; see sockio.ClientConn.SawEOF. It is
 // for the goroutine reading c.
 func clientEOF(c net.Conn) bool {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	tc, ok := c.(*trackedConn)
-	return ok && tc.SawEOF()
+	tc := tracked(c)
+	return tc != nil && tc.SawEOF()
 }
 
 // connState is fasthttp's ConnState hook: it marks connections idle between
@@ -152,14 +156,8 @@ func connState(c net.Conn, st fasthttp.ConnState) {
 	if g := guardOf(c); g != nil {
 		g.pending.Store(st == fasthttp.StateActive)
 	}
-	if gc, ok := c.(*guardedTLS); ok {
-		c = gc.Conn
-	}
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	tc, ok := c.(*trackedConn)
-	if !ok || tc.parked.Load() {
+	tc := tracked(c)
+	if tc == nil || tc.parked.Load() {
 		return // a parked connection stays idle since it was
 	}
 	if st == fasthttp.StateIdle {

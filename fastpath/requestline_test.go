@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -288,4 +289,37 @@ func TestPathNormalization(t *testing.T) {
 			t.Errorf("status %d, want 400 (no 100 Continue)", r.StatusCode)
 		}
 	})
+}
+
+// TestCutChunkedUploadTLS: a chunked upload whose client's TCP stream ends
+// after a chunk, over TLS (HTTP/1.1), does not reach the app as complete:
+// the head guard's TLS wrapper must not hide the client's FIN from the
+// upload (clientEOF).
+func TestCutChunkedUploadTLS(t *testing.T) {
+	h := newTLSHarness(t, Config{})
+	got := make(chan error, 1)
+	h.backend(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		got <- err
+	})
+	raw, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
+	tc := tls.Client(raw, &tls.Config{RootCAs: h.roots, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}})
+	if _, err := io.WriteString(tc, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	raw.(*net.TCPConn).CloseWrite() // a FIN without close_notify: the network cut it
+	select {
+	case err := <-got:
+		if err == nil {
+			t.Error("the app read a complete body from a cut upload")
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the app's body read did not end within 5 s")
+	}
 }
