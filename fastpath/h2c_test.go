@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -413,5 +414,86 @@ func TestH2CRetryRule(t *testing.T) {
 		if resp.StatusCode != tc.status || len(streams) != tc.streams {
 			t.Errorf("RST_STREAM code %d: %d after %d streams, want %d after %d", tc.code, resp.StatusCode, len(streams), tc.status, tc.streams)
 		}
+	}
+}
+
+// TestH2CFlowControl: loopgate holds an h2c app back while its client
+// reads nothing (the app's writes block: flow control passes through, no
+// unbounded buffering), then relays every byte once the client reads; the
+// same holds for an upload the app does not read.
+func TestH2CFlowControl(t *testing.T) {
+	h := newTLSHarness(t, Config{})
+	var written atomic.Int64
+	const total = 96 << 20
+	release := make(chan struct{})
+	h.h2cBackend(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "POST" {
+			// Answer at once and read the upload slowly: the client's
+			// writes must block rather than fill loopgate's memory.
+			w.WriteHeader(200)
+			http.NewResponseController(w).Flush()
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+			n, _ := io.Copy(io.Discard, r.Body)
+			_, _ = io.WriteString(w, strconv.FormatInt(n, 10))
+			return
+		}
+		chunk := make([]byte, 64<<10)
+		for written.Load() < total {
+			n, err := w.Write(chunk)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	})
+	c := h.client(true)
+	resp, err := c.Get(h.url("/big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the client reads nothing
+	held := written.Load()
+	t.Logf("held back after %d KiB", held>>10)
+	if held >= 32<<20 {
+		t.Errorf("the app wrote %d MiB to a client that read nothing", held>>20)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != total {
+		t.Errorf("got %d bytes of %d: %v", n, total, err)
+	}
+
+	var sent atomic.Int64
+	pr, pw := io.Pipe()
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for sent.Load() < total {
+			n, err := pw.Write(chunk)
+			sent.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", h.url("/up"), pr)
+	h.setSpec(func(s *configload.AppSpec) { s.MaxAllowedContentLength = 1 << 30 })
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the app reads nothing
+	t.Logf("upload held back after %d KiB", sent.Load()>>10)
+	if s := sent.Load(); s >= 32<<20 || s == 0 {
+		t.Errorf("the client sent %d KiB to an app that read nothing", s>>10)
+	}
+	close(release)
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(b) != strconv.Itoa(total) {
+		t.Errorf("the app read %q bytes of %d: %v", b, total, err)
 	}
 }
