@@ -254,8 +254,14 @@ func (realOS) SendShutdown(url, token string, timeout time.Duration) (int, error
 	return sendShutdown(&http.Transport{DisableKeepAlives: true, Proxy: nil}, url, token, timeout)
 }
 
+// noRedirect makes an http.Client return a redirect as the answer instead
+// of following it: the shutdown request and the pings carry the pairing
+// token, which must reach the backend only.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
 // sendShutdown sends the shutdown request with t, on a connection of its
-// own that is closed after it.
+// own that is closed after it. A redirect is its answer (not 202: SIGTERM
+// follows), never followed.
 func sendShutdown(t *http.Transport, url, token string, timeout time.Duration) (int, error) {
 	defer t.CloseIdleConnections()
 	req, err := http.NewRequest(http.MethodPost, url, nil)
@@ -265,7 +271,7 @@ func sendShutdown(t *http.Transport, url, token string, timeout time.Duration) (
 	req.Header["MS-ASPNETCORE-EVENT"] = []string{"shutdown"}
 	req.Header["MS-ASPNETCORE-TOKEN"] = []string{token}
 	req.Header["User-Agent"] = []string{""} // the reference sends none
-	client := http.Client{Timeout: timeout, Transport: t}
+	client := http.Client{Timeout: timeout, Transport: t, CheckRedirect: noRedirect}
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err

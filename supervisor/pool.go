@@ -422,7 +422,8 @@ func (p *Process) endHelpers() {
 
 // Ping is pingOS for the real OS: a GET on a connection of its own, closed
 // after it, with the pairing token, whose answer is read (up to 64 KB) and
-// dropped.
+// dropped. A redirect is an answer, not followed: the token must not go
+// elsewhere.
 func (realOS) Ping(url, token string, h2c bool, timeout time.Duration) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -439,7 +440,7 @@ func (realOS) Ping(url, token string, h2c bool, timeout time.Duration) (int, err
 		t = &http.Transport{Protocols: &protos, Proxy: nil}
 	}
 	defer t.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: t}).Do(req)
+	resp, err := (&http.Client{Transport: t, CheckRedirect: noRedirect}).Do(req)
 	if err != nil {
 		return 0, err
 	}

@@ -2,9 +2,12 @@ package supervisor
 
 import (
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -509,4 +512,53 @@ func TestPoolRecycleWithExplicitPortStopsFirst(t *testing.T) {
 			t.Fatalf("new %d on %d, old exited %v", q.PID(), q.Port(), f0(o, p.PID()).exitedNow())
 		}
 	})
+}
+
+// The real ping: any answer counts, a redirect is not followed (the token
+// would go elsewhere), no answer within the timeout is an error.
+func TestRealPing(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { elsewhere.Add(1) }))
+	defer other.Close()
+	block := make(chan struct{})
+	defer close(block)
+	var token, agent atomic.Value
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token.Store(r.Header.Get("MS-ASPNETCORE-TOKEN"))
+		agent.Store(r.Header.Get("User-Agent"))
+		switch r.URL.Path {
+		case "/moved":
+			http.Redirect(w, r, other.URL+"/x", http.StatusFound)
+		case "/hung":
+			select {
+			case <-block:
+			case <-r.Context().Done():
+			}
+		case "/broken":
+			w.WriteHeader(503)
+		}
+	}))
+	defer app.Close()
+	for path, want := range map[string]int{"/ok": 200, "/moved": 302, "/broken": 503} {
+		code, err := realOS{}.Ping(app.URL+path, "tok", false, 5*time.Second)
+		if err != nil || code != want {
+			t.Errorf("%s: %d %v, want %d", path, code, err, want)
+		}
+	}
+	if token.Load() != "tok" || agent.Load() != "loopgate-ping" {
+		t.Errorf("token %q, user agent %q", token.Load(), agent.Load())
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the redirect was followed (%d requests elsewhere)", n)
+	}
+	start := time.Now()
+	if _, err := (realOS{}).Ping(app.URL+"/hung", "tok", false, 300*time.Millisecond); err == nil {
+		t.Error("a ping nobody answers succeeded")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("an unanswered ping took %v with a 300 ms timeout", d)
+	}
+	if code, err := (realOS{}).SendShutdown(app.URL+"/moved", "tok", 5*time.Second); code != 302 || err != nil || elsewhere.Load() != 0 {
+		t.Errorf("shutdown request to a redirect: %d %v, %d requests elsewhere", code, err, elsewhere.Load())
+	}
 }
