@@ -67,6 +67,18 @@ type Config struct {
 	// MaxConnsPerBackend bounds the keep-alive pool to one backend process:
 	// the most requests that process sees at once. Default 512.
 	MaxConnsPerBackend int
+	// MaxTunnelsPerBackend bounds the WebSocket tunnels open at once to one
+	// backend process. A tunnel leaves MaxConnsPerBackend's pool once the
+	// backend answered 101 (it holds a connection of its own, not a request
+	// slot); past this bound the upgrade gets 503 at once and the backend's
+	// connection is closed. Default 10000 (a SignalR app holds one per
+	// user; --max-conns bounds the clients anyway).
+	MaxTunnelsPerBackend int
+	// TunnelIdleTimeout closes a WebSocket tunnel, both sides, after this
+	// long without a byte either way (nginx proxy_read_timeout, HAProxy
+	// timeout tunnel). Default 0: off, a tunnel lasts while both sides keep
+	// it open (WebSocket pings keep it busy).
+	TunnelIdleTimeout time.Duration
 	// BackendQueueTimeout is how long a request waits for a free pooled
 	// connection when MaxConnsPerBackend are busy before it gets a bare 503.
 	// Default 10 s.
@@ -104,6 +116,7 @@ const (
 	defaultMaxConns               = 10000
 	defaultConnectTimeout         = 2 * time.Second
 	defaultMaxConnsPerBackend     = 512
+	defaultMaxTunnelsPerBackend   = 10000
 	defaultBackendQueueTimeout    = 10 * time.Second
 	defaultBackendIdleTimeout     = 30 * time.Second
 	defaultMaxResponseHeaderBytes = 64 << 10
@@ -149,6 +162,8 @@ func (c *Config) withDefaults() (Config, error) {
 		setInt(&out.MaxConns, defaultMaxConns, "MaxConns"),
 		setDur(&out.ConnectTimeout, defaultConnectTimeout, "ConnectTimeout"),
 		setInt(&out.MaxConnsPerBackend, defaultMaxConnsPerBackend, "MaxConnsPerBackend"),
+		setInt(&out.MaxTunnelsPerBackend, defaultMaxTunnelsPerBackend, "MaxTunnelsPerBackend"),
+		setDur(&out.TunnelIdleTimeout, 0, "TunnelIdleTimeout"),
 		setDur(&out.BackendQueueTimeout, defaultBackendQueueTimeout, "BackendQueueTimeout"),
 		setDur(&out.BackendIdleTimeout, defaultBackendIdleTimeout, "BackendIdleTimeout"),
 		setInt(&out.MaxResponseHeaderBytes, defaultMaxResponseHeaderBytes, "MaxResponseHeaderBytes"),

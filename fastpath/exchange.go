@@ -114,6 +114,7 @@ type exchange struct {
 	retried  bool
 	aborted  bool
 	upgraded bool
+	detached bool // the backend connection left the pool for a tunnel (upstream.detachTunnel)
 	pid      int
 	why      string // what loopgate's own answer says to a gRPC client (answer)
 }

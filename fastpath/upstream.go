@@ -37,8 +37,12 @@ type upstream struct {
 	ops    poolOps
 	closed atomic.Bool
 	// busy counts the connections handed out by get and not yet given back
-	// by put or drop: requests (and WebSocket tunnels) on this process now.
+	// by put, drop or detachTunnel: requests on this process now.
 	busy atomic.Int64
+	// tunnels counts the WebSocket tunnels open to this process: their
+	// connections left the pool (detachTunnel), bounded by
+	// MaxTunnelsPerBackend instead of MaxConnsPerBackend.
+	tunnels atomic.Int64
 	// owner is the app whose requests use this process, set by the first
 	// one (route.adopt); nil until then.
 	owner atomic.Pointer[route]
@@ -127,6 +131,36 @@ func (u *upstream) put(handle any) {
 		return
 	}
 	u.ops.release(handle)
+}
+
+// What detachTunnel did with a tunnel's connection.
+const (
+	tunnelDetached = iota // out of the pool, counted in tunnels
+	tunnelsFull           // MaxTunnelsPerBackend tunnels already: still the pool's
+	tunnelInPool          // cannot be detached (not a BackendConn): still the pool's
+)
+
+// detachTunnel takes the connection of a request the backend upgraded out
+// of the pool, which stops counting it against MaxConnsPerBackend; the
+// tunnel then owns it (closing it with closeTunnel).
+func (u *upstream) detachTunnel(handle any, conn net.Conn) int {
+	bc, ok := conn.(*sockio.BackendConn)
+	if !ok {
+		return tunnelInPool
+	}
+	if u.tunnels.Add(1) > int64(u.cfg.MaxTunnelsPerBackend) {
+		u.tunnels.Add(-1)
+		return tunnelsFull
+	}
+	bc.Detach()
+	u.drop(handle) // the pool counts it no more; its Close does nothing
+	return tunnelDetached
+}
+
+// closeTunnel closes a tunnel's detached connection.
+func (u *upstream) closeTunnel(conn net.Conn) {
+	_ = conn.(*sockio.BackendConn).CloseDetached()
+	u.tunnels.Add(-1)
 }
 
 // drop closes a connection that cannot carry another request.

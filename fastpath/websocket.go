@@ -3,10 +3,15 @@
 package fastpath
 
 import (
+	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // bufPool holds the 32 KiB buffers of body pumps and WebSocket tunnels.
@@ -18,10 +23,27 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 // either side closes. The relay copies through buffers and never splices: a
 // loopback socket may be in the eBPF sockmap, which must not be read with
 // splice(2) (DESIGN.md §5).
+//
+// The backend connection leaves the pool (upstream.detachTunnel): a tunnel
+// counts against MaxTunnelsPerBackend, not MaxConnsPerBackend. Past that
+// bound the client gets 503 at once and the backend's connection is closed.
 func (x *exchange) startTunnel() bool {
+	rh := &x.ctx.Response.Header
+	switch x.up.detachTunnel(x.handle, x.conn) {
+	case tunnelDetached:
+		x.handle, x.detached = nil, true
+	case tunnelsFull:
+		x.s.log.Warn().Str("app", x.route.name).Int("pid", x.pid).Int("max_tunnels", x.s.cfg.MaxTunnelsPerBackend).
+			Msg("WebSocket tunnel limit reached: upgrade refused with 503 (--backend-max-tunnels)")
+		x.stopPump()
+		x.dropConn()
+		rh.Reset()
+		return x.answerPage(fasthttp.StatusServiceUnavailable, pageServiceUnavailable)
+	case tunnelInPool:
+		// Not detachable (not a BackendConn): it stays counted in the pool.
+	}
 	x.upgraded = true
 	x.backendOK = false
-	rh := &x.ctx.Response.Header
 	rh.SetProtocol(strHTTP11)
 	rh.Del("Date")
 	x.head = rh.AppendBytes(x.head[:0])
@@ -61,22 +83,33 @@ func (x *exchange) tunnel(hj net.Conn) {
 	if _, err := client.Write(x.head); err != nil {
 		x.aborted = true
 		_ = client.Close()
-		_ = x.conn.Close()
+		x.closeBackend()
 		return
+	}
+	var idle *tunnelIdle
+	if d := s.cfg.TunnelIdleTimeout; d > 0 {
+		idle = &tunnelIdle{d: d}
+		idle.last.Store(time.Now().UnixNano())
 	}
 	done := make(chan int64, 1)
 	go func() {
 		// backend → client, starting with what the head read buffered.
-		n, _ := relay(client, x.br)
+		n, _ := relay(client, x.br, x.conn, idle)
+		idle.end()
 		endWrite(client)
 		_ = client.SetReadDeadline(time.Now().Add(tunnelLinger))
 		done <- n
 	}()
-	in, clientEnded := relay(x.conn, hj) // client → backend
+	in, clientEnded := relay(x.conn, hj, client, idle) // client → backend
+	idle.end()
 	x.bytesIn = in
 	endWrite(x.conn)
 	_ = x.conn.SetReadDeadline(time.Now().Add(tunnelLinger))
 	x.bytesOut = <-done
+	if idle.expired() {
+		s.log.Debug().Str("app", x.route.name).Int("pid", x.pid).Dur("tunnel_idle_timeout", idle.d).Msg("idle WebSocket tunnel closed")
+		clientEnded = true // both sides are closed now, not lingered on
+	}
 	if !clientEnded {
 		// The backend is gone and the client still talks: read until it
 		// closes (the client's read deadline is set by now), since closing
@@ -85,9 +118,63 @@ func (x *exchange) tunnel(hj net.Conn) {
 		discard(hj)
 	}
 	_ = client.Close()
-	_ = x.conn.Close()
+	x.closeBackend()
 	x.bodyEnd = true
 }
+
+// closeBackend closes the tunnel's backend connection: a detached one is
+// the tunnel's to close and to uncount.
+func (x *exchange) closeBackend() {
+	if x.detached {
+		x.up.closeTunnel(x.conn)
+		return
+	}
+	_ = x.conn.Close()
+}
+
+// tunnelIdle is a tunnel's idle timeout (TunnelIdleTimeout), shared by its
+// two relays: a read waits until d has passed since the last byte read
+// either way. Safe for concurrent use; nil is no timeout.
+type tunnelIdle struct {
+	d      time.Duration
+	last   atomic.Int64 // unix ns of the last byte read either way
+	ending atomic.Bool  // a relay returned: the linger deadlines rule
+	fired  atomic.Bool
+}
+
+// read reads src, whose connection is c, under the idle timeout.
+func (t *tunnelIdle) read(c net.Conn, src io.Reader, p []byte) (int, error) {
+	if t == nil {
+		return src.Read(p)
+	}
+	for {
+		if t.ending.Load() {
+			return src.Read(p)
+		}
+		_ = c.SetReadDeadline(time.Unix(0, t.last.Load()).Add(t.d))
+		n, err := src.Read(p)
+		if n > 0 {
+			t.last.Store(time.Now().UnixNano())
+			return n, err
+		}
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || t.ending.Load() {
+			return n, err
+		}
+		if time.Since(time.Unix(0, t.last.Load())) < t.d {
+			continue // the other way was busy meanwhile
+		}
+		t.fired.Store(true)
+		return n, err
+	}
+}
+
+func (t *tunnelIdle) end() {
+	if t != nil {
+		t.ending.Store(true)
+	}
+}
+
+func (t *tunnelIdle) expired() bool { return t != nil && t.fired.Load() }
 
 // hijacked returns the connection under fasthttp's hijacked connection,
 // whose Close is a no-op while the hijack handler runs.
@@ -110,15 +197,16 @@ func endWrite(c net.Conn) {
 	}
 }
 
-// relay copies src to dst through a pooled buffer until either fails, and
-// returns the bytes copied and whether it was src that ended.
-func relay(dst net.Conn, src io.Reader) (int64, bool) {
+// relay copies src (read from srcConn) to dst through a pooled buffer
+// until either fails, under the tunnel's idle timeout, and returns the
+// bytes copied and whether it was src that ended.
+func relay(dst net.Conn, src io.Reader, srcConn net.Conn, idle *tunnelIdle) (int64, bool) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
 	var total int64
 	for {
-		n, err := src.Read(buf)
+		n, err := idle.read(srcConn, src, buf)
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return total, false

@@ -213,6 +213,7 @@ func TestHelpLimitDefaultsAreFastpaths(t *testing.T) {
 		"backend-connect-timeout":           d.ConnectTimeout.String(),
 		"backend-max-conns":                 strconv.Itoa(d.MaxConnsPerBackend),
 		"backend-queue-timeout":             d.BackendQueueTimeout.String(),
+		"backend-max-tunnels":               strconv.Itoa(d.MaxTunnelsPerBackend),
 		"backend-idle-timeout":              d.BackendIdleTimeout.String(),
 		"backend-max-response-header-bytes": strconv.Itoa(d.MaxResponseHeaderBytes),
 	} {

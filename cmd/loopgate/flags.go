@@ -66,6 +66,11 @@ const serveFlagsHelp = `  --listen ADDR            plain HTTP listener, repeatab
   --backend-connect-timeout D   connect to a backend; retried once (default 2s)
   --backend-max-conns N         connections (= requests at once) per backend process (default 512)
   --backend-queue-timeout D     wait for a free backend connection before a 503 (default 10s)
+  --backend-max-tunnels N       WebSocket tunnels per backend process, apart from
+                                --backend-max-conns; past it an upgrade gets 503
+                                (default 10000)
+  --tunnel-idle-timeout D       closes a WebSocket tunnel, both sides, after this
+                                long with no byte either way (default off)
   --backend-idle-timeout D      closes an idle pooled backend connection (default 30s)
   --backend-max-response-header-bytes N
                                 backend status line + headers; larger is a 502.3 (default 65536)
@@ -175,6 +180,8 @@ func newServeFlags(c *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&f.ConnectTimeout, "backend-connect-timeout", 0, "")
 	fs.IntVar(&f.MaxConnsPerBackend, "backend-max-conns", 0, "")
 	fs.DurationVar(&f.BackendQueueTimeout, "backend-queue-timeout", 0, "")
+	fs.IntVar(&f.MaxTunnelsPerBackend, "backend-max-tunnels", 0, "")
+	fs.DurationVar(&f.TunnelIdleTimeout, "tunnel-idle-timeout", 0, "")
 	fs.DurationVar(&f.BackendIdleTimeout, "backend-idle-timeout", 0, "")
 	fs.IntVar(&f.MaxResponseHeaderBytes, "backend-max-response-header-bytes", 0, "")
 	return fs
@@ -297,6 +304,8 @@ func checkLimits(f *fastpath.Config) error {
 		{"--backend-connect-timeout", f.ConnectTimeout < 0},
 		{"--backend-max-conns", f.MaxConnsPerBackend < 0},
 		{"--backend-queue-timeout", f.BackendQueueTimeout < 0},
+		{"--backend-max-tunnels", f.MaxTunnelsPerBackend < 0},
+		{"--tunnel-idle-timeout", f.TunnelIdleTimeout < 0},
 		{"--backend-idle-timeout", f.BackendIdleTimeout < 0},
 		{"--backend-max-response-header-bytes", f.MaxResponseHeaderBytes < 0},
 	} {

@@ -5,6 +5,7 @@ package sockio
 
 import (
 	"net"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
@@ -16,11 +17,12 @@ import (
 // be copied.
 type BackendConn struct {
 	*net.TCPConn
-	rc    syscall.RawConn
-	peek  func(fd uintptr) bool
-	stale bool
-	await awaitState
-	raw   *RawIO
+	detached atomic.Bool // Close does nothing: the connection left its pool (Detach)
+	rc       syscall.RawConn
+	peek     func(fd uintptr) bool
+	stale    bool
+	await    awaitState
+	raw      *RawIO
 }
 
 // NewBackendConn wraps a freshly dialed connection.
@@ -46,6 +48,22 @@ func NewBackendConn(c *net.TCPConn) (*BackendConn, error) {
 
 // Read implements net.Conn through RawIO.
 func (bc *BackendConn) Read(p []byte) (int, error) { return bc.raw.Read(p) }
+
+// Detach makes Close do nothing, so that the pool the connection came from
+// can let go of it (and stop counting it) while its user goes on with it;
+// that user closes it with CloseDetached.
+func (bc *BackendConn) Detach() { bc.detached.Store(true) }
+
+// Close closes the connection, unless it was detached.
+func (bc *BackendConn) Close() error {
+	if bc.detached.Load() {
+		return nil
+	}
+	return bc.TCPConn.Close()
+}
+
+// CloseDetached closes the connection, detached or not.
+func (bc *BackendConn) CloseDetached() error { return bc.TCPConn.Close() }
 
 // Write implements net.Conn through RawIO.
 func (bc *BackendConn) Write(p []byte) (int, error) { return bc.raw.Write(p) }

@@ -1,0 +1,134 @@
+package fastpath
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// echoUpgradeBackend answers an upgrade with 101 and echoes the tunnel's
+// bytes; any other request gets 200 "ok" on a keep-alive connection.
+func echoUpgradeBackend(t *testing.T) string {
+	return rawBackend(t, func(c net.Conn) {
+		br := newReader(c)
+		for {
+			req, err := readRawRequest(br)
+			if err != nil {
+				return
+			}
+			if len(req.values("Upgrade")) == 0 {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+				"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+			buf := make([]byte, 512)
+			for {
+				n, err := br.Read(buf)
+				if n > 0 {
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}
+	})
+}
+
+// openTunnel upgrades a new client connection and checks one echo.
+func openTunnel(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	c := dialRaw(t, addr)
+	c.send(wsUpgrade)
+	r, err := http.ReadResponse(c.br, &http.Request{Method: "GET"})
+	if err != nil || r.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", r, err)
+	}
+	echo(t, c)
+	return c
+}
+
+func echo(t *testing.T, c *rawConn) {
+	t.Helper()
+	c.send("ping")
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(c.br, got); err != nil || string(got) != "ping" {
+		t.Fatalf("echo through the tunnel: %q %v", got, err)
+	}
+}
+
+// TestTunnelsApartFromBackendConns: WebSocket tunnels do not hold
+// --backend-max-conns slots (issue 19): with 2 of them, 6 tunnels are open
+// and ordinary requests are still answered at once; past
+// --backend-max-tunnels an upgrade gets 503 at once, and a closed tunnel
+// frees its place.
+func TestTunnelsApartFromBackendConns(t *testing.T) {
+	addr := echoUpgradeBackend(t)
+	h := newHarness(t, Config{MaxConnsPerBackend: 2, MaxTunnelsPerBackend: 6, BackendQueueTimeout: 5 * time.Second}, "/")
+	h.backend("/", addr)
+	var tunnels []*rawConn
+	for range 6 {
+		tunnels = append(tunnels, openTunnel(t, h.addr))
+	}
+	for range 3 {
+		c := dialRaw(t, h.addr)
+		start := time.Now()
+		r, body := c.roundTrip(get("a", "/x"))
+		if r.StatusCode != 200 || string(body) != "ok" || time.Since(start) > 2*time.Second {
+			t.Fatalf("request beside 6 tunnels with --backend-max-conns 2: %d %q after %v", r.StatusCode, body, time.Since(start))
+		}
+	}
+	c := dialRaw(t, h.addr)
+	start := time.Now()
+	r, _ := c.roundTrip(wsUpgrade)
+	if r.StatusCode != 503 || time.Since(start) > 2*time.Second {
+		t.Fatalf("7th tunnel with --backend-max-tunnels 6: %d after %v, want 503 at once", r.StatusCode, time.Since(start))
+	}
+	for _, c := range tunnels {
+		echo(t, c) // still open
+	}
+	tunnels[0].c.Close()
+	waitFor(t, func() bool { return h.srv.InFlight() == 5 }, "the closed tunnel ends")
+	echo(t, openTunnel(t, h.addr))
+}
+
+// TestTunnelIdleTimeout: --tunnel-idle-timeout closes a tunnel with no
+// byte either way, both sides; bytes either way keep it open.
+func TestTunnelIdleTimeout(t *testing.T) {
+	addr := echoUpgradeBackend(t)
+	const d = 600 * time.Millisecond
+	h := newHarness(t, Config{TunnelIdleTimeout: d}, "/")
+	h.backend("/", addr)
+
+	busy := openTunnel(t, h.addr)
+	idle := openTunnel(t, h.addr)
+	start := time.Now()
+	for time.Since(start) < 3*d {
+		echo(t, busy)
+		time.Sleep(d / 4)
+	}
+	if !idle.closedByPeer(2 * d) {
+		t.Fatalf("idle tunnel still open %v after its last byte (--tunnel-idle-timeout %v)", time.Since(start), d)
+	}
+	echo(t, busy)
+	waitFor(t, func() bool { return h.srv.InFlight() == 1 }, "the idle tunnel's exchange ends, the busy one stays")
+}
+
+// TestTunnelNoIdleTimeoutByDefault: without --tunnel-idle-timeout an idle
+// tunnel stays open (past requestTimeout's wait for the 101 too).
+func TestTunnelNoIdleTimeoutByDefault(t *testing.T) {
+	addr := echoUpgradeBackend(t)
+	h := newHarness(t, Config{}, "/")
+	h.backend("/", addr)
+	c := openTunnel(t, h.addr)
+	if c.closedByPeer(1500 * time.Millisecond) {
+		t.Fatal("idle tunnel closed without --tunnel-idle-timeout")
+	}
+	_ = c.c.SetDeadline(time.Now().Add(5 * time.Second))
+	echo(t, c)
+}
