@@ -46,6 +46,7 @@ type grpcSite struct {
 	addr  string // the TLS listener
 	roots *x509.CertPool
 	rec   *recorder
+	dir   string // the app's directory
 }
 
 func startGRPCSite(t *testing.T, edit func(*configload.AppSpec)) *grpcSite {
@@ -79,7 +80,7 @@ func startGRPCSite(t *testing.T, edit func(*configload.AppSpec)) *grpcSite {
 	if edit != nil {
 		edit(spec)
 	}
-	site := &grpcSite{rec: &recorder{}}
+	site := &grpcSite{rec: &recorder{}, dir: dir}
 	site.sup, err = supervisor.New([]*configload.AppSpec{spec}, supervisor.Options{
 		Environ:     os.Environ(),
 		NewUpstream: func(p *supervisor.Process) supervisor.Upstream { return site.srv.NewUpstream(p) },
@@ -451,5 +452,80 @@ func TestGRPCRecycleUnderLoad(t *testing.T) {
 	defer mu.Unlock()
 	if len(failures) > 0 || calls < 20 {
 		t.Errorf("%d calls, %d failed: %v", calls, len(failures), failures[:min(len(failures), 5)])
+	}
+}
+
+// TestGRPCAppOffline: app_offline.htm answers gRPC calls with UNAVAILABLE
+// and the cause, stops the h2c app (drained, GOAWAY, shutdown request over
+// HTTP/2), and its removal brings a new process, probed over HTTP/2.
+func TestGRPCAppOffline(t *testing.T) {
+	site := startGRPCSite(t, nil)
+	tc := site.client(t)
+	var hdr metadata.MD
+	if _, err := tc.EmptyCall(callCtx(t), &testpb.Empty{}, grpc.Header(&hdr)); err != nil {
+		t.Fatal(err)
+	}
+	oldPID, _ := strconv.Atoi(hdr.Get("app-pid")[0])
+	offline := filepath.Join(site.dir, "app_offline.htm")
+	if err := os.WriteFile(offline, []byte("<p>maintenance</p>"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := "loopgate: 503 Service Unavailable: the application is offline (app_offline.htm)"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := tc.EmptyCall(callCtx(t), &testpb.Empty{})
+		st := status.Convert(err)
+		if st.Code() == codes.Unavailable && st.Message() == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %v %q 10 s after app_offline.htm", st.Code(), st.Message())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	loopgatetest.WaitDead(t, 20*time.Second, oldPID)
+	if err := os.Remove(offline); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		_, err := tc.EmptyCall(callCtx(t), &testpb.Empty{}, grpc.Header(&hdr))
+		if err == nil {
+			if hdr.Get("app-pid")[0] == strconv.Itoa(oldPID) {
+				t.Fatal("the old process answered after app_offline")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no answer 20 s after app_offline.htm went: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestGRPCStartFailureNotHTTP2: an app that speaks only HTTP/1.1 behind
+// backendProtocol="h2c" (examples/hello) fails its start at once (not
+// after startupTimeLimit) with ErrNotHTTP2, and a gRPC client gets
+// UNAVAILABLE naming the 502.5.
+func TestGRPCStartFailureNotHTTP2(t *testing.T) {
+	site := startGRPCSite(t, func(s *configload.AppSpec) {
+		s.ProcessPath = helloBinary
+		s.StartupTimeLimit = 60 * time.Second
+	})
+	tc := site.client(t)
+	start := time.Now()
+	_, err := tc.EmptyCall(callCtx(t), &testpb.Empty{})
+	took := time.Since(start)
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "502.5") {
+		t.Fatalf("%v %q", st.Code(), st.Message())
+	}
+	if took > 30*time.Second {
+		t.Errorf("the start failed after %v: the startupTimeLimit, not the first HTTP/1.1 answer", took)
+	}
+	e := site.sup.Apps()[0].Status().LastStartError
+	t.Logf("failed after %v: %s", took, e)
+	if !strings.Contains(e, "not in HTTP/2") || !strings.Contains(e, "HTTP/1.1") {
+		t.Errorf("LastStartError %q", e)
 	}
 }
