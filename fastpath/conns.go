@@ -146,6 +146,9 @@ func tracked(c net.Conn) *trackedConn {
 // met the end of the client's stream; see sockio.ClientConn.SawEOF. It is
 // for the goroutine reading c.
 func clientEOF(c net.Conn) bool {
+	if gc, ok := c.(*guardedTLS); ok && gc.eof {
+		return true // close_notify: the TLS stream ended, the TCP one may not have
+	}
 	tc := tracked(c)
 	return tc != nil && tc.SawEOF()
 }

@@ -1,6 +1,7 @@
 package fastpath
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -257,5 +258,39 @@ func TestCutSizedUploadClosesBackend(t *testing.T) {
 				t.Errorf("the app saw %+v, want the whole %d-byte body", o, n)
 			}
 		})
+	}
+}
+
+// A TLS client that sends close_notify (tls.Conn.CloseWrite) in the middle
+// of a chunked body, its TCP connection still open, ended its stream as
+// surely as with a FIN: the app never reads the body as complete.
+func TestCutChunkedUploadCloseNotify(t *testing.T) {
+	h := newTLSHarness(t, Config{})
+	seen := make(chan bodyOutcome, 4)
+	h.backend(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		seen <- bodyOutcome{n: len(b), err: err, complete: err == nil}
+	})
+	raw, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
+	c := tls.Client(raw, &tls.Config{RootCAs: h.roots, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}})
+	if _, err := io.WriteString(c, "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the chunk is flowing to the app
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case o := <-seen:
+		if o.complete {
+			t.Errorf("the app read a complete body of %d bytes from an upload cut by close_notify", o.n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the app never saw the upload end")
 	}
 }

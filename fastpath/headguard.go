@@ -6,6 +6,7 @@ package fastpath
 import (
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"sync/atomic"
 )
@@ -90,9 +91,16 @@ func (g *headGuard) read(p []byte, r func([]byte) (int, error)) (int, error) {
 type guardedTLS struct {
 	*tls.Conn
 	guard headGuard
+	eof   bool // a Read returned io.EOF: the client's close_notify (see clientEOF)
 }
 
-func (c *guardedTLS) Read(p []byte) (int, error) { return c.guard.read(p, c.Conn.Read) }
+func (c *guardedTLS) Read(p []byte) (int, error) {
+	n, err := c.guard.read(p, c.Conn.Read)
+	if err == io.EOF {
+		c.eof = true
+	}
+	return n, err
+}
 
 // guardedListener hands out its TLS connections as guardedTLS.
 type guardedListener struct {

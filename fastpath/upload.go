@@ -101,10 +101,8 @@ func (x *exchange) pump() error {
 // stream reports the client's FIN as the end), or a chunked body whose
 // client connection ended (fasthttp's parser reports the end of the stream
 // between chunks, or before the last chunk's CRLF, as the body's clean
-// end). An HTTP/2 body ends only with
-// END_STREAM, so it is never cut here (a reset is an error). Known gap: a
-// TLS client that sends close_notify mid-body, without the FIN reaching
-// loopgate before the parser stops, is not told apart.
+// end); over TLS, a close_notify ends the stream too. An HTTP/2 body
+// ends only with END_STREAM, so it is never cut here (a reset is an error).
 func (x *exchange) bodyCut() bool {
 	switch x.reqBody {
 	case reqBodySized:
