@@ -231,20 +231,25 @@ func TestPoolPeriodicRestartPrivateMemory(t *testing.T) {
 }
 
 func TestPoolPeriodicRestartSchedule(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits for the next minute of the clock")
-	}
-	// The next local minute at least 5 s away.
-	at := time.Now().Add(5 * time.Second).Truncate(time.Minute).Add(time.Minute)
-	dir := poolApp(t, []string{"periodicRestartSchedule", "00:00," + at.Format("15:04")}, nil)
+	// 8 s from now, to the second (hh:mm:ss is accepted, as
+	// applicationHost.config writes schedule times), and a time that does
+	// not come during the test.
+	at := time.Now().Add(8 * time.Second).Truncate(time.Second)
+	dir := poolApp(t, []string{"periodicRestartSchedule", at.Add(12*time.Hour).Format("15:04") + "," + at.Format("15:04:05")}, nil)
 	l := startLoopgate(t, loopgatetest.Options{Args: []string{dir}})
 	first := pidOf(t, l)
-	time.Sleep(time.Until(at) - time.Second)
+	if time.Until(at) < time.Second {
+		t.Fatalf("loopgate and its app took more than 7 s to start; the scheduled time %s is too close", at.Format("15:04:05"))
+	}
+	time.Sleep(time.Until(at) - 500*time.Millisecond)
 	if pids := l.ReadyPIDs(t); len(pids) != 1 || pids[0] != first {
-		t.Fatalf("recycled before %s: %v", at.Format("15:04"), pids)
+		t.Fatalf("recycled before %s: %v", at.Format("15:04:05"), pids)
 	}
 	second, took := waitNewPID(t, l, first, 10*time.Second)
-	t.Logf("scheduled %s: new process %d ready %v after", at.Format("15:04:05"), second, (took - time.Second).Round(time.Millisecond))
+	t.Logf("scheduled %s: new process %d ready %v after", at.Format("15:04:05"), second, (took - 500*time.Millisecond).Round(time.Millisecond))
+	if took > 500*time.Millisecond+3*time.Second {
+		t.Errorf("ready %v after the scheduled time", took-500*time.Millisecond)
+	}
 	loopgatetest.WaitDead(t, 5*time.Second, first)
 	if n := metric(t, l, `loopgate_app_recycles_total{app="/",reason="schedule"}`); n != 1 {
 		t.Errorf("schedule recycles = %v, want 1", n)
