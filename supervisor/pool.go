@@ -311,7 +311,7 @@ func (a *App) ensureRunning() {
 	for _, sl := range a.slots {
 		if sl.cur == nil && sl.start == nil {
 			changed = true
-			if !a.startSlot(sl, false, nil) {
+			if !a.startSlot(sl, false, a.predecessor(sl)) {
 				break
 			}
 		}
@@ -319,6 +319,22 @@ func (a *App) ensureRunning() {
 	if changed {
 		a.publish()
 	}
+}
+
+// predecessor is the process of slot sl that is still being stopped (an
+// idle stop, app_offline.htm) when the app has an explicit
+// ASPNETCORE_PORT, nil otherwise: a new process for the slot must not be
+// spawned before it has exited, or it could not listen.
+func (a *App) predecessor(sl *slot) *Process {
+	if port, _ := explicitPort(a.spec.Load()); port == 0 {
+		return nil
+	}
+	for p := range a.stoppers {
+		if p.slot == sl.idx && !p.hasExited() {
+			return p
+		}
+	}
+	return nil
 }
 
 // notReady is AppStatus.NotReady: why the app holds readiness back.

@@ -562,3 +562,37 @@ func TestRealPing(t *testing.T) {
 		t.Errorf("shutdown request to a redirect: %d %v, %d requests elsewhere", code, err, elsewhere.Load())
 	}
 }
+
+// With an explicit ASPNETCORE_PORT, a request that comes while the idle
+// stop is still stopping the process (it ignores the shutdown request and
+// SIGTERM, so it is killed at shutdownTimeLimit) starts the new one only
+// once the old one has exited: both cannot listen on the port.
+func TestIdleStopWithExplicitPortWaitsForTheOldProcess(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		o := newPoolOS(func(*Cmd) behaviour { return behaviour{ignoreShutdown: true, ignoreTerm: true} })
+		spec := testSpec(t)
+		spec.Environment = []configload.EnvVar{{Name: "ASPNETCORE_PORT", Value: "20002"}}
+		spec.IdleTimeout = 10 * time.Second
+		spec.ShutdownTimeLimit = 5 * time.Second
+		s, _ := poolSup(t, o, spec)
+		defer stop(t, s)
+		a := s.Apps()[0]
+		p := mustAcquire(t, a)
+		p.Release()
+		for a.Status().State != StateIdle {
+			time.Sleep(100 * time.Millisecond)
+		}
+		old := f0(o, p.PID())
+		if old.exitedNow() {
+			t.Fatal("the old process is already gone: the test tests nothing")
+		}
+		q := mustAcquire(t, a)
+		defer q.Release()
+		if !old.exitedNow() {
+			t.Fatal("a new process is ready while the old one still holds the port")
+		}
+		if !hasSignal(old.sigs(), syscall.SIGKILL) {
+			t.Errorf("the old process was not killed at shutdownTimeLimit: %v", old.sigs())
+		}
+	})
+}

@@ -299,7 +299,7 @@ func (a *App) onWake() {
 		return
 	}
 	for _, sl := range a.slots {
-		if sl.start == nil && !a.startSlot(sl, false, nil) {
+		if sl.start == nil && !a.startSlot(sl, false, a.predecessor(sl)) {
 			break
 		}
 	}
