@@ -45,6 +45,8 @@ var (
 	errDupCL        = errors.New("duplicated content-length")
 	errConnTokens   = errors.New("too many connection options")
 	errMalformedHdr = errors.New("malformed request header line")
+	errBadName      = errors.New("request header name is not a token")
+	errLookalike    = errors.New("transfer_encoding or content_length header")
 )
 
 // maxConnTokens bounds the hop-by-hop names one request may list in
@@ -65,7 +67,11 @@ type reqInfo struct {
 // fasthttp's parser accepted) against request smuggling and collects what
 // the rewrite needs. fasthttp already refuses duplicated Content-Length,
 // non-numeric lengths and Transfer-Encoding on HTTP/1.0; this adds the rules
-// it is lenient about: every line ends in CRLF, no obs-fold, and a
+// it is lenient about: every line ends in CRLF, no obs-fold, every name is
+// an RFC 9110 token (fasthttp lets a space inside one through: "Transfer
+// Encoding"), no Transfer_Encoding or Content_Length (a backend that folds
+// '_' into '-', as CGI-style servers do, would take it for the framing
+// header loopgate did not; nginx drops both kinds of names), and a
 // Transfer-Encoding is a single "chunked" with no Content-Length beside it.
 func scanRequestHeaders(raw []byte, ri *reqInfo) error {
 	var te, cl int
@@ -86,6 +92,12 @@ func scanRequestHeaders(raw []byte, ri *reqInfo) error {
 		name, value, ok := splitHeader(line)
 		if !ok {
 			return errMalformedHdr
+		}
+		if !isToken(name) {
+			return errBadName
+		}
+		if framingLookalike(name) {
+			return errLookalike
 		}
 		switch {
 		case equalFoldASCII(name, "transfer-encoding"):
@@ -140,6 +152,55 @@ func scanRequestHeaders(raw []byte, ri *reqInfo) error {
 	}
 	ri.websocket = upgradeWS && connUpgrade
 	return nil
+}
+
+// isToken reports whether b is an RFC 9110 token (a header name).
+func isToken(b []byte) bool {
+	for _, c := range b {
+		if !tchar[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// tchar: RFC 9110 §5.6.2.
+var tchar = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// framingLookalike reports Transfer_Encoding and Content_Length (any case,
+// any of their '-' written '_').
+func framingLookalike(name []byte) bool {
+	var s string
+	switch len(name) {
+	case len("transfer-encoding"):
+		s = "transfer-encoding"
+	case len("content-length"):
+		s = "content-length"
+	default:
+		return false
+	}
+	under := false
+	for i, c := range name {
+		if c == '_' && s[i] == '-' {
+			under = true
+			continue
+		}
+		if lower(c) != s[i] {
+			return false
+		}
+	}
+	return under
 }
 
 // nextHeaderLine splits the first CRLF-terminated line off raw.
