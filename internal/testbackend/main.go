@@ -32,6 +32,7 @@
 //	                        the bytes mod 2^32>"
 //	POST /echo              answers with the request body (read whole first)
 //	GET  /ws                WebSocket echo
+//	GET  /listened          when the listener was bound, unix nanoseconds
 //	GET  /orphan            starts a shell that leaves a short sleep behind it
 //	                        (an orphan, re-parented to PID 1) and exits
 //
@@ -75,6 +76,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -139,6 +141,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "testbackend:", err)
 		os.Exit(2)
 	}
+	listenedAt.Store(time.Now().UnixNano())
 
 	var sessions sync.WaitGroup
 	mux := routes(*port, printLines > 0, &sessions)
@@ -173,6 +176,9 @@ func main() {
 // routes is the app behind the middleware. WebSocket sessions are
 // hijacked, so Shutdown does not wait for them; sessions counts them for the
 // graceful stop.
+// listenedAt is when the listener was bound (unix ns), for GET /listened.
+var listenedAt atomic.Int64
+
 func routes(port string, logRequests bool, sessions *sync.WaitGroup) *http.ServeMux {
 	mux := http.NewServeMux()
 	pid := func(w http.ResponseWriter, r *http.Request) {
@@ -183,6 +189,9 @@ func routes(port string, logRequests bool, sessions *sync.WaitGroup) *http.Serve
 	}
 	mux.HandleFunc("GET /{$}", pid)
 	mux.HandleFunc("GET /pid", pid)
+	mux.HandleFunc("GET /listened", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%d\n", listenedAt.Load())
+	})
 	mux.HandleFunc("GET /info", func(w http.ResponseWriter, r *http.Request) {
 		env := map[string]string{}
 		for _, kv := range os.Environ() {
