@@ -1,10 +1,15 @@
 // loopgate's own answers: 502.3 for a backend that failed before its
-// response head, 400, 404, 413, 502.5 and 503, and what becomes of a
-// request body nobody read.
+// response head, 400, 404, 413, 502.5 and 503, what becomes of a request
+// body nobody read, the answer to Expect: 100-continue, and the answers to
+// requests fasthttp could not parse (400, 408, 431).
 
 package fastpath
 
 import (
+	"errors"
+	"net"
+	"time"
+
 	"github.com/valyala/fasthttp"
 )
 
@@ -92,4 +97,47 @@ func (x *exchange) answer(status int, body []byte) bool {
 	}
 	setDeadline(x.ctx.Conn().SetWriteDeadline, x.s.cfg.SendTimeout)
 	return true
+}
+
+// expect answers "Expect: 100-continue": a body over the app's
+// maxAllowedContentLength gets 413 before the client sends it, a version
+// loopgate refuses its 505 (or 400), a path climbing above "/" 400.
+func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
+	headRead(ctx.Conn())
+	h := &ctx.Request.Header
+	if status := refuseVersion(h); status != 0 {
+		return status // and no 100 Continue for a request loopgate refuses
+	}
+	var arr [256]byte
+	target, _, err := forwardedTarget(arr[:0], h.RequestURI())
+	if err != nil {
+		return fasthttp.StatusBadRequest
+	}
+	if rt := s.router.match(target); rt != nil {
+		if int64(h.ContentLength()) > rt.app.Spec().MaxAllowedContentLength {
+			return fasthttp.StatusRequestEntityTooLarge
+		}
+	}
+	return fasthttp.StatusContinue
+}
+
+// serveError answers a request fasthttp could not parse: 431 for a header
+// block over MaxHeaderBytes, 408 for a client too slow to send its headers,
+// 400 otherwise. The connection is closed after the answer.
+func (s *Server) serveError(ctx *fasthttp.RequestCtx, err error) {
+	status := fasthttp.StatusBadRequest
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.As(err, &small):
+		status = fasthttp.StatusRequestHeaderFieldsTooLarge
+	case errors.As(err, &ne) && ne.Timeout():
+		status = fasthttp.StatusRequestTimeout
+	}
+	ctx.Response.Reset()
+	ctx.SetStatusCode(status)
+	s.log.Debug().Err(err).Int("status", status).Msg("request refused")
+	if o := s.cfg.Observer; o != nil {
+		o.ObserveRequest(RequestInfo{Status: status, Duration: time.Since(ctx.Time()), RemoteAddr: ctx.RemoteAddr()})
+	}
 }

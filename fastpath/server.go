@@ -1,6 +1,5 @@
 // The front server: its lifecycle (New, Listen, Serve, StopAccepting,
-// Shutdown), the TLS certificates, WebSocket tunnel bookkeeping, and the
-// answers to requests fasthttp could not parse.
+// Shutdown), the TLS certificates, and WebSocket tunnel bookkeeping.
 
 package fastpath
 
@@ -8,7 +7,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -355,49 +353,6 @@ func (s *Server) closeTunnels() {
 	for x, c := range s.tunnels {
 		_ = c.Close()
 		_ = x.conn.Close()
-	}
-}
-
-// expect answers "Expect: 100-continue": a body over the app's
-// maxAllowedContentLength gets 413 before the client sends it, a version
-// loopgate refuses its 505 (or 400), a path climbing above "/" 400.
-func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
-	headRead(ctx.Conn())
-	h := &ctx.Request.Header
-	if status := refuseVersion(h); status != 0 {
-		return status // and no 100 Continue for a request loopgate refuses
-	}
-	var arr [256]byte
-	target, _, err := forwardedTarget(arr[:0], h.RequestURI())
-	if err != nil {
-		return fasthttp.StatusBadRequest
-	}
-	if rt := s.router.match(target); rt != nil {
-		if int64(h.ContentLength()) > rt.app.Spec().MaxAllowedContentLength {
-			return fasthttp.StatusRequestEntityTooLarge
-		}
-	}
-	return fasthttp.StatusContinue
-}
-
-// serveError answers a request fasthttp could not parse: 431 for a header
-// block over MaxHeaderBytes, 408 for a client too slow to send its headers,
-// 400 otherwise. The connection is closed after the answer.
-func (s *Server) serveError(ctx *fasthttp.RequestCtx, err error) {
-	status := fasthttp.StatusBadRequest
-	var small *fasthttp.ErrSmallBuffer
-	var ne net.Error
-	switch {
-	case errors.As(err, &small):
-		status = fasthttp.StatusRequestHeaderFieldsTooLarge
-	case errors.As(err, &ne) && ne.Timeout():
-		status = fasthttp.StatusRequestTimeout
-	}
-	ctx.Response.Reset()
-	ctx.SetStatusCode(status)
-	s.log.Debug().Err(err).Int("status", status).Msg("request refused")
-	if o := s.cfg.Observer; o != nil {
-		o.ObserveRequest(RequestInfo{Status: status, Duration: time.Since(ctx.Time()), RemoteAddr: ctx.RemoteAddr()})
 	}
 }
 
