@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/loopgate/loopgate/internal/suggest"
 )
 
 // FileName is the file Load reads in an app's directory.
@@ -261,10 +263,10 @@ func (p *parser) genericAttr(a attr) bool {
 // refuse: usually a typo.
 func (p *parser) unknownAttr(a attr, known []string) {
 	rule := "unknown attribute, ignored"
-	for _, k := range known {
-		if strings.EqualFold(k, a.name) {
-			rule += " (attribute names are case-sensitive: did you mean " + k + "?)"
-		}
+	// Only a case slip gets a hint here (the nearest name is then at
+	// distance 0); a typo of an attribute is left to the schema's list.
+	if k := suggest.Closest(a.name, known); k != "" && strings.EqualFold(k, a.name) {
+		rule += " (attribute names are case-sensitive: did you mean " + k + "?)"
 	}
 	p.warn(a.line, a.name, a.value, rule)
 }
@@ -606,7 +608,7 @@ func (p *parser) handlerSettings(s *AppSpec, n *node) {
 				lines[key] = c.line
 				if why, known := handlerSettingsKnown[key]; !known {
 					rule := "unknown handler setting, ignored"
-					if k := closest(name.value, handlerSettingNames); k != "" {
+					if k := suggest.Closest(name.value, handlerSettingNames); k != "" {
 						rule += " (did you mean " + k + "?)"
 					}
 					p.warn(c.line, "name", name.value, rule)

@@ -253,11 +253,6 @@ func TestUnknownFlagSuggestion(t *testing.T) {
 			t.Errorf("%q: exit %d, stderr %q, want it to start with %q", c.args, code, errText, c.want)
 		}
 	}
-	for name, want := range map[string]string{"lisen": "listen", "listne": "listen", "tls-cret": "tls-cert", "acel": "accel", "h3": "h2", "x": "", "drain": "", "admin-hots": "admin-host"} {
-		if got := closest(name, []string{"listen", "tls-listen", "tls-cert", "tls-key", "accel", "admin", "admin-host", "h2", "drain-timeout"}); got != want {
-			t.Errorf("closest(%q) = %q, want %q", name, got, want)
-		}
-	}
 }
 
 // TestSubcommandHelp: each subcommand's --help is its own.

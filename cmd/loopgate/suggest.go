@@ -3,6 +3,8 @@ package main
 import (
 	"flag"
 	"strings"
+
+	"github.com/loopgate/loopgate/internal/suggest"
 )
 
 // flagError rewords a flag package error for people: an undefined flag
@@ -17,52 +19,8 @@ func flagError(fs *flag.FlagSet, err error) string {
 	msg := "unknown flag --" + name
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-	if s := closest(name, names); s != "" {
+	if s := suggest.Closest(name, names); s != "" {
 		msg += ": did you mean --" + s + "?"
 	}
 	return msg
-}
-
-// closest returns the candidate nearest to name, or "" when none is near
-// enough to be what was meant: at most 1 edit for names up to 4
-// characters, 2 for longer ones (case ignored). Ties go to the first.
-func closest(name string, candidates []string) string {
-	name = strings.ToLower(name)
-	limit := 2
-	if len(name) <= 4 {
-		limit = 1
-	}
-	best, bestDist := "", limit+1
-	for _, c := range candidates {
-		if d := editDistance(name, strings.ToLower(c)); d < bestDist {
-			best, bestDist = c, d
-		}
-	}
-	return best
-}
-
-// editDistance is the optimal string alignment distance: insertions,
-// deletions, substitutions and swaps of adjacent bytes count one each.
-func editDistance(a, b string) int {
-	prev2 := make([]int, len(b)+1)
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				cur[j] = min(cur[j], prev2[j-2]+1)
-			}
-		}
-		prev2, prev, cur = prev, cur, prev2
-	}
-	return prev[len(b)]
 }
