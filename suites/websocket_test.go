@@ -90,7 +90,7 @@ func startWSEchoLoopgate(t *testing.T, args ...string) (wsTarget, wsTarget, *loo
 	}
 	writeWebConfig(t, app, loopgatetest.Program(t, wsechoPkg), "", "")
 	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writeCert(t, cert, key)
+	loopgatetest.WriteCert(t, cert, key, 1)
 	l := startLoopgate(t, append(args, "--tls-listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key, app)...)
 	pid := func(t *testing.T) int {
 		t.Helper()

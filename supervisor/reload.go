@@ -85,14 +85,7 @@ func (a *App) reload() error {
 		a.logEvent(zerolog.InfoLevel, "recycle", "new release; recycling onto it", func(e *zerolog.Event) {
 			e.Str("reason", RecycleRelease).Str("release", target).Str("previous", old)
 		})
-		a.clearRapidFails()
-		if a.stopping || a.stopped || a.offline {
-			a.resizeSlots(spec.ProcessesPerApplication)
-			a.publish()
-			return nil
-		}
-		a.recycleSlots(cur)
-		a.publish()
+		a.recycleOnto(cur)
 		return nil
 	}
 	if spec.DebugFile != cur.DebugFile || spec.DebugLevel != cur.DebugLevel {
@@ -105,15 +98,24 @@ func (a *App) reload() error {
 	}
 	a.countRecycle(RecycleConfig)
 	a.logEvent(zerolog.InfoLevel, "recycle", "web.config changed; recycling", func(e *zerolog.Event) { e.Str("reason", RecycleConfig) })
+	a.recycleOnto(cur)
+	return nil
+}
+
+// recycleOnto moves the app onto the spec just stored, after a release or
+// a web.config change: a fresh rapid-fail count, and every running slot
+// recycled (see recycleSlots); an app stopping, stopped or offline only
+// resizes its slots, for its next start. cur is the spec the running
+// processes were started with. It publishes.
+func (a *App) recycleOnto(cur *configload.AppSpec) {
 	a.clearRapidFails()
 	if a.stopping || a.stopped || a.offline {
-		a.resizeSlots(spec.ProcessesPerApplication)
+		a.resizeSlots(a.spec.Load().ProcessesPerApplication)
 		a.publish()
-		return nil
+		return
 	}
 	a.recycleSlots(cur)
 	a.publish()
-	return nil
 }
 
 // recycleSlots gives every slot that runs or starts a process a new one

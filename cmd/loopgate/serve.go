@@ -366,13 +366,8 @@ func (srv *server) shutdownDelay(sig os.Signal, sigc <-chan os.Signal, failc <-c
 			srv.log.Error().Err(err).Msg("a listener failed during the shutdown delay; draining now")
 			return true
 		case s := <-sigc:
-			switch s {
-			case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
-				srv.log.Warn().Str("event", "kill").Str("signal", signame(s)).Msg("signal during the shutdown delay: stopping at once; killing every backend")
-				srv.kill()
+			if srv.signalWhileStopping(s, "the shutdown delay") {
 				return false
-			case syscall.SIGUSR1:
-				srv.sink.Reopen()
 			}
 		}
 	}
@@ -466,13 +461,8 @@ func (srv *server) drain(sig os.Signal, sigc <-chan os.Signal, code int) int {
 			srv.log.Info().Str("event", "stopped").Msg("loopgate stopped")
 			return c
 		case s := <-sigc:
-			switch s {
-			case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
-				srv.log.Warn().Str("event", "kill").Str("signal", signame(s)).Msg("signal during drain: stopping at once; killing every backend")
-				srv.kill()
+			if srv.signalWhileStopping(s, "drain") {
 				return code
-			case syscall.SIGUSR1:
-				srv.sink.Reopen()
 			}
 		}
 	}
@@ -495,6 +485,21 @@ func (srv *server) stopUpgrades() {
 		}
 	}
 	srv.upgrading = nil
+}
+
+// signalWhileStopping handles a signal that arrives during phase (the
+// shutdown delay or the drain): a second stop signal kills everything at
+// once and reports true; SIGUSR1 reopens the log; others are ignored.
+func (srv *server) signalWhileStopping(s os.Signal, phase string) bool {
+	switch s {
+	case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
+		srv.log.Warn().Str("event", "kill").Str("signal", signame(s)).Msgf("signal during %s: stopping at once; killing every backend", phase)
+		srv.kill()
+		return true
+	case syscall.SIGUSR1:
+		srv.sink.Reopen()
+	}
+	return false
 }
 
 // kill stops everything at once (SIGQUIT).
