@@ -20,7 +20,10 @@
 //
 // One request, file by file: server.go and conns.go accept it (connection
 // limit, lingering close; park.go takes a plain keep-alive connection idle
-// for a second out of its goroutine into an epoll set), app.go routes it, exchange.go holds its state,
+// for a second out of its goroutine into an epoll set; headguard.go
+// refuses a head ended by a bare LF), requestline.go applies the version
+// rules and resolves the path's dot segments, app.go routes it on that
+// path, exchange.go holds its state,
 // forward.go runs the attempts (acquire, connect, send, read the head),
 // retry.go decides retries in one function, retryable; headers.go and
 // requesthead.go rewrite the head,
