@@ -62,6 +62,19 @@ func TestBareLFHeadTerminator(t *testing.T) {
 			})
 		}
 	}
+	t.Run("after a parked idle time", func(t *testing.T) {
+		c := dialRaw(t, h.addr)
+		if r, _ := c.roundTrip(get("a", "/before")); r.StatusCode != 200 {
+			t.Fatalf("first request: %d", r.StatusCode)
+		}
+		recv(t, got)
+		time.Sleep(parkAfter + 500*time.Millisecond) // the connection waits in the poller
+		c.send("GET / HTTP/1.1\r\nHost: a\r\n\n")
+		start := time.Now()
+		if r, _ := c.response("GET"); r.StatusCode != 400 || time.Since(start) > 2*time.Second {
+			t.Errorf("status %d after %v, want 400 at once", r.StatusCode, time.Since(start))
+		}
+	})
 	t.Run("incomplete head waits", func(t *testing.T) {
 		c := dialRaw(t, h.addr)
 		c.send("GET / HTTP/1.1\r\nHost: a\r\n")
