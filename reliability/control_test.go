@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,38 +56,7 @@ func TestControlRecycleUnderLoad(t *testing.T) {
 	first := l.WaitReady(t, 3, 20*time.Second)
 	loopgatetest.KillAtCleanup(t, first...)
 
-	var ok, failed atomic.Int64
-	var mu sync.Mutex
-	errs := map[string]int{}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 16 {
-		c := client(t, 15*time.Second)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				code, body, err := get(c, l.URL("/"))
-				if err == nil && code == 200 && strings.HasPrefix(body, "pid=") {
-					ok.Add(1)
-					continue
-				}
-				failed.Add(1)
-				mu.Lock()
-				if err != nil {
-					errs[errKind(err)]++
-				} else {
-					errs["status "+body]++
-				}
-				mu.Unlock()
-			}
-		}()
-	}
+	ld := startLoad(t, l, 16)
 	old := first
 	for round := 1; round <= 2; round++ {
 		time.Sleep(500 * time.Millisecond)
@@ -110,20 +77,13 @@ func TestControlRecycleUnderLoad(t *testing.T) {
 		old = now
 	}
 	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("client loops did not stop within 20 s")
+	r := ld.finish(t)
+	t.Logf("%d requests served, %d failed %v", r.ok, r.failed, r.errs)
+	if r.failed != 0 {
+		t.Errorf("%d requests failed during the recycles: %v; loopgate said %v", r.failed, r.errs, badGateways(l))
 	}
-	t.Logf("%d requests served, %d failed %v", ok.Load(), failed.Load(), errs)
-	if failed.Load() != 0 {
-		t.Errorf("%d requests failed during the recycles: %v; loopgate said %v", failed.Load(), errs, badGateways(l))
-	}
-	if ok.Load() < 100 {
-		t.Errorf("only %d requests succeeded: the load did not run", ok.Load())
+	if r.ok < 100 {
+		t.Errorf("only %d requests succeeded: the load did not run", r.ok)
 	}
 	manual := l.Count(func(x loopgatetest.Line) bool { return x.Str("event") == "recycle" && x.Str("reason") == "manual" })
 	if manual != 2 {

@@ -73,40 +73,7 @@ func TestBackendSIGKILLUnderLoad(t *testing.T) {
 // ready backend (rotating over slots) every period.
 func killUnderLoad(t *testing.T, l *loopgatetest.Process, conns int, dur, period time.Duration) loadResult {
 	t.Helper()
-	var ok, failed atomic.Int64
-	var mu sync.Mutex
-	errs := map[string]int{}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range conns {
-		c := client(t, 15*time.Second)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				code, body, err := get(c, l.URL("/"))
-				switch {
-				case err != nil:
-					failed.Add(1)
-					mu.Lock()
-					errs[errKind(err)]++
-					mu.Unlock()
-				case code != 200 || !strings.HasPrefix(body, "pid="):
-					failed.Add(1)
-					mu.Lock()
-					errs[fmt.Sprintf("status %d", code)]++
-					mu.Unlock()
-				default:
-					ok.Add(1)
-				}
-			}
-		}()
-	}
+	ld := startLoad(t, l, conns)
 	kills := 0
 	var killed []int
 	tick := time.NewTicker(period)
@@ -129,16 +96,71 @@ loop:
 		}
 	}
 	tick.Stop()
-	close(stop)
+	r := ld.finish(t)
+	loopgatetest.WaitDead(t, 5*time.Second, killed...)
+	r.kills = kills
+	return r
+}
+
+// getLoad is client loops of GET / against one loopgate, counting what they
+// get: a 200 whose body starts "pid=" is ok, anything else failed.
+type getLoad struct {
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	errs       map[string]int // failure kind -> count; under mu
+	stop       chan struct{}
+	wg         sync.WaitGroup
+}
+
+// startLoad starts conns keep-alive client loops; finish stops them.
+func startLoad(t *testing.T, l *loopgatetest.Process, conns int) *getLoad {
+	t.Helper()
+	ld := &getLoad{errs: map[string]int{}, stop: make(chan struct{})}
+	for range conns {
+		c := client(t, 15*time.Second)
+		ld.wg.Add(1)
+		go func() {
+			defer ld.wg.Done()
+			for {
+				select {
+				case <-ld.stop:
+					return
+				default:
+				}
+				code, body, err := get(c, l.URL("/"))
+				switch {
+				case err != nil:
+					ld.fail(errKind(err))
+				case code != 200 || !strings.HasPrefix(body, "pid="):
+					ld.fail(fmt.Sprintf("status %d", code))
+				default:
+					ld.ok.Add(1)
+				}
+			}
+		}()
+	}
+	return ld
+}
+
+func (ld *getLoad) fail(kind string) {
+	ld.failed.Add(1)
+	ld.mu.Lock()
+	ld.errs[kind]++
+	ld.mu.Unlock()
+}
+
+// finish stops the loops, waits up to 20 s for them, and says what they saw.
+func (ld *getLoad) finish(t *testing.T) loadResult {
+	t.Helper()
+	close(ld.stop)
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() { ld.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(20 * time.Second):
 		t.Fatal("client loops did not stop within 20 s")
 	}
-	loopgatetest.WaitDead(t, 5*time.Second, killed...)
-	return loadResult{ok: ok.Load(), failed: failed.Load(), kills: kills, errs: errs}
+	return loadResult{ok: ld.ok.Load(), failed: ld.failed.Load(), errs: ld.errs}
 }
 
 // badGateways tallies loopgate's "bad gateway" log lines by error, with

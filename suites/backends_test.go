@@ -39,7 +39,7 @@ func TestGunicorn(t *testing.T) {
 // loopgate, and requires every process of the backend's tree (procs of
 // them at least, once started) to be gone.
 func hostedLifecycle(t *testing.T, src, path, want string, procs int) {
-	app := copyDir(t, src)
+	app := loopgatetest.CopyDir(t, src)
 	l := startLoopgate(t, "--drain-timeout", "5s", app)
 	get := func() string {
 		t.Helper()
@@ -112,7 +112,7 @@ func TestGunicornAfterLoopgateSIGKILL(t *testing.T) {
 	if _, err := exec.LookPath("gunicorn"); err != nil {
 		missing(t, "gunicorn is not on PATH (make suite-deps installs Debian's)")
 	}
-	app := copyDir(t, "../examples/gunicorn")
+	app := loopgatetest.CopyDir(t, "../examples/gunicorn")
 	l := startLoopgate(t, app)
 	httpGet(t, l.Front, "/x")
 	master := l.WaitReady(t, 1, 20*time.Second)[0]
@@ -175,27 +175,4 @@ func processTree(pid int) []int {
 		tree = append(tree, children[tree[i]]...)
 	}
 	return tree
-}
-
-// copyDir copies the regular files of src into a new temporary directory.
-func copyDir(t *testing.T, src string) string {
-	t.Helper()
-	dst := t.TempDir()
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dst
 }

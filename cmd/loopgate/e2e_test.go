@@ -21,23 +21,7 @@ import (
 func copyExample(t *testing.T) string {
 	t.Helper()
 	src := "../../examples/hello"
-	dst := t.TempDir()
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatalf("the example app: %v", err)
-	}
-	for _, e := range entries {
-		if e.IsDir() || e.Name() == "hello" {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dst := loopgatetest.CopyDir(t, src, "hello")
 	if err := gobuild.Build(filepath.Join(dst, "hello"), "../../examples/hello"); err != nil {
 		t.Fatal(err)
 	}

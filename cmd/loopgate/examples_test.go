@@ -38,23 +38,7 @@ func needRuntime(t *testing.T, program, pkg string) {
 func copyExampleDir(t *testing.T, name string) string {
 	t.Helper()
 	src := filepath.Join("../../examples", name)
-	dst := t.TempDir()
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dst := loopgatetest.CopyDir(t, src)
 	t.Cleanup(func() { killInDir(dst) })
 	return dst
 }
