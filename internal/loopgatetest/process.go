@@ -72,7 +72,9 @@ type Process struct {
 
 // Start launches loopgate serve (see Launch), waits for its "ready" log
 // line and learns the bound front and admin addresses from the startup
-// log, failing t if either is missing.
+// log, failing t if either is missing. A loopgate that exits before it is
+// ready (a config error) fails t at once with its exit status and the
+// last 20 lines of its log.
 func Start(t testing.TB, o Options) *Process {
 	t.Helper()
 	p := Launch(t, o)
@@ -80,7 +82,14 @@ func Start(t testing.TB, o Options) *Process {
 	if ready == 0 {
 		ready = 10 * time.Second
 	}
-	if p.WaitLog(ready, func(l Line) bool { return l.Str("event") == "ready" }) == nil {
+	if p.waitLog(ready, func(l Line) bool { return l.Str("event") == "ready" }, p.exited) == nil {
+		select {
+		case <-p.exited:
+			code, _ := p.exitStatus()
+			raw := p.Raw()
+			t.Fatalf("loopgate exited with status %d before it was ready; its log ends:\n%s", code, strings.Join(raw[max(0, len(raw)-20):], "\n"))
+		default:
+		}
 		t.Fatalf("loopgate did not log ready within %v", ready)
 	}
 	p.Front = p.WaitLog(0, func(l Line) bool { return l.Str("event") == "listening" && l["tls"] == false }).Str("addr")
@@ -200,8 +209,14 @@ func (p *Process) URL(path string) string { return "http://" + p.Front + path }
 // is true, or nil after timeout (0: only the lines already there). pred
 // runs with the log locked: it must not call p's methods.
 func (p *Process) WaitLog(timeout time.Duration, pred func(Line) bool) Line {
+	return p.waitLog(timeout, pred, nil)
+}
+
+// waitLog is WaitLog that also gives up, after reading the last lines,
+// once stop is closed (nil: never).
+func (p *Process) waitLog(timeout time.Duration, pred func(Line) bool, stop <-chan struct{}) Line {
 	deadline := time.After(timeout)
-	seen := 0
+	seen, stopped := 0, false
 	for {
 		p.mu.Lock()
 		for ; seen < len(p.lines); seen++ {
@@ -213,11 +228,13 @@ func (p *Process) WaitLog(timeout time.Duration, pred func(Line) bool) Line {
 		}
 		newc := p.newc
 		p.mu.Unlock()
-		if timeout == 0 {
+		if timeout == 0 || stopped {
 			return nil
 		}
 		select {
 		case <-newc:
+		case <-stop:
+			stopped = true // one more pass: the log is read in full by now
 		case <-deadline:
 			return nil
 		}
@@ -267,18 +284,25 @@ func (p *Process) Wait(timeout time.Duration) int {
 	p.t.Helper()
 	select {
 	case <-p.exited:
-		var ee *exec.ExitError
-		if errors.As(p.err, &ee) {
-			return ee.ExitCode()
+		code, err := p.exitStatus()
+		if err != nil {
+			p.t.Fatalf("waiting for loopgate: %v", err)
 		}
-		if p.err != nil {
-			p.t.Fatalf("waiting for loopgate: %v", p.err)
-		}
-		return 0
+		return code
 	case <-time.After(timeout):
 		p.t.Fatalf("loopgate did not exit within %v", timeout)
 		return -1
 	}
+}
+
+// exitStatus is the exited process's exit status (-1 if a signal ended
+// it), or the error waiting for it gave; only after p.exited is closed.
+func (p *Process) exitStatus() (int, error) {
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.ExitCode(), nil
+	}
+	return 0, p.err
 }
 
 // Kill SIGKILLs loopgate if it still runs and waits, at most 5 s, for it
