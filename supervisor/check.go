@@ -1,6 +1,10 @@
 package supervisor
 
-import "github.com/loopgate/loopgate/configload"
+import (
+	"os"
+
+	"github.com/loopgate/loopgate/configload"
+)
 
 // ResolveProcessPath finds the program a start of spec would run, the way
 // the start does (the app directory, then the backend's PATH, then the
@@ -10,5 +14,5 @@ import "github.com/loopgate/loopgate/configload"
 // and serve use it to say "not found" before the first request does.
 func ResolveProcessPath(spec *configload.AppSpec, environ []string) (string, error) {
 	env := backendEnv(spec, environ, 0, "")
-	return resolveProcessPath(spec, envLookup(env, "PATH"))
+	return resolveProcessPath(spec, envLookup(env, "PATH"), os.Stat)
 }

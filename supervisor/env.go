@@ -2,7 +2,7 @@ package supervisor
 
 import (
 	"fmt"
-	"os"
+	"io/fs"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -169,17 +169,22 @@ func perStartReplacer(spec *configload.AppSpec, port int) *strings.Replacer {
 // directories of pathEnv (the backend's own PATH; relative PATH entries are
 // skipped, as exec.LookPath refuses them). When that finds nothing,
 // ProcessPathFallback ("X" for "X.exe") is tried the same way (DESIGN.md §4).
-func resolveProcessPath(spec *configload.AppSpec, pathEnv string) (string, error) {
-	p, err := resolveOne(spec.Dir, spec.ProcessPath, pathEnv)
+// Files are looked at with stat (the OS seam's Stat).
+func resolveProcessPath(spec *configload.AppSpec, pathEnv string, stat func(string) (fs.FileInfo, error)) (string, error) {
+	p, err := resolveOne(spec.Dir, spec.ProcessPath, pathEnv, stat)
 	if err != nil && spec.ProcessPathFallback != "" {
-		if p, err2 := resolveOne(spec.Dir, spec.ProcessPathFallback, pathEnv); err2 == nil {
+		if p, err2 := resolveOne(spec.Dir, spec.ProcessPathFallback, pathEnv, stat); err2 == nil {
 			return p, nil
 		}
 	}
 	return p, err
 }
 
-func resolveOne(dir, name, pathEnv string) (string, error) {
+func resolveOne(dir, name, pathEnv string, stat func(string) (fs.FileInfo, error)) (string, error) {
+	isFile := func(p string) bool {
+		fi, err := stat(p)
+		return err == nil && !fi.IsDir()
+	}
 	switch {
 	case filepath.IsAbs(name):
 		if isFile(name) {
@@ -201,16 +206,11 @@ func resolveOne(dir, name, pathEnv string) (string, error) {
 			continue
 		}
 		p := filepath.Join(d, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+		if fi, err := stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
 			return p, nil
 		}
 	}
 	return "", fmt.Errorf("%s: not in %s nor in $PATH: %w", name, dir, ErrProcessNotFound)
-}
-
-func isFile(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && !fi.IsDir()
 }
 
 // envLookup returns the value of name in env (exact match, last one wins as

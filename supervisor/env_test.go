@@ -142,7 +142,7 @@ func TestResolveProcessPath(t *testing.T) {
 	}
 	for _, c := range cases {
 		spec := &configload.AppSpec{Dir: dir, ProcessPath: c.processPath, ProcessPathFallback: c.fallback}
-		got, err := resolveProcessPath(spec, path)
+		got, err := resolveProcessPath(spec, path, os.Stat)
 		if got != c.want || !errors.Is(err, c.err) {
 			t.Errorf("%s: got %q, %v; want %q, %v", c.processPath, got, err, c.want, c.err)
 		}

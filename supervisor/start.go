@@ -125,7 +125,7 @@ func (a *App) launch(spec *configload.AppSpec, slotIdx int, warned *bool) (*Proc
 		return nil, errCritical{err}
 	}
 	env := backendEnv(spec, ident.environ(a.s.opts.Environ), port, token)
-	path, err := resolveProcessPath(spec, envLookup(env, "PATH"))
+	path, err := resolveProcessPath(spec, envLookup(env, "PATH"), a.s.os.Stat)
 	if err != nil {
 		return nil, errCritical{err}
 	}

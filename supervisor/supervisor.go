@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -78,7 +79,17 @@ func New(specs []*configload.AppSpec, opts Options) (*Supervisor, error) {
 		s.os = ros
 	}
 	s.load = func(dir, vpath string) (*configload.AppSpec, error) {
-		return configload.Load(dir, configload.Options{VirtualPath: vpath, Environ: opts.Environ, Logger: opts.Logger})
+		// configload.Load's reading, through the OS seam.
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return nil, fmt.Errorf("app directory %s: %w", dir, err)
+		}
+		file := filepath.Join(abs, configload.FileName)
+		data, err := s.os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("read web.config: %w", err)
+		}
+		return configload.Parse(file, data, configload.Options{VirtualPath: vpath, Environ: opts.Environ, Logger: opts.Logger})
 	}
 	seen := map[string]string{}
 	for i, spec := range specs {
