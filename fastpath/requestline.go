@@ -22,10 +22,11 @@ import (
 //   - a later 1.x (HTTP/1.2, ...) is taken for HTTP/1.1 on both sides, as
 //     RFC 9110 §2.5 says a recipient should: Host is required (400 without
 //     it), the connection is kept alive unless the client says close;
-//   - any other major version (HTTP/0.9 written out, HTTP/2.0, HTTP/3.0) is
-//     answered 505 HTTP Version Not Supported by loopgate, and the HTTP/2
-//     connection preface ("PRI * HTTP/2.0") on a listener that speaks
-//     HTTP/1.1 with 400; the connection closes after either.
+//   - a major version above 1 (HTTP/2.0, HTTP/3.0) is answered 505 HTTP
+//     Version Not Supported by loopgate, and the HTTP/2 connection preface
+//     ("PRI * HTTP/2.0") on a listener that speaks HTTP/1.1 with 400; major
+//     version 0 ("HTTP/0.9" written out, which no HTTP/0.9 client sends)
+//     with 400, as nginx does; the connection closes after each.
 //
 // fasthttp has already refused a version not of the form HTTP/d.d (400).
 
@@ -43,6 +44,9 @@ func refuseVersion(h *fasthttp.RequestHeader) int {
 	}
 	if string(p) == "HTTP/2.0" && string(h.Method()) == string(strPRI) && string(h.RequestURI()) == string(strStar) {
 		return fasthttp.StatusBadRequest
+	}
+	if len(p) == len("HTTP/1.1") && p[5] == '0' {
+		return fasthttp.StatusBadRequest // no HTTP/0.x request line carries a version; nginx: 400
 	}
 	return fasthttp.StatusHTTPVersionNotSupported
 }

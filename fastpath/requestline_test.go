@@ -150,8 +150,8 @@ func TestBareLFHeadTerminatorTLS(t *testing.T) {
 }
 
 // TestRequestLineVersions: loopgate answers a major version other than 1
-// itself, 505 (400 for the HTTP/2 connection preface on a listener that
-// speaks HTTP/1.1), and closes; the app sees nothing. Any 1.x reaches the
+// itself, 505 (400 for major 0 and for the HTTP/2 connection preface on a
+// listener that speaks HTTP/1.1), and closes; the app sees nothing. Any 1.x reaches the
 // app as HTTP/1.1 (defect 5 of issue 13), as nginx with proxy_http_version
 // 1.1 and ANCM (WinHTTP) do: an HTTP/1.0 request without Host gets one
 // (the address the client connected to), a later minor version is taken
@@ -167,7 +167,7 @@ func TestRequestLineVersions(t *testing.T) {
 		{"HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505},
 		{"HTTP/3.0", "GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505},
 		{"HTTP/9.9", "GET / HTTP/9.9\r\nHost: a\r\n\r\n", 505},
-		{"HTTP/0.9", "GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505},
+		{"HTTP/0.9", "GET / HTTP/0.9\r\nHost: a\r\n\r\n", 400},
 		{"POST HTTP/2.0 with a body", "POST / HTTP/2.0\r\nHost: a\r\nContent-Length: 35\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n", 505},
 		{"HTTP/2.0 with Expect: 100-continue", "POST / HTTP/2.0\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 35\r\n\r\n", 505},
 		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400},
