@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -227,5 +229,43 @@ func TestControlOtherUser(t *testing.T) {
 	// Root itself can.
 	if code, out, errText := loopgateCmd(t, "recycle", "--control", l.Control); code != 0 {
 		t.Errorf("recycle as root: exit %d, stdout %q, stderr %q", code, out, errText)
+	}
+}
+
+// TestControlDuringDrain: after a SIGTERM the control socket stays while
+// in-flight requests drain (as nginx's and HAProxy's runtime sockets do in
+// a graceful stop), so `loopgate recycle` still reaches the serve; the
+// socket is removed once loopgate has exited.
+func TestControlDuringDrain(t *testing.T) {
+	dir := appDir(t, "", nil)
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{"--drain-timeout", "20s", dir}})
+	c := client(t, 15*time.Second)
+	if code, _, err := get(c, l.URL("/")); err != nil || code != 200 {
+		t.Fatalf("first request: %d %v", code, err)
+	}
+	loopgatetest.KillAtCleanup(t, l.WaitReady(t, 1, 10*time.Second)...)
+	slow := make(chan error, 1)
+	go func() {
+		_, _, err := get(client(t, 15*time.Second), l.URL("/sleep?ms=3000"))
+		slow <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the slow request is in flight
+	l.Signal(syscall.SIGTERM)
+	if l.WaitLog(5*time.Second, func(x loopgatetest.Line) bool { return x.Str("event") == "drain" }) == nil {
+		t.Fatal("no drain log line within 5 s of SIGTERM")
+	}
+	time.Sleep(100 * time.Millisecond) // past tableflip's stop, which unlinked the socket
+	code, out, errText := loopgateCmd(t, "recycle", "--control", l.Control)
+	if code != 0 || !strings.Contains(out, "recycled") {
+		t.Errorf("loopgate recycle during the drain: exit %d, stdout %q, stderr %q", code, out, errText)
+	}
+	if err := <-slow; err != nil {
+		t.Errorf("the request in flight at SIGTERM: %v", err)
+	}
+	if code := l.Wait(20 * time.Second); code != 0 {
+		t.Errorf("loopgate exited %d after the drain", code)
+	}
+	if _, err := os.Stat(l.Control); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("control socket after exit: %v, want it removed", err)
 	}
 }

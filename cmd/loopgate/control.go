@@ -227,17 +227,12 @@ func (srv *server) startControl() error {
 		return nil
 	}
 	opts := control.Options{Path: cfg.Control, Group: cfg.ControlGroup, Handler: srv.handleControl}
+	handedOver := false // already among the files tableflip hands on
 	// In a binary upgrade the socket is handed over like the listeners
 	// (upgrade.go), so recycle, stop and start reach whichever serves.
 	if srv.upg != nil {
 		if abs, err := filepath.Abs(cfg.Control); err == nil {
-			if ln, _ := srv.upg.Fds.Listener("unix", abs); ln != nil {
-				if ul, ok := ln.(*net.UnixListener); ok {
-					opts.Inherited = ul
-				} else {
-					ln.Close()
-				}
-			}
+			opts.Inherited, handedOver = srv.inheritedControl(abs)
 		}
 	}
 	cs, err := control.Listen(opts)
@@ -250,8 +245,8 @@ func (srv *server) startControl() error {
 		return nil
 	}
 	srv.control = cs
-	if srv.upg != nil && opts.Inherited == nil {
-		if err := srv.upg.Fds.AddListener("unix", cs.Path(), cs.Listener()); err != nil {
+	if srv.upg != nil && !handedOver {
+		if err := srv.handOverControl(cs); err != nil {
 			srv.log.Warn().Err(err).Msg("the control socket will not be handed over in a binary upgrade")
 		}
 	}
@@ -263,6 +258,47 @@ func (srv *server) startControl() error {
 		}
 	}()
 	return nil
+}
+
+// controlFdPrefix names the control socket among the files tableflip
+// hands over, followed by its absolute path. It goes as a plain file, not
+// as a listener: tableflip unlinks a Unix listener's path when it stops
+// (Upgrader.Stop, at the start of every drain), and the socket must stay
+// reachable until this serve exits (control.Server.Close removes it), as
+// nginx's and HAProxy's runtime sockets do during a graceful stop.
+const controlFdPrefix = "loopgate-control:"
+
+// handOverControl registers cs with tableflip for the next binary.
+func (srv *server) handOverControl(cs *control.Server) error {
+	f, err := cs.Listener().File()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return srv.upg.Fds.AddFile(controlFdPrefix+cs.Path(), f)
+}
+
+// inheritedControl is the control socket at path a previous binary handed
+// over, or nil; asFile says it came as controlFdPrefix's file, which
+// tableflip then hands on to the next binary by itself. A parent from
+// before controlFdPrefix handed it over as a listener, which is taken too.
+func (srv *server) inheritedControl(path string) (ul *net.UnixListener, asFile bool) {
+	var ln net.Listener
+	if f, _ := srv.upg.Fds.File(controlFdPrefix + path); f != nil {
+		ln, _ = net.FileListener(f)
+		f.Close()
+		asFile = true
+	} else {
+		ln, _ = srv.upg.Fds.Listener("unix", path)
+	}
+	if ln == nil {
+		return nil, false
+	}
+	if ul, ok := ln.(*net.UnixListener); ok {
+		return ul, asFile
+	}
+	ln.Close()
+	return nil, false
 }
 
 func (srv *server) closeControl() {

@@ -472,9 +472,10 @@ func (srv *server) drain(sig os.Signal, sigc <-chan os.Signal, code int) int {
 // in progress is interrupted (tableflip kills the new process) and its
 // callers are told.
 //
-// It also closes tableflip's copies of the listening sockets (and removes
-// the control socket's file), so that closing the listeners refuses new
-// connections; after an upgrade tableflip has closed them already.
+// It also closes tableflip's copies of the listening sockets, so that
+// closing the listeners refuses new connections; after an upgrade
+// tableflip has closed them already. The control socket stays until exit
+// (controlFdPrefix).
 func (srv *server) stopUpgrades() {
 	if srv.upg != nil {
 		srv.upg.Stop()
