@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/cloudflare/tableflip"
+	"github.com/rs/zerolog"
+
 	"github.com/loopgate/loopgate/bpf"
 	"github.com/loopgate/loopgate/configload"
 	"github.com/loopgate/loopgate/fastpath"
@@ -26,7 +27,6 @@ import (
 	"github.com/loopgate/loopgate/internal/sdnotify"
 	"github.com/loopgate/loopgate/internal/status"
 	"github.com/loopgate/loopgate/supervisor"
-	"github.com/rs/zerolog"
 )
 
 // runServe is `loopgate serve`.
@@ -337,265 +337,10 @@ func (srv *server) reload() {
 	srv.sdNotify(srv.notify.Ready, line)
 }
 
-// shutdownDelay is --shutdown-delay: readiness (and /healthz) fails at
-// once, while the listeners keep accepting and requests are served as
-// before, so that load balancers and Kubernetes endpoints, which learn of a
-// stop late, stop sending traffic before a connection could be refused. It
-// returns false when a second SIGTERM/SIGINT or a SIGQUIT stopped loopgate
-// at once during the delay (everything is then killed), true when the drain
-// should start: the delay is over, or a listener failed.
-func (srv *server) shutdownDelay(sig os.Signal, sigc <-chan os.Signal, failc <-chan error) bool {
-	d := srv.cfg.ShutdownDelay
-	if d <= 0 {
-		return true
-	}
-	srv.draining.Store(true)
-	if srv.admin != nil {
-		srv.admin.SetHealth(admin.Draining)
-	}
-	srv.sdNotify(srv.notify.Status, fmt.Sprintf("%s: not ready, still serving for --shutdown-delay %v before draining", signame(sig), d))
-	srv.log.Info().Str("event", "shutdown_delay").Str("signal", signame(sig)).Str("shutdown_delay", d.String()).
-		Msgf("%s: /readyz and /healthz are red; still serving for %v before the drain", signame(sig), d)
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		select {
-		case <-timer.C:
-			return true
-		case err := <-failc:
-			srv.log.Error().Err(err).Msg("a listener failed during the shutdown delay; draining now")
-			return true
-		case s := <-sigc:
-			if srv.signalWhileStopping(s, "the shutdown delay") {
-				return false
-			}
-		}
-	}
-}
-
-// appsReady is /readyz's view of the apps: not ready while an app is in
-// crashloop (its rapid-fail window refuses to start it, so its requests
-// get 502.5) or while a startMode="AlwaysRunning" app has no process ready
-// (AppStatus.NotReady). Any other app that is idle, starting, offline or
-// whose web.config change was refused does not hold readiness back: it
-// either starts on the first request or answers as its operator asked.
-func (srv *server) appsReady() (bool, []string) {
-	if srv.sup == nil {
-		return false, []string{"starting"}
-	}
-	var why []string
-	for _, a := range srv.sup.Status() {
-		if a.NotReady != "" && a.State != supervisor.StateCrashLoop {
-			// startMode AlwaysRunning with no process ready.
-			why = append(why, fmt.Sprintf("app %s: %s", a.Name, a.NotReady))
-			continue
-		}
-		if a.State != supervisor.StateCrashLoop {
-			continue
-		}
-		line := fmt.Sprintf("app %s: crashloop (rapidFailsPerMinute exceeded)", a.Name)
-		if a.LastStartError != "" {
-			line += "; last start error: " + firstLine(a.LastStartError)
-		}
-		why = append(why, line)
-	}
-	return len(why) == 0, why
-}
-
-// firstLine is s up to its first newline.
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
-}
-
-// drain is the graceful stop of DESIGN.md §1: health red first, listeners
-// closed, in-flight requests finished up to --drain-timeout, then every
-// backend shut down as in spec §4.5. A second SIGTERM/SIGINT or a SIGQUIT
-// during the drain stops at once.
-func (srv *server) drain(sig os.Signal, sigc <-chan os.Signal, code int) int {
-	srv.draining.Store(true)
-	if srv.admin != nil {
-		srv.admin.SetHealth(admin.Draining)
-	}
-	srv.stopUpgrades()
-	name := "failure"
-	switch {
-	case srv.upgraded:
-		name = "upgrade"
-	case sig != nil:
-		name = signame(sig)
-	}
-	// STOPPING=1 once the listeners are closed: from then on a connect
-	// is refused.
-	srv.front.StopAccepting()
-	srv.sdNotify(srv.notify.Stopping, "draining ("+name+")")
-	srv.log.Info().Str("event", "drain").Str("signal", name).Str("drain_timeout", srv.cfg.DrainTimeout.String()).
-		Msg("draining: health is red, listeners closed, waiting for in-flight requests")
-
-	done := make(chan int, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), srv.cfg.DrainTimeout)
-		defer cancel()
-		if srv.upgraded && srv.front != nil {
-			// After an upgrade WebSocket tunnels get the drain timeout too;
-			// on SIGTERM they are closed at once.
-			_ = srv.front.WaitTunnels(ctx)
-		}
-		if err := srv.stopFront(ctx); err != nil {
-			srv.log.Warn().Str("event", "drain_timeout").Err(err).Msg("--drain-timeout reached; cutting the requests still in flight")
-		}
-		srv.log.Info().Str("event", "backends_stop").Msg("stopping backends")
-		// The supervisor bounds each backend by its shutdownTimeLimit; this
-		// only guards against a stuck stop.
-		ctx2, cancel2 := context.WithTimeout(context.Background(), srv.backendStopBound())
-		defer cancel2()
-		if err := srv.sup.Shutdown(ctx2); err != nil {
-			srv.log.Error().Err(err).Msg("backends did not stop in time; killed")
-		}
-		done <- code
-	}()
-	for {
-		select {
-		case c := <-done:
-			srv.shutdownAdmin()
-			srv.log.Info().Str("event", "stopped").Msg("loopgate stopped")
-			return c
-		case s := <-sigc:
-			if srv.signalWhileStopping(s, "drain") {
-				return code
-			}
-		}
-	}
-}
-
-// stopUpgrades ends what a stop leaves of the upgrade machinery: an upgrade
-// in progress is interrupted (tableflip kills the new process) and its
-// callers are told.
-//
-// It also closes tableflip's copies of the listening sockets, so that
-// closing the listeners refuses new connections; after an upgrade
-// tableflip has closed them already. The control socket stays until exit
-// (controlFdPrefix).
-func (srv *server) stopUpgrades() {
-	if srv.upg != nil {
-		srv.upg.Stop()
-	}
-	for _, c := range srv.upgrading {
-		if c.reply != nil {
-			c.reply <- upgradeOutcome{err: errors.New("loopgate is stopping; upgrade abandoned")}
-		}
-	}
-	srv.upgrading = nil
-}
-
-// signalWhileStopping handles a signal that arrives during phase (the
-// shutdown delay or the drain): a second stop signal kills everything at
-// once and reports true; SIGUSR1 reopens the log; others are ignored.
-func (srv *server) signalWhileStopping(s os.Signal, phase string) bool {
-	switch s {
-	case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
-		srv.log.Warn().Str("event", "kill").Str("signal", signame(s)).Msgf("signal during %s: stopping at once; killing every backend", phase)
-		srv.kill()
-		return true
-	case syscall.SIGUSR1:
-		srv.sink.Reopen()
-	}
-	return false
-}
-
-// kill stops everything at once (SIGQUIT).
-func (srv *server) kill() {
-	srv.draining.Store(true)
-	srv.stopUpgrades()
-	if srv.admin != nil {
-		srv.admin.SetHealth(admin.Draining)
-	}
-	srv.front.StopAccepting()
-	srv.sdNotify(srv.notify.Stopping, "stopping at once")
-	srv.sup.Kill()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	srv.stopFront(ctx)
-	srv.shutdownAdmin()
-}
-
-// listeners are the front's bound addresses (with the kernel's port for
-// ":0"), plain ones first.
-func (srv *server) listeners() []status.Listener {
-	addrs := srv.front.Addrs()
-	out := make([]status.Listener, len(addrs))
-	for i, a := range addrs {
-		out[i] = status.Listener{Addr: a.String(), TLS: i >= len(srv.cfg.Front.Listen)}
-	}
-	return out
-}
-
-// frontGauges feeds the scrape-time gauges of the front server.
-func (srv *server) frontGauges() (int64, int) {
-	if srv.front == nil {
-		return 0, 0
-	}
-	return srv.front.InFlight(), srv.front.OpenConns()
-}
-
-// appLoad feeds the scrape-time per-app gauges of the front server.
-func (srv *server) appLoad(app string) (int64, int, int) {
-	if srv.front == nil {
-		return 0, 0, 0
-	}
-	l, _ := srv.front.AppLoad(app)
-	return l.InFlight, l.UpstreamOpen, l.UpstreamBusy
-}
-
-func (srv *server) stopFront(ctx context.Context) error {
-	if srv.front == nil {
-		return nil
-	}
-	return srv.front.Shutdown(ctx)
-}
-
-// backendStopBound is the longest shutdownTimeLimit of any app plus a
-// margin for the shutdown request and process reaping.
-func (srv *server) backendStopBound() time.Duration {
-	var longest time.Duration
-	for _, a := range srv.sup.Apps() {
-		if d := a.Spec().ShutdownTimeLimit; d > longest {
-			longest = d
-		}
-	}
-	return longest + 5*time.Second
-}
-
-func (srv *server) shutdownAdmin() {
-	if srv.admin == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	srv.admin.Shutdown(ctx)
-}
-
-func (srv *server) closeAccel() {
-	if srv.accel != nil {
-		if err := srv.accel.Close(); err != nil {
-			srv.log.Warn().Err(err).Msg("detaching the eBPF programs")
-		}
-	}
-}
-
 func (srv *server) sdNotify(send func(string) error, line string) {
 	if err := send(line); err != nil {
 		srv.log.Warn().Err(err).Msg("notifying the service manager")
 	}
-}
-
-// statusLine is the one-line summary for `systemctl status`.
-func (srv *server) statusLine() string {
-	var ls []string
-	for _, l := range srv.listeners() {
-		ls = append(ls, l.Addr)
-	}
-	return fmt.Sprintf("serving %d app(s) on %s", len(srv.sup.Apps()), strings.Join(ls, ", "))
 }
 
 // logStartup says what listens where and which apps are mounted: the first
@@ -620,57 +365,6 @@ func (srv *server) logStartup(specs []*configload.AppSpec) {
 			Msgf("app %s mounted from %s; it starts on the first request", s.VirtualPath, s.Dir)
 	}
 	srv.log.Info().Str("event", "ready").Str("version", version).Msg("loopgate ready")
-}
-
-// snapshot builds the /status document.
-func (srv *server) snapshot() status.Snapshot {
-	now := time.Now()
-	s := status.Snapshot{
-		Version:       version,
-		Started:       srv.started,
-		UptimeSeconds: now.Sub(srv.started).Seconds(),
-		Draining:      srv.draining.Load(),
-		Acceleration:  srv.accelSt,
-		PID:           os.Getpid(),
-	}
-	if e := srv.lastUpgradeErr.Load(); e != nil {
-		s.LastUpgradeError = *e
-	}
-	if srv.front != nil {
-		s.Listeners = srv.listeners()
-	}
-	if srv.accel != nil {
-		if c, err := srv.accel.Counters(); err == nil {
-			s.Acceleration.Redirected, s.Acceleration.Passed, s.Acceleration.Fallbacks = c.Redirected, c.Passed, c.Fallbacks
-		}
-	}
-	if srv.sup == nil {
-		return s
-	}
-	apps := srv.sup.Apps()
-	for i, a := range srv.sup.Status() {
-		app := status.App{
-			Name: a.Name, VirtualPath: a.VirtualPath, Dir: a.Dir, State: string(a.State),
-			ConfigError: a.ConfigError, LastStartError: a.LastStartError, Offline: a.Offline,
-			Starts: a.Starts, Crashes: a.Crashes, Restarts: a.Restarts, RapidFailBlocks: a.RapidFailBlocks,
-			Recycles: a.Recycles, RecyclesByReason: a.RecyclesByReason, ConfigReloadsOK: a.ConfigReloadsOK, ConfigReloadsFailed: a.ConfigReloadsFailed,
-			Processes: make([]status.Process, 0, len(a.Processes)),
-			NotReady:  a.NotReady, StartFailures: a.StartFailures, Release: a.Release,
-		}
-		for _, p := range a.Processes {
-			ps := status.Process{Slot: p.Slot, PID: p.PID, Port: p.Port, State: string(p.State), Started: p.Started,
-				Restarts: p.Restarts, Requests: p.Requests, LastExit: p.LastExit}
-			if !p.Started.IsZero() {
-				ps.UptimeSeconds = now.Sub(p.Started).Seconds()
-			}
-			app.Processes = append(app.Processes, ps)
-		}
-		if u, ok := apps[i].Usage(); ok {
-			app.Usage = &status.Usage{CPUSeconds: u.CPU.Seconds(), MemoryBytes: u.MemoryBytes}
-		}
-		s.Apps = append(s.Apps, app)
-	}
-	return s
 }
 
 func signame(s os.Signal) string {
