@@ -58,7 +58,7 @@ func TestControlRecycleUnderLoad(t *testing.T) {
 	first := l.WaitReady(t, 3, 20*time.Second)
 	loopgatetest.KillAtCleanup(t, first...)
 
-	ld := startLoad(t, l, 16)
+	z := startGetLoad(t, 16, l.URL("/"), pidBody, 0)
 	old := first
 	for round := 1; round <= 2; round++ {
 		time.Sleep(500 * time.Millisecond)
@@ -79,13 +79,13 @@ func TestControlRecycleUnderLoad(t *testing.T) {
 		old = now
 	}
 	time.Sleep(500 * time.Millisecond)
-	r := ld.finish(t)
-	t.Logf("%d requests served, %d failed %v", r.ok, r.failed, r.errs)
-	if r.failed != 0 {
-		t.Errorf("%d requests failed during the recycles: %v; loopgate said %v", r.failed, r.errs, badGateways(l))
+	z.stop(t)
+	t.Logf("load: %v", z)
+	if z.failed.Load() != 0 {
+		t.Errorf("requests failed during the recycles: %v; loopgate said %v", z, badGateways(l))
 	}
-	if r.ok < 100 {
-		t.Errorf("only %d requests succeeded: the load did not run", r.ok)
+	if z.ok.Load() < 100 {
+		t.Errorf("only %d requests succeeded: the load did not run", z.ok.Load())
 	}
 	manual := l.Count(func(x loopgatetest.Line) bool { return x.Str("event") == "recycle" && x.Str("reason") == "manual" })
 	if manual != 2 {

@@ -3,8 +3,6 @@ package reliability
 import (
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -73,7 +71,7 @@ func TestBackendSIGKILLUnderLoad(t *testing.T) {
 // ready backend (rotating over slots) every period.
 func killUnderLoad(t *testing.T, l *loopgatetest.Process, conns int, dur, period time.Duration) loadResult {
 	t.Helper()
-	ld := startLoad(t, l, conns)
+	z := startGetLoad(t, conns, l.URL("/"), pidBody, 0)
 	kills := 0
 	var killed []int
 	tick := time.NewTicker(period)
@@ -96,71 +94,9 @@ loop:
 		}
 	}
 	tick.Stop()
-	r := ld.finish(t)
+	z.stop(t)
 	loopgatetest.WaitDead(t, 5*time.Second, killed...)
-	r.kills = kills
-	return r
-}
-
-// getLoad is client loops of GET / against one loopgate, counting what they
-// get: a 200 whose body starts "pid=" is ok, anything else failed.
-type getLoad struct {
-	ok, failed atomic.Int64
-	mu         sync.Mutex
-	errs       map[string]int // failure kind -> count; under mu
-	stop       chan struct{}
-	wg         sync.WaitGroup
-}
-
-// startLoad starts conns keep-alive client loops; finish stops them.
-func startLoad(t *testing.T, l *loopgatetest.Process, conns int) *getLoad {
-	t.Helper()
-	ld := &getLoad{errs: map[string]int{}, stop: make(chan struct{})}
-	for range conns {
-		c := client(t, 15*time.Second)
-		ld.wg.Add(1)
-		go func() {
-			defer ld.wg.Done()
-			for {
-				select {
-				case <-ld.stop:
-					return
-				default:
-				}
-				code, body, err := get(c, l.URL("/"))
-				switch {
-				case err != nil:
-					ld.fail(errKind(err))
-				case code != 200 || !strings.HasPrefix(body, "pid="):
-					ld.fail(fmt.Sprintf("status %d", code))
-				default:
-					ld.ok.Add(1)
-				}
-			}
-		}()
-	}
-	return ld
-}
-
-func (ld *getLoad) fail(kind string) {
-	ld.failed.Add(1)
-	ld.mu.Lock()
-	ld.errs[kind]++
-	ld.mu.Unlock()
-}
-
-// finish stops the loops, waits up to 20 s for them, and says what they saw.
-func (ld *getLoad) finish(t *testing.T) loadResult {
-	t.Helper()
-	close(ld.stop)
-	done := make(chan struct{})
-	go func() { ld.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("client loops did not stop within 20 s")
-	}
-	return loadResult{ok: ld.ok.Load(), failed: ld.failed.Load(), errs: ld.errs}
+	return loadResult{ok: z.ok.Load(), failed: z.failed.Load(), kills: kills, errs: z.errs}
 }
 
 // badGateways tallies loopgate's "bad gateway" log lines by error, with

@@ -3,7 +3,6 @@ package reliability
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,122 +10,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/net/websocket"
+
 	"github.com/loopgate/loopgate/internal/gobuild"
 	"github.com/loopgate/loopgate/internal/loopgatetest"
 	"github.com/loopgate/loopgate/internal/status"
-	"golang.org/x/net/websocket"
 )
-
-// zdtLoad is the load of the zero-downtime tests (issue 16): conns client
-// loops of GET path, each on its own keep-alive connection that it closes
-// and dials again every reconnectEvery requests, so that connects (the
-// thing a closed listener refuses) happen all the time, not only at the
-// start. Stop it with stop; it counts every request.
-type zdtLoad struct {
-	ok, failed, refused atomic.Int64
-	mu                  sync.Mutex
-	errs                map[string]int
-	bodies              map[string]int // first line of successful bodies, for the report
-	stopc               chan struct{}
-	wg                  sync.WaitGroup
-}
-
-const reconnectEvery = 8
-
-// startZDTLoad starts conns loops of GET url that accept a 200 whose body
-// satisfies okBody.
-func startZDTLoad(t *testing.T, conns int, url string, okBody func(string) bool) *zdtLoad {
-	t.Helper()
-	z := &zdtLoad{errs: map[string]int{}, bodies: map[string]int{}, stopc: make(chan struct{})}
-	for range conns {
-		tr := &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1, DisableCompression: true}
-		c := &http.Client{Transport: tr, Timeout: 15 * time.Second}
-		z.wg.Add(1)
-		go func() {
-			defer z.wg.Done()
-			defer tr.CloseIdleConnections()
-			for n := 1; ; n++ {
-				select {
-				case <-z.stopc:
-					return
-				default:
-				}
-				code, body, err := get(c, url)
-				switch {
-				case err != nil:
-					z.fail(errKind(err))
-					if errors.Is(err, syscall.ECONNREFUSED) {
-						z.refused.Add(1)
-					}
-				case code != 200 || !okBody(body):
-					z.fail(fmt.Sprintf("status %d %.60q", code, body))
-				default:
-					z.ok.Add(1)
-					line, _, _ := strings.Cut(body, "\n")
-					z.mu.Lock()
-					z.bodies[line]++
-					z.mu.Unlock()
-				}
-				if n%reconnectEvery == 0 {
-					tr.CloseIdleConnections()
-				}
-			}
-		}()
-	}
-	return z
-}
-
-func (z *zdtLoad) fail(kind string) {
-	z.failed.Add(1)
-	z.mu.Lock()
-	z.errs[kind]++
-	z.mu.Unlock()
-}
-
-// stop ends the loops (each finishes the request it is in) within 20 s.
-func (z *zdtLoad) stop(t *testing.T) {
-	t.Helper()
-	close(z.stopc)
-	done := make(chan struct{})
-	go func() { z.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("client loops did not stop within 20 s")
-	}
-}
-
-func (z *zdtLoad) String() string {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	var kinds []string
-	for k, n := range z.errs {
-		kinds = append(kinds, fmt.Sprintf("%dx %s", n, k))
-	}
-	sort.Strings(kinds)
-	return fmt.Sprintf("%d ok, %d failed, %d refused connections %v", z.ok.Load(), z.failed.Load(), z.refused.Load(), kinds)
-}
-
-// check fails t unless the load saw no failure, no refused connection and
-// at least min successes.
-func (z *zdtLoad) check(t *testing.T, min int64) {
-	t.Helper()
-	if z.failed.Load() != 0 || z.refused.Load() != 0 {
-		t.Errorf("want 0 failed requests and 0 refused connections: %v", z)
-	}
-	if z.ok.Load() < min {
-		t.Errorf("only %d requests succeeded (want at least %d): the load did not run", z.ok.Load(), min)
-	}
-}
 
 // probe GETs an admin path and returns its status code and body.
 func probe(t *testing.T, l *loopgatetest.Process, path string) (int, string) {
@@ -155,7 +51,7 @@ func TestShutdownDelayUnderLoad(t *testing.T) {
 		t.Fatalf("/readyz before SIGTERM: %d %q", code, body)
 	}
 
-	z := startZDTLoad(t, 32, l.URL("/"), func(b string) bool { return strings.HasPrefix(b, "pid=") })
+	z := startGetLoad(t, 32, l.URL("/"), pidBody, reconnectEvery)
 	time.Sleep(500 * time.Millisecond)
 	sent := time.Now()
 	l.Signal(syscall.SIGTERM)
@@ -439,7 +335,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 
 	buildLoopgate(t, bin, "zdt-new")
-	z := startZDTLoad(t, 32, "http://"+l.front+"/", func(b string) bool { return strings.HasPrefix(b, "pid=") })
+	z := startGetLoad(t, 32, "http://"+l.front+"/", pidBody, reconnectEvery)
 	time.Sleep(500 * time.Millisecond)
 	out, err := exec.Command(bin, "upgrade", "--admin", l.admin, "--timeout", "60s").CombinedOutput()
 	after := l.status(t)
@@ -550,7 +446,7 @@ func TestUpgradeFailureKeepsServing(t *testing.T) {
 	buildLoopgate(t, bin, "zdt-old")
 	l := startRawLoopgate(t, bin, nil, "--access-log=false", "--upgrade-timeout", "1s", appDir(t, ``, nil))
 	pid := l.cmd.Process.Pid
-	z := startZDTLoad(t, 32, "http://"+l.front+"/", func(b string) bool { return strings.HasPrefix(b, "pid=") })
+	z := startGetLoad(t, 32, "http://"+l.front+"/", pidBody, reconnectEvery)
 
 	client := filepath.Join(t.TempDir(), "loopgate-client")
 	if err := os.Link(bin, client); err != nil {
@@ -692,7 +588,7 @@ func TestReleaseSwitchUnderLoad(t *testing.T) {
 	old := l.WaitReady(t, 2, 10*time.Second)
 	loopgatetest.KillAtCleanup(t, old...)
 
-	z := startZDTLoad(t, 32, l.URL("/"), func(b string) bool { return strings.HasPrefix(b, "pid=") })
+	z := startGetLoad(t, 32, l.URL("/"), pidBody, reconnectEvery)
 	time.Sleep(500 * time.Millisecond)
 	switchRelease(t, base, "2")
 	for deadline := time.Now().Add(10 * time.Second); release() != "2"; time.Sleep(20 * time.Millisecond) {
