@@ -335,17 +335,7 @@ func TestWebSocketEnds(t *testing.T) {
 				}, nil},
 			} {
 				t.Run(c.name, func(t *testing.T) {
-					w, err := dialWS(tg.addr, "/echo", tg.tls)
-					if err != nil {
-						t.Fatal(err)
-					}
-					defer w.c.Close()
-					if err := w.send(text("hi")); err != nil {
-						t.Fatal(err)
-					}
-					if fs, err := w.readFrames(1, 10*time.Second); err != nil || !reflect.DeepEqual(fs, []frame{text("hi")}) {
-						t.Fatalf("echo: %v %v", fs, err)
-					}
+					w := openEchoed(t, tg)
 					c.do(t, w)
 					fs, e, took := w.readUntilEnd(5 * time.Second)
 					t.Logf("client saw %s after %v", e, took)
@@ -383,21 +373,29 @@ func TestWebSocketEnds(t *testing.T) {
 	})
 }
 
-// clientEnds opens a session, ends it from the client with do, and
-// requires the backend to count no open session within a second.
-func clientEnds(t *testing.T, tg wsTarget, do func(w *wsConn)) {
+// openEchoed opens a WebSocket session to /echo, closed at t's cleanup,
+// and requires "hi" to come back.
+func openEchoed(t *testing.T, tg wsTarget) *wsConn {
 	t.Helper()
 	w, err := dialWS(tg.addr, "/echo", tg.tls)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.c.Close()
+	t.Cleanup(func() { w.c.Close() })
 	if err := w.send(text("hi")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.readFrames(1, 10*time.Second); err != nil {
-		t.Fatal(err)
+	if fs, err := w.readFrames(1, 10*time.Second); err != nil || !reflect.DeepEqual(fs, []frame{text("hi")}) {
+		t.Fatalf("echo: %v %v", fs, err)
 	}
+	return w
+}
+
+// clientEnds opens a session, ends it from the client with do, and
+// requires the backend to count no open session within a second.
+func clientEnds(t *testing.T, tg wsTarget, do func(w *wsConn)) {
+	t.Helper()
+	w := openEchoed(t, tg)
 	if n := httpGet(t, tg.plain, "/open"); n != "1" {
 		t.Fatalf("backend counts %s open sessions, want 1", n)
 	}
@@ -422,17 +420,7 @@ func clientEnds(t *testing.T, tg wsTarget, do func(w *wsConn)) {
 func TestWebSocketDrain(t *testing.T) {
 	tg, _, l := startWSEchoLoopgate(t, "--drain-timeout", "5s")
 	pid := tg.pid(t)
-	w, err := dialWS(tg.addr, "/echo", tg.tls)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.c.Close()
-	if err := w.send(text("hi")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.readFrames(1, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	w := openEchoed(t, tg)
 	l.Signal(syscall.SIGTERM)
 	_, e, took := w.readUntilEnd(10 * time.Second)
 	t.Logf("client saw %s %v after SIGTERM", e, took)
