@@ -17,11 +17,10 @@ type Proxy struct {
 // PIDs returns the proxy's process and its children (nginx's worker).
 func (p *Proxy) PIDs() []int { return append([]int{p.PID()}, Children(p.PID())...) }
 
-// nginxConf is configured like loopgate forwards: one worker, upstream
-// keep-alive, no access log, Host passed through, X-Forwarded-For and
-// X-Forwarded-Proto added, the backend's answer relayed. {{tls}} is empty
-// for plain HTTP, or nginxTLS for a listener offering h2 and http/1.1.
-const nginxConf = `worker_processes 1;
+// nginxHead opens both nginx configurations: one worker in the
+// foreground, its files under {{dir}}, no access log, client keep-alive
+// without a request limit; the http block stays open.
+const nginxHead = `worker_processes 1;
 daemon off;
 pid {{dir}}/nginx.pid;
 error_log {{dir}}/error.log warn;
@@ -34,7 +33,13 @@ http {
     uwsgi_temp_path {{dir}}/uwsgi;
     scgi_temp_path {{dir}}/scgi;
     keepalive_requests 1000000;
-    upstream backend {
+`
+
+// nginxConf is configured like loopgate forwards: one worker, upstream
+// keep-alive, no access log, Host passed through, X-Forwarded-For and
+// X-Forwarded-Proto added, the backend's answer relayed. {{tls}} is empty
+// for plain HTTP, or nginxTLS for a listener offering h2 and http/1.1.
+const nginxConf = nginxHead + `    upstream backend {
         server {{backend}};
         keepalive 64;
         keepalive_requests 1000000;
@@ -177,20 +182,7 @@ func Version(name string) string {
 // forwarding: one worker, a TLS listener with HTTP/2, grpc_pass to the
 // app over h2c with upstream keep-alive, the pairing token and
 // X-Forwarded-For/-Proto set, no access log.
-const nginxGRPCConf = `worker_processes 1;
-daemon off;
-pid {{dir}}/nginx.pid;
-error_log {{dir}}/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path {{dir}}/body;
-    proxy_temp_path {{dir}}/proxy;
-    fastcgi_temp_path {{dir}}/fastcgi;
-    uwsgi_temp_path {{dir}}/uwsgi;
-    scgi_temp_path {{dir}}/scgi;
-    keepalive_requests 1000000;
-    http2_max_concurrent_streams 250;
+const nginxGRPCConf = nginxHead + `    http2_max_concurrent_streams 250;
     upstream app {
         server {{backend}};
         keepalive 64;
