@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -279,6 +280,45 @@ func TestSubcommandHelp(t *testing.T) {
 	for _, want := range []string{"  --listen ADDR", "Signals (serve):", "Exit status:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("serve --help lacks %q", want)
+		}
+	}
+}
+
+// TestREADMEServeFlags keeps README's serve flag table and serve --help
+// naming the same flags: every flag in the table's first column is one
+// serve defines, and every serve flag has a row.
+func TestREADMEServeFlags(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "| flag | default | meaning |")
+	if !ok {
+		t.Fatal("README has no serve flag table (| flag | default | meaning |)")
+	}
+	inREADME := map[string]bool{}
+	for _, line := range strings.Split(rest, "\n")[1:] {
+		if !strings.HasPrefix(line, "|") {
+			break // the table's end
+		}
+		cells := strings.Split(line, "|")
+		if len(cells) < 2 || strings.HasPrefix(strings.TrimSpace(cells[1]), "---") {
+			continue
+		}
+		for _, m := range regexp.MustCompile("`--([a-z0-9-]+)").FindAllStringSubmatch(cells[1], -1) {
+			inREADME[m[1]] = true
+		}
+	}
+	defined := map[string]bool{}
+	newServeFlags(&serveConfig{}).VisitAll(func(f *flag.Flag) { defined[f.Name] = true })
+	for name := range defined {
+		if !inREADME[name] {
+			t.Errorf("serve flag --%s has no row in README's flag table", name)
+		}
+	}
+	for name := range inREADME {
+		if !defined[name] {
+			t.Errorf("README's flag table has --%s, which serve does not define", name)
 		}
 	}
 }
