@@ -104,34 +104,27 @@ func StartNginxTLS(dir, backend string, cpu int) (*Proxy, error) {
 }
 
 func startNginx(dir, backend string, cpu int, tls string) (*Proxy, error) {
-	bin, err := lookSbin("nginx")
-	if err != nil {
-		return nil, err
-	}
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
-	listen := "127.0.0.1:" + strconv.Itoa(port)
-	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(render(strings.Replace(nginxConf, "{{tls}}", tls, 1), dir, listen, backend)), 0o644); err != nil {
-		return nil, err
-	}
-	p, err := start("nginx", exec.Command(bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log")), cpu)
-	if err != nil {
-		return nil, err
-	}
-	p.Addr = listen
-	if err := p.waitListening(); err != nil {
-		return nil, err
-	}
-	return &Proxy{p}, nil
+	return startProxy("nginx", dir, "nginx.conf", cpu, func(listen string) string {
+		return render(strings.Replace(nginxConf, "{{tls}}", tls, 1), dir, listen, backend)
+	}, func(bin, conf string) []string {
+		return []string{bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log")}
+	})
 }
 
 // StartHAProxy runs haproxy in the foreground with a configuration in dir,
 // proxying a free loopback port to backend.
 func StartHAProxy(dir, backend string, cpu int) (*Proxy, error) {
-	bin, err := lookSbin("haproxy")
+	return startProxy("haproxy", dir, "haproxy.cfg", cpu, func(listen string) string {
+		return render(haproxyConf, dir, listen, backend)
+	}, func(bin, conf string) []string { return []string{bin, "-db", "-f", conf} })
+}
+
+// startProxy runs the proxy program name (found by lookSbin) pinned to cpu
+// with the configuration text(listen) written to dir/confName, listen a
+// free loopback address, and returns once it accepts connections. argv
+// is its command line for the binary and the configuration's path.
+func startProxy(name, dir, confName string, cpu int, text func(listen string) string, argv func(bin, conf string) []string) (*Proxy, error) {
+	bin, err := lookSbin(name)
 	if err != nil {
 		return nil, err
 	}
@@ -140,11 +133,12 @@ func StartHAProxy(dir, backend string, cpu int) (*Proxy, error) {
 		return nil, err
 	}
 	listen := "127.0.0.1:" + strconv.Itoa(port)
-	conf := filepath.Join(dir, "haproxy.cfg")
-	if err := os.WriteFile(conf, []byte(render(haproxyConf, dir, listen, backend)), 0o644); err != nil {
+	conf := filepath.Join(dir, confName)
+	if err := os.WriteFile(conf, []byte(text(listen)), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := start("haproxy", exec.Command(bin, "-db", "-f", conf), cpu)
+	args := argv(bin, conf)
+	p, err := start(name, exec.Command(args[0], args[1:]...), cpu)
 	if err != nil {
 		return nil, err
 	}
@@ -205,27 +199,9 @@ const nginxGRPCConf = nginxHead + `    http2_max_concurrent_streams 250;
 // StartNginxGRPC runs nginx with grpc_pass to an h2c app at backend that
 // expects token; dir must hold cert.pem and key.pem.
 func StartNginxGRPC(dir, backend, token string, cpu int) (*Proxy, error) {
-	bin, err := lookSbin("nginx")
-	if err != nil {
-		return nil, err
-	}
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
-	listen := "127.0.0.1:" + strconv.Itoa(port)
-	conf := filepath.Join(dir, "nginx-grpc.conf")
-	text := strings.ReplaceAll(render(nginxGRPCConf, dir, listen, backend), "{{token}}", token)
-	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
-		return nil, err
-	}
-	p, err := start("nginx", exec.Command(bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log")), cpu)
-	if err != nil {
-		return nil, err
-	}
-	p.Addr = listen
-	if err := p.waitListening(); err != nil {
-		return nil, err
-	}
-	return &Proxy{p}, nil
+	return startProxy("nginx", dir, "nginx-grpc.conf", cpu, func(listen string) string {
+		return strings.ReplaceAll(render(nginxGRPCConf, dir, listen, backend), "{{token}}", token)
+	}, func(bin, conf string) []string {
+		return []string{bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log")}
+	})
 }
