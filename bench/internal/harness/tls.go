@@ -1,18 +1,12 @@
 package harness
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/loopgate/loopgate/internal/selfsigned"
 )
 
 // StartProc starts cmd as a server that listens at addr, pinned to cpu,
@@ -43,30 +37,8 @@ func StopCmd(cmd *exec.Cmd) {
 	}
 }
 
-// WriteCert writes a self-signed ECDSA certificate for 127.0.0.1 (h2load
-// does not verify it) to dir/cert.pem and dir/key.pem.
+// WriteCert writes a self-signed certificate for 127.0.0.1 (h2load does
+// not verify it) to dir/cert.pem and dir/key.pem.
 func WriteCert(dir string) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		DNSNames:     []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return err
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	return selfsigned.Write(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), 1)
 }
