@@ -294,6 +294,8 @@ type trackedConn struct {
 	parkNext atomic.Bool   // the next Close parks instead (an idle read failed with errParked)
 	parked   atomic.Bool   // waiting in park's poller, served by no goroutine
 	parkID   atomic.Uint64 // its id in the poller
+
+	holdClose atomic.Bool // the next Close does nothing: a polled tunnel goes on with it (tunnelpoll.go)
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
@@ -308,6 +310,9 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 // Close closes the connection, or parks it when its serving goroutine
 // ends because it was idle (see parkAfter).
 func (c *trackedConn) Close() error {
+	if c.holdClose.CompareAndSwap(true, false) {
+		return nil
+	}
 	if c.parkNext.CompareAndSwap(true, false) && c.parkNow() {
 		return nil
 	}

@@ -29,7 +29,8 @@
 // requesthead.go rewrite the head,
 // upload.go streams the request body, response.go and relay.go turn the
 // backend's response into the client's, answer.go gives loopgate's own
-// answers, websocket.go tunnels, h2.go and h2conn.go carry HTTP/2 clients
+// answers, websocket.go tunnels (tunnelpoll.go: a plain tunnel idle in
+// the same epoll set, no goroutine or buffer), h2.go and h2conn.go carry HTTP/2 clients
 // onto the same exchange, and h2c.go sends an exchange to an h2c app as a
 // stream on a multiplexed connection. The system calls underneath (raw reads and
 // writes, the stale-connection peek, writev) are internal/sockio's.

@@ -115,6 +115,7 @@ type exchange struct {
 	aborted  bool
 	upgraded bool
 	detached bool // the backend connection left the pool for a tunnel (upstream.detachTunnel)
+	snap     *observed // what the observer needs of the request once ctx is gone (polled tunnels)
 	pid      int
 	why      string // what loopgate's own answer says to a gRPC client (answer)
 }
@@ -163,18 +164,22 @@ func (x *exchange) finish() {
 	x.releaseBackend()
 	s := x.s
 	if s.cfg.Observer != nil {
-		h := &x.ctx.Request.Header
+		o := x.snap
+		if o == nil {
+			h := &x.ctx.Request.Header
+			o = &observed{method: h.Method(), target: h.RequestURI(), start: x.ctx.Time(), remote: x.ctx.RemoteAddr()}
+		}
 		name := ""
 		if x.route != nil {
 			name = x.route.name
 		}
-		start := x.ctx.Time()
+		start := o.start
 		if x.stream != nil {
 			start = x.stream.arrived()
 		}
 		s.cfg.Observer.ObserveRequest(RequestInfo{
 			App:        name,
-			Method:     classifyMethod(h.Method()),
+			Method:     classifyMethod(o.method),
 			Status:     x.status,
 			Duration:   time.Since(start),
 			BytesIn:    x.bytesIn,
@@ -183,9 +188,9 @@ func (x *exchange) finish() {
 			Retried:    x.retried,
 			Upgraded:   x.upgraded,
 			Aborted:    x.aborted,
-			RawMethod:  h.Method(),
-			Target:     h.RequestURI(),
-			RemoteAddr: x.ctx.RemoteAddr(),
+			RawMethod:  o.method,
+			Target:     o.target,
+			RemoteAddr: o.remote,
 		})
 	}
 	if x.route != nil {
@@ -194,6 +199,28 @@ func (x *exchange) finish() {
 	x.reset()
 	s.exchanges.Put(x)
 	s.inflight.Add(-1)
+}
+
+// observed is what the observer is told of a request, taken from its
+// context.
+type observed struct {
+	method, target []byte
+	start          time.Time
+	remote         net.Addr
+}
+
+// snapshotForObserver copies what the observer needs of the request, for a
+// tunnel that outlives its request context (fasthttp reuses the context
+// once the hijack handler returns); ctx must not be used after.
+func (x *exchange) snapshotForObserver() {
+	h := &x.ctx.Request.Header
+	x.snap = &observed{
+		method: append([]byte(nil), h.Method()...),
+		target: append([]byte(nil), h.RequestURI()...),
+		start:  x.ctx.Time(),
+		remote: x.ctx.RemoteAddr(),
+	}
+	x.ctx = nil
 }
 
 // releaseBackend ends the request's use of its backend, counted as a

@@ -349,10 +349,18 @@ func (s *Server) removeTunnel(x *exchange) {
 
 func (s *Server) closeTunnels() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	var polled []net.Conn
 	for x, c := range s.tunnels {
+		if _, ok := c.(tunnelCloser); ok {
+			polled = append(polled, c) // it finishes its exchange, under s.mu
+			continue
+		}
 		_ = c.Close()
 		_ = x.conn.Close()
+	}
+	s.mu.Unlock()
+	for _, c := range polled {
+		_ = c.Close()
 	}
 }
 

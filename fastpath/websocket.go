@@ -72,9 +72,12 @@ func (x *exchange) tunnel(hj net.Conn) {
 	s := x.s
 	client := hijacked(hj)
 	s.addTunnel(x, client)
+	polled := false
 	defer func() {
-		s.removeTunnel(x)
-		x.finish()
+		if !polled { // a polled tunnel finishes when it closes
+			s.removeTunnel(x)
+			x.finish()
+		}
 	}()
 	// requestTimeout bounded the wait for the 101 and must not cut the
 	// tunnel: a tunnel has no timeout of its own and lasts as long as both
@@ -84,6 +87,10 @@ func (x *exchange) tunnel(hj net.Conn) {
 		x.aborted = true
 		_ = client.Close()
 		x.closeBackend()
+		return
+	}
+	if x.startPolledTunnel(hj, client) {
+		polled = true
 		return
 	}
 	var idle *tunnelIdle

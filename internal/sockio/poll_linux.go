@@ -5,6 +5,7 @@ package sockio
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -165,3 +166,36 @@ func (p *Poller) run() {
 // Detach takes c's socket out of the epoll set after its ready callback;
 // the callback calls it before handing the connection back to a reader.
 func (p *Poller) Detach(c net.Conn) { p.del(c) }
+
+// ErrWouldBlock is TryRead's answer when nothing is there to read.
+var ErrWouldBlock = errors.New("read would block")
+
+// TryRead reads what c has now without waiting: ErrWouldBlock when
+// nothing, io.EOF at the peer's end. Deadlines and Close apply as to Read.
+func TryRead(c *net.TCPConn, p []byte) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = syscall.Read(int(fd), p)
+			if rerr != syscall.EINTR {
+				return true
+			}
+		}
+	}); err != nil {
+		return 0, err
+	}
+	switch {
+	case rerr == syscall.EAGAIN:
+		return 0, ErrWouldBlock
+	case rerr != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: rerr}
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
