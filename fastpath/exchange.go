@@ -114,7 +114,7 @@ type exchange struct {
 	retried  bool
 	aborted  bool
 	upgraded bool
-	detached bool // the backend connection left the pool for a tunnel (upstream.detachTunnel)
+	detached bool      // the backend connection left the pool for a tunnel (upstream.detachTunnel)
 	snap     *observed // what the observer needs of the request once ctx is gone (polled tunnels)
 	pid      int
 	why      string // what loopgate's own answer says to a gRPC client (answer)
