@@ -161,7 +161,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	rep := report{cfg: c, machine: describeMachine(), results: results, targets: c.targets}
+	idle, err := measureIdle(c, ts)
+	if err != nil {
+		return err
+	}
+	rep := report{cfg: c, machine: describeMachine(), results: results, targets: c.targets, idle: idle}
 	md := rep.markdown()
 	fmt.Print(md)
 	if err := os.MkdirAll(c.out, 0o755); err != nil {

@@ -13,6 +13,7 @@ type report struct {
 	machine machine
 	results results
 	targets []string
+	idle    map[string]float64 // bytes of RSS per idle keep-alive connection, by proxy target
 }
 
 func median(xs []float64) float64 {
@@ -100,6 +101,16 @@ func (r report) markdown() string {
 			fmt.Fprintf(&b, "| %s | %.0f | %s | %.0f %% | %.1f | %s | %.1f | %s | %s | %s | %.1f | %d |\n",
 				t, s.rps, ratio(s.rps, ref.rps), 100*s.rpsSpread, s.p50, ratio(s.p50, ref.p50), s.p90, ratio(s.p90, ref.p90),
 				cpu, cpuRatio, s.backendCPU, s.errors)
+		}
+	}
+	if len(r.idle) > 0 {
+		fmt.Fprintf(&b, "\n## Idle keep-alive connections\n\n%d connections to each proxy, one request each, then %v idle: "+
+			"the proxy's RSS (all its processes, VmRSS) per connection; a count, not a time, so the machine's load does not change it.\n\n", idleConns, idleHold)
+		fmt.Fprintf(&b, "| target | RSS per idle connection, bytes | × nginx |\n|---|---:|---:|\n")
+		for _, t := range r.targets {
+			if v, ok := r.idle[t]; ok {
+				fmt.Fprintf(&b, "| %s | %.0f | %s |\n", t, v, ratio(v, r.idle["nginx"]))
+			}
 		}
 	}
 	fmt.Fprintf(&b, "\n## Every repetition\n\nreq/s @%d conns / p99 µs @%d conns / p50 µs @1 conn / proxy CPU µs per request / errors, in measurement order.\n\n", r.cfg.conns, r.cfg.conns)

@@ -21,6 +21,7 @@ func (p *Proxy) PIDs() []int { return append([]int{p.PID()}, Children(p.PID())..
 // foreground, its files under {{dir}}, no access log, client keep-alive
 // without a request limit; the http block stays open.
 const nginxHead = `worker_processes 1;
+worker_rlimit_nofile 16384;
 daemon off;
 pid {{dir}}/nginx.pid;
 error_log {{dir}}/error.log warn;
