@@ -99,6 +99,7 @@ type exchange struct {
 	pumpDone chan error
 	pumpErr  error
 	pumpBuf  *[]byte
+	pw       pumpConn // the backend connection as the pump writes it
 	bytesIn  int64
 	bodySent atomic.Bool // the pump is writing, or wrote, the body's last byte; its report on pumpDone follows
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -263,12 +264,18 @@ func (x *exchange) send() (stage, error) {
 	x.head = appendRequestHead(x.head[:0], &ctx.Request.Header, &x.ri, &in)
 	x.head = append(x.head, x.body...)
 	streamed := x.streamedBody()
-	// One deadline for the write and the response head that follows it.
-	setDeadline(conn.SetDeadline, x.spec.RequestTimeout)
 	var err error
 	if streamed {
+		// requestTimeout is the time waiting for the app: while the body
+		// goes, each write to it has that long to progress (pumpConn),
+		// and the response head gets its deadline once the body is sent
+		// (pump); an app that reads steadily is not idle.
+		setDeadline(conn.SetWriteDeadline, x.spec.RequestTimeout)
+		_ = conn.SetReadDeadline(time.Time{})
 		_, err = conn.Write(x.head)
 	} else {
+		// One deadline for the write and the response head that follows it.
+		setDeadline(conn.SetDeadline, x.spec.RequestTimeout)
 		err = sockio.WriteAwait(conn, x.head)
 	}
 	if err != nil {
@@ -291,7 +298,8 @@ func (x *exchange) readHead() (answered bool, st stage, err error) {
 	rh := &ctx.Response.Header
 	rh.EnableNormalizing()
 	for interim := 0; ; interim++ {
-		if interim > 0 {
+		if interim > 0 && (!x.pumping || x.bodySent.Load()) {
+			// (While the body goes the pump sets it at the body's end.)
 			setDeadline(conn.SetReadDeadline, x.spec.RequestTimeout)
 		}
 		err = rh.Read(x.br)
@@ -306,8 +314,12 @@ func (x *exchange) readHead() (answered bool, st stage, err error) {
 		if err != nil {
 			x.stopPump()
 			x.dropConn()
+			var ce clientError
+			if !errors.As(x.pumpErr, &ce) && errors.Is(x.pumpErr, os.ErrDeadlineExceeded) {
+				// The app took no byte of the body for requestTimeout.
+				return false, stageBadResponse, fmt.Errorf("sending request body: %w", x.pumpErr)
+			}
 			if x.pumpErr != nil && !errors.Is(x.pumpErr, errBodyCut) {
-				var ce clientError
 				if errors.Is(x.pumpErr, errTooLarge) {
 					return x.answer(fasthttp.StatusRequestEntityTooLarge, nil), stageNone, nil
 				}

@@ -6,10 +6,15 @@
 package fastpath
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"strconv"
 	"time"
+
+	"github.com/loopgate/loopgate/internal/sockio"
 )
 
 // pumpReportWait bounds how long a response head that arrives while the
@@ -21,6 +26,74 @@ const pumpReportWait = 50 * time.Millisecond
 // maxDiscardBytes bounds the request body loopgate reads and drops to give
 // its own early answer on a clean connection (see answer).
 const maxDiscardBytes = 4 << 20
+
+// clientCheckEvery is how often a pump write that the app does not take
+// looks at the client: one that left (RST, or FIN with the body incomplete)
+// ends the request then instead of at requestTimeout.
+const clientCheckEvery = time.Second
+
+// finSlack is how many bytes of a Content-Length body, besides those the
+// kernel still queues, may be held unread above the socket (fasthttp's read
+// buffer, a TLS record): a client that sent FIN is taken as gone only when
+// even these would not complete its body. A cut closer to the end is left
+// to requestTimeout.
+const finSlack = 64 << 10
+
+// errClientGone is the pump's write given up because the client left.
+var errClientGone = errors.New("client disconnected while the app was not reading the body")
+
+// pumpConn is the backend connection as the pump writes it. Each Write
+// waits for the app to take bytes for at most requestTimeout without
+// progress (an inactivity timeout, as every wait on the app), and while
+// it waits looks at the client every clientCheckEvery: the pump is not
+// reading it then, so nothing else would notice it leave. Owned by the
+// pump goroutine.
+type pumpConn struct {
+	net.Conn
+	x *exchange
+}
+
+func (w *pumpConn) Write(p []byte) (int, error) {
+	x := w.x
+	rt := x.spec.RequestTimeout
+	last := time.Now() // the app's last progress
+	n := 0
+	for {
+		d := clientCheckEvery
+		if rt > 0 && rt-time.Since(last) < d {
+			d = rt - time.Since(last)
+		}
+		_ = w.Conn.SetWriteDeadline(time.Now().Add(d))
+		m, err := w.Conn.Write(p[n:])
+		n += m
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		if m > 0 {
+			last = time.Now()
+		} else if rt > 0 && time.Since(last) >= rt {
+			return n, err
+		}
+		if x.clientGone() {
+			return n, errClientGone
+		}
+	}
+}
+
+// clientGone reports, for the pump blocked on the app, a client that
+// reset its connection, or sent FIN before enough bytes to complete a
+// Content-Length body. A chunked body's end cannot be told without reading
+// it, so its client's FIN is not taken as leaving (requestTimeout bounds
+// that wait); an HTTP/2 client's reset is watched by h2.go.
+func (x *exchange) clientGone() bool {
+	tc := tracked(x.ctx.Conn())
+	if tc == nil || (x.reqBody == reqBodySized && x.bytesIn >= x.reqLen) {
+		return false // HTTP/2; or the whole body was read: only the app is missing
+	}
+	st := sockio.PeerEnded(tc.Conn)
+	return st.Reset ||
+		(st.Finished && x.reqBody == reqBodySized && x.bytesIn+int64(st.Queued)+finSlack+int64(x.s.cfg.MaxHeaderBytes) < x.reqLen)
+}
 
 // startPump streams the request body to the backend in a goroutine, so the
 // response can be read (and relayed) while the upload is still going.
@@ -44,7 +117,8 @@ func (x *exchange) startPump() {
 func (x *exchange) pump() error {
 	r := x.ctx.RequestBodyStream()
 	cc := x.ctx.Conn()
-	bw := x.up.hc.AcquireWriter(x.conn)
+	x.pw = pumpConn{Conn: x.conn, x: x}
+	bw := x.up.hc.AcquireWriter(&x.pw)
 	defer x.up.hc.ReleaseWriter(bw)
 	buf := *x.pumpBuf
 	chunked := x.reqBody == reqBodyChunked
@@ -57,7 +131,6 @@ func (x *exchange) pump() error {
 			if x.bytesIn > x.limit {
 				return errTooLarge
 			}
-			setDeadline(x.conn.SetWriteDeadline, x.spec.RequestTimeout)
 			if x.reqBody == reqBodySized && x.bytesIn == x.reqLen {
 				// Before the write: the backend can answer as soon as
 				// it has these bytes, before the write returns here.
@@ -72,7 +145,7 @@ func (x *exchange) pump() error {
 				_, _ = bw.WriteString("\r\n")
 			}
 			if err := bw.Flush(); err != nil {
-				return fmt.Errorf("%w: %w", errBodyCut, err)
+				return pumpWriteError(err)
 			}
 		}
 		if rerr == io.EOF {
@@ -85,15 +158,27 @@ func (x *exchange) pump() error {
 				_, _ = bw.WriteString("0\r\n\r\n")
 				x.bodySent.Store(true) // before the write, as above
 				if err := bw.Flush(); err != nil {
-					return fmt.Errorf("%w: %w", errBodyCut, err)
+					return pumpWriteError(err)
 				}
 			}
+			// The body is sent: from now on the app is waited for, and
+			// requestTimeout bounds that wait (send left the response
+			// head without a deadline while the body was going).
+			setDeadline(x.conn.SetReadDeadline, x.spec.RequestTimeout)
 			return nil
 		}
 		if rerr != nil {
 			return clientError{rerr}
 		}
 	}
+}
+
+// pumpWriteError is the pump's report of a failed write to the app.
+func pumpWriteError(err error) error {
+	if errors.Is(err, errClientGone) {
+		return clientError{err}
+	}
+	return fmt.Errorf("%w: %w", errBodyCut, err)
 }
 
 // bodyCut reports, at the request body stream's end, a body the client
