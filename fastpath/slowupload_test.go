@@ -113,6 +113,7 @@ func TestStalledAppUploadTimesOut(t *testing.T) {
 	if resp.StatusCode != 502 || !strings.Contains(string(body), "requestTimeout") {
 		t.Fatalf("an app that stopped reading: %d %q, want 502.3 naming requestTimeout", resp.StatusCode, body)
 	}
+	t.Logf("502.3 %v after the upload started", d.Round(time.Millisecond))
 	if d > 6*time.Second {
 		t.Errorf("502.3 after %v, want about requestTimeout (1 s)", d)
 	}
@@ -222,6 +223,7 @@ func TestClientGoneWhileAppStalled(t *testing.T) {
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
+			t.Logf("backend connection closed %v after the client's %s (%d bytes sent)", time.Since(at).Round(time.Millisecond), tc.name, sent)
 			// The app, reading again, meets the end of its connection
 			// long before the body's end.
 			_ = app.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -276,6 +278,7 @@ func TestClientGoneWhileAppStalled(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+		t.Logf("backend connection closed %v after the client's RST_STREAM", time.Since(at).Round(time.Millisecond))
 		_ = app.SetReadDeadline(time.Now().Add(5 * time.Second))
 		n, err := io.Copy(io.Discard, app)
 		if err != nil || n >= length {

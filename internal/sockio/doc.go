@@ -1,8 +1,9 @@
 // Package sockio is the socket layer under loopgate's forwarder: reads and
 // writes of TCP connections through raw non-blocking system calls, the
 // write-then-wait-for-the-answer of a whole request, the non-blocking peek
-// that finds a stale pooled connection, and the gathered write (writev) of a
-// buffered response head with a body chunk.
+// that finds a stale pooled connection, the gathered write (writev) of a
+// buffered response head with a body chunk, and the look at a connection
+// nobody is reading (PeerEnded: reset, FIN, bytes queued).
 //
 // It is for fastpath only, which reads as HTTP while this package reads as
 // sockets. It knows nothing of HTTP, parses nothing and owns no connection
