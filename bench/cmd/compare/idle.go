@@ -1,4 +1,5 @@
-// Idle keep-alive connections: each proxy's RSS per connection.
+// Idle keep-alive connections and idle WebSocket tunnels: each proxy's RSS
+// per connection or tunnel.
 
 package main
 
@@ -16,58 +17,99 @@ import (
 	"github.com/loopgate/loopgate/bench/internal/harness"
 )
 
-// idleConns and idleHold: how many keep-alive connections each proxy
-// holds (one request each, then idle) and for how long before its RSS is
-// read (loopgate parks a connection idle for a second and returns the
-// memory of a burst of them 3 s after it ends).
+// Each proxy is measured in two steps of idleStep connections (or
+// tunnels): the RSS after the second step minus the RSS after the first,
+// per connection, so that memory the proxy holds or returns from what came
+// before (the load runs, loopgate's pools until a collection) cancels out.
+// Each step is held idleHold before the RSS is read: loopgate parks a
+// connection idle for a second and returns the memory of a burst of them
+// (1,024 or more) 3 s after it ends.
 const (
-	idleConns = 2000
-	idleHold  = 6 * time.Second
+	idleStep = 1500
+	idleHold = 10 * time.Second
 )
 
 // measureIdle returns, for each proxy target, the bytes of RSS (all its
-// processes) per idle keep-alive client connection.
+// processes) per idle keep-alive client connection, one request each.
 func measureIdle(c config, ts map[string]*target) (map[string]float64, error) {
+	req := harness.GET("bench.example", "/")
+	return measureHeld(c, ts, "idle keep-alive connections", func(nc net.Conn, br *bufio.Reader) error {
+		if _, err := nc.Write(req); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	})
+}
+
+// measureTunnels returns, for each proxy target, the bytes of RSS per idle
+// WebSocket tunnel to the backend's /ws echo, after one message each.
+func measureTunnels(c config, ts map[string]*target) (map[string]float64, error) {
+	req := harness.GET("bench.example", "/ws", "Upgrade: websocket", "Connection: Upgrade",
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13")
+	return measureHeld(c, ts, "idle WebSocket tunnels", func(nc net.Conn, br *bufio.Reader) error {
+		if _, err := nc.Write(req); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			return fmt.Errorf("upgrade answered %s", resp.Status)
+		}
+		if _, err := nc.Write([]byte("ping")); err != nil {
+			return err
+		}
+		got := make([]byte, 4)
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping" {
+			return fmt.Errorf("echo %q: %v", got, err)
+		}
+		return nil
+	})
+}
+
+// measureHeld opens two steps of idleStep connections to each proxy, each
+// made ready by open, and returns the RSS per connection of the second.
+func measureHeld(c config, ts map[string]*target, what string, open func(net.Conn, *bufio.Reader) error) (map[string]float64, error) {
 	out := map[string]float64{}
 	for _, name := range c.targets {
 		t := ts[name]
 		if t.proxyPIDs == nil {
 			continue
 		}
-		fmt.Fprintf(os.Stderr, "compare: %d idle connections to %s\n", idleConns, name)
-		before := rssKB(t.proxyPIDs())
-		conns := make([]net.Conn, 0, idleConns)
+		var conns []net.Conn
 		closeAll := func() {
 			for _, nc := range conns {
 				nc.Close()
 			}
 		}
-		req := harness.GET("bench.example", "/")
-		for range idleConns {
-			nc, err := net.DialTimeout("tcp", t.addr, 5*time.Second)
-			if err != nil {
-				closeAll()
-				return nil, fmt.Errorf("%s: %w", name, err)
+		var rss [2]int64
+		for step := range 2 {
+			fmt.Fprintf(os.Stderr, "compare: %d %s to %s (step %d of 2)\n", idleStep, what, name, step+1)
+			for range idleStep {
+				nc, err := net.DialTimeout("tcp", t.addr, 5*time.Second)
+				if err != nil {
+					closeAll()
+					return nil, fmt.Errorf("%s: %s: %w", name, what, err)
+				}
+				conns = append(conns, nc)
+				_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+				if err := open(nc, bufio.NewReaderSize(nc, 512)); err != nil {
+					closeAll()
+					return nil, fmt.Errorf("%s: %s: %w", name, what, err)
+				}
+				_ = nc.SetDeadline(time.Time{})
 			}
-			conns = append(conns, nc)
-			_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := nc.Write(req); err != nil {
-				closeAll()
-				return nil, fmt.Errorf("%s: %w", name, err)
-			}
-			resp, err := http.ReadResponse(bufio.NewReaderSize(nc, 512), nil)
-			if err != nil {
-				closeAll()
-				return nil, fmt.Errorf("%s: %w", name, err)
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			_ = nc.SetDeadline(time.Time{})
+			time.Sleep(idleHold)
+			rss[step] = rssKB(t.proxyPIDs())
 		}
-		time.Sleep(idleHold)
-		after := rssKB(t.proxyPIDs())
 		closeAll()
-		out[name] = float64(after-before) * 1024 / idleConns
+		out[name] = float64(rss[1]-rss[0]) * 1024 / idleStep
 		time.Sleep(time.Second)
 	}
 	return out, nil

@@ -165,7 +165,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	rep := report{cfg: c, machine: describeMachine(), results: results, targets: c.targets, idle: idle}
+	tunnels, err := measureTunnels(c, ts)
+	if err != nil {
+		return err
+	}
+	rep := report{cfg: c, machine: describeMachine(), results: results, targets: c.targets, idle: idle, tunnels: tunnels}
 	md := rep.markdown()
 	fmt.Print(md)
 	if err := os.MkdirAll(c.out, 0o755); err != nil {

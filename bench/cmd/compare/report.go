@@ -14,6 +14,7 @@ type report struct {
 	results results
 	targets []string
 	idle    map[string]float64 // bytes of RSS per idle keep-alive connection, by proxy target
+	tunnels map[string]float64 // bytes of RSS per idle WebSocket tunnel, by proxy target
 }
 
 func median(xs []float64) float64 {
@@ -104,12 +105,23 @@ func (r report) markdown() string {
 		}
 	}
 	if len(r.idle) > 0 {
-		fmt.Fprintf(&b, "\n## Idle keep-alive connections\n\n%d connections to each proxy, one request each, then %v idle: "+
-			"the proxy's RSS (all its processes, VmRSS) per connection; a count, not a time, so the machine's load does not change it.\n\n", idleConns, idleHold)
+		fmt.Fprintf(&b, "\n## Idle keep-alive connections\n\n%d connections to each proxy, one request each, held %v; then %d more, held %v: "+
+			"the growth of the proxy's RSS (all its processes, VmRSS) over the second step, per connection; a count, not a time, so the machine's load does not change it.\n\n",
+			idleStep, idleHold, idleStep, idleHold)
 		fmt.Fprintf(&b, "| target | RSS per idle connection, bytes | × nginx |\n|---|---:|---:|\n")
 		for _, t := range r.targets {
 			if v, ok := r.idle[t]; ok {
 				fmt.Fprintf(&b, "| %s | %.0f | %s |\n", t, v, ratio(v, r.idle["nginx"]))
+			}
+		}
+	}
+	if len(r.tunnels) > 0 {
+		fmt.Fprintf(&b, "\n## Idle WebSocket tunnels\n\nThe same with WebSocket tunnels to the backend's /ws echo, one message each: %d, then %d more, "+
+			"each step held %v; RSS growth per tunnel over the second step.\n\n", idleStep, idleStep, idleHold)
+		fmt.Fprintf(&b, "| target | RSS per idle tunnel, bytes | × nginx |\n|---|---:|---:|\n")
+		for _, t := range r.targets {
+			if v, ok := r.tunnels[t]; ok {
+				fmt.Fprintf(&b, "| %s | %.0f | %s |\n", t, v, ratio(v, r.tunnels["nginx"]))
 			}
 		}
 	}

@@ -6,6 +6,7 @@
 // It listens on 127.0.0.1:$ASPNETCORE_PORT and serves
 //
 //	GET /       "Hello, World!" (13 bytes, text/plain)
+//	GET /ws     101, then every byte echoed (an idle-tunnel stand-in)
 //	GET /16k    16 KiB of 'x' (16384 bytes, text/plain)
 //
 // Any other path gets 404. With -pairing=on (the default) requests pass
@@ -19,9 +20,12 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha1"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -48,10 +52,22 @@ func handle(ctx *fasthttp.RequestCtx) {
 	case bytes.Equal(p, pathBig):
 		ctx.SetContentTypeBytes(textCT)
 		ctx.SetBody(big)
+	case bytes.Equal(p, pathWS):
+		// A WebSocket-shaped tunnel for the idle-tunnel measurement: 101,
+		// then every byte echoed (frames are not parsed).
+		ctx.SetStatusCode(fasthttp.StatusSwitchingProtocols)
+		ctx.Response.Header.Set("Upgrade", "websocket")
+		ctx.Response.Header.Set("Connection", "Upgrade")
+		// RFC 6455's accept (HAProxy checks it): base64(SHA-1(key + GUID)).
+		sum := sha1.Sum(append(ctx.Request.Header.Peek("Sec-WebSocket-Key"), "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"...))
+		ctx.Response.Header.Set("Sec-WebSocket-Accept", base64.StdEncoding.EncodeToString(sum[:]))
+		ctx.Hijack(func(c net.Conn) { _, _ = io.Copy(c, c) })
 	default:
 		ctx.SetStatusCode(fasthttp.StatusNotFound)
 	}
 }
+
+var pathWS = []byte("/ws")
 
 func main() {
 	mode := flag.String("pairing", "on", "on: check the pairing token with fastpairing; off: check nothing")

@@ -25,7 +25,7 @@ worker_rlimit_nofile 16384;
 daemon off;
 pid {{dir}}/nginx.pid;
 error_log {{dir}}/error.log warn;
-events { worker_connections 4096; }
+events { worker_connections 8192; }
 http {
     access_log off;
     client_body_temp_path {{dir}}/body;
@@ -47,6 +47,14 @@ const nginxConf = nginxHead + `    upstream backend {
     }
     server {
         listen {{listen}}{{tls}};
+        location /ws {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_set_header Host $http_host;
+            proxy_read_timeout 1h;
+        }
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -64,7 +72,7 @@ const nginxConf = nginxHead + `    upstream backend {
 // (option forwardfor) and X-Forwarded-Proto added.
 const haproxyConf = `global
     nbthread 1
-    maxconn 4096
+    maxconn 8192
 defaults
     mode http
     timeout connect 2s
