@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -21,6 +22,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/loopgate/loopgate/internal/sockio"
 )
 
 // HTTP/2 to the app.
@@ -272,19 +275,88 @@ func (u *upstream) Drain() {
 type h2cStream struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
-	timer   *time.Timer // requestTimeout as inactivity; nil without one
+	timer   *time.Timer // requestTimeout as inactivity, and the look at client; nil without either (fire)
 	d       time.Duration
-	timeout atomic.Bool // the timer fired
-	body    *h2cBody    // nil without a request body
+	last    atomic.Int64 // unix ns of the last activity (touch)
+	timeout atomic.Bool  // requestTimeout expired
+	done    atomic.Bool  // end was called: the timer stops
+	client  net.Conn     // an HTTP/1.1 client's TCP connection, looked at while the app takes no body (clientGone); nil otherwise
+	sized   int64        // the client's Content-Length; 0 for chunked
+	slack   int64        // bytes that may be held unread above the client's socket (see finSlack)
+	body    *h2cBody     // nil without a request body
 	resp    *http.Response
 	ended   bool
 }
 
-// touch restarts the inactivity timer.
-func (s *h2cStream) touch() {
-	if s.timer != nil {
-		s.timer.Reset(s.d)
+// touch records activity: the inactivity timer counts from it.
+func (s *h2cStream) touch() { s.last.Store(time.Now().UnixNano()) }
+
+// start arms the timer: requestTimeout after the last activity, and every
+// clientCheckEvery while an HTTP/1.1 client's body is unfinished.
+func (s *h2cStream) start() {
+	s.touch()
+	first := s.d
+	if s.client != nil && (first == 0 || first > clientCheckEvery) {
+		first = clientCheckEvery
 	}
+	if first > 0 {
+		// Armed after s.timer is set: fire re-arms it.
+		s.timer = time.AfterFunc(time.Duration(math.MaxInt64), s.fire)
+		s.timer.Reset(first)
+	}
+}
+
+// fire is the timer: the stream is canceled when requestTimeout passed
+// without activity, or when the client left while the app took no body (the
+// HTTP/2 client waits on the app's flow control then, and nothing reads the
+// client: the pump's pumpConn does the same on HTTP/1.1).
+func (s *h2cStream) fire() {
+	if s.done.Load() {
+		return
+	}
+	next := time.Duration(-1)
+	if s.d > 0 {
+		idle := time.Since(time.Unix(0, s.last.Load()))
+		if idle >= s.d {
+			s.timeout.Store(true)
+			s.cancel()
+			return
+		}
+		next = s.d - idle
+	}
+	if s.client != nil && s.body != nil {
+		if gone, pending := s.clientGone(); gone {
+			s.cancel()
+			return
+		} else if pending && (next < 0 || next > clientCheckEvery) {
+			next = clientCheckEvery
+		}
+	}
+	if next > 0 {
+		s.timer.Reset(next)
+	}
+}
+
+// clientGone reports a client that reset its connection, or sent FIN
+// before enough bytes to complete its Content-Length body, while nothing
+// reads it (as exchange.clientGone); the body then fails with
+// errClientGone. pending is false once the body ended or failed.
+func (s *h2cStream) clientGone() (gone, pending bool) {
+	b := s.body
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.finished || b.err != nil || b.stopped {
+		return false, false
+	}
+	if b.reading {
+		return false, true // the body's read meets the client's end itself
+	}
+	st := sockio.PeerEnded(s.client)
+	if st.Reset || (st.Finished && s.sized > 0 && b.n+int64(st.Queued)+s.slack < s.sized) {
+		b.err = clientError{errClientGone}
+		return true, false
+	}
+	return false, true
 }
 
 // Close resets the stream: the client reset its own (streamWatch).
@@ -300,6 +372,7 @@ func (s *h2cStream) end() {
 		return
 	}
 	s.ended = true
+	s.done.Store(true)
 	if s.timer != nil {
 		s.timer.Stop()
 	}
@@ -417,12 +490,6 @@ func (x *exchange) tryH2C() (done bool, st stage, err error) {
 	s := &h2cStream{d: x.spec.RequestTimeout}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	x.h2s = s
-	if s.d > 0 {
-		s.timer = time.AfterFunc(s.d, func() {
-			s.timeout.Store(true)
-			s.cancel()
-		})
-	}
 	req, err := h2cRequest(s.ctx, x.head, x.up.hc.Addr)
 	if err != nil {
 		x.endH2C()
@@ -443,6 +510,13 @@ func (x *exchange) tryH2C() (done bool, st stage, err error) {
 	if s.body != nil && x.stream != nil && x.streamedBody() {
 		x.h2cTrailers(req, s.body)
 	}
+	if tc := tracked(ctx.Conn()); tc != nil && x.streamedBody() && x.stream == nil {
+		s.client, s.slack = tc.Conn, finSlack+int64(x.s.cfg.MaxHeaderBytes)
+		if x.reqBody == reqBodySized {
+			s.sized = x.reqLen
+		}
+	}
+	s.start()
 	if s.body != nil {
 		s.body.idle.L = &s.body.mu
 		req.Body = s.body

@@ -1,8 +1,10 @@
 package fastpath
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -355,4 +357,75 @@ func tcpRxQueue(t *testing.T, local, remote string) int {
 	}
 	t.Fatalf("no socket %s -> %s in /proc/net/tcp", local, remote)
 	return 0
+}
+
+// With backendProtocol="h2c": an HTTP/1.1 client's upload of 4 s to an app
+// reading it steadily, requestTimeout 2 s, is answered; a client that
+// resets its connection while the app takes no body (the HTTP/2 client
+// waits on the app's flow control, nothing reads the client) ends the
+// request within about a second, not at requestTimeout.
+func TestH2CUploadTimingAndClientGone(t *testing.T) {
+	dial := func(t *testing.T, h *tlsHarness) (*tls.Conn, net.Conn) {
+		raw, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { raw.Close() })
+		_ = raw.SetDeadline(time.Now().Add(20 * time.Second))
+		return tls.Client(raw, &tls.Config{RootCAs: h.roots, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}}), raw
+	}
+	t.Run("slow upload", func(t *testing.T) {
+		const pieces, piece = 20, 16 << 10
+		h := newTLSHarness(t, Config{})
+		h.h2cBackend(func(w http.ResponseWriter, r *http.Request) {
+			n, err := io.Copy(io.Discard, r.Body)
+			if err == nil {
+				w.Header().Set("X-Echo-Length", strconv.FormatInt(n, 10))
+			}
+		})
+		h.setSpec(func(s *configload.AppSpec) { s.RequestTimeout = 2 * time.Second })
+		c, _ := dial(t, h)
+		rc := &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+		rc.send("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: " + strconv.Itoa(pieces*piece) + "\r\n\r\n")
+		for i := 0; i < pieces; i++ {
+			rc.send(strings.Repeat("x", piece))
+			time.Sleep(200 * time.Millisecond)
+		}
+		resp, _ := rc.response("POST")
+		if resp.StatusCode != 200 || resp.Header.Get("X-Echo-Length") != strconv.Itoa(pieces*piece) {
+			t.Fatalf("h2c app, 4 s upload, requestTimeout 2 s: %d (length %q)", resp.StatusCode, resp.Header.Get("X-Echo-Length"))
+		}
+	})
+	t.Run("RST while the app takes no body", func(t *testing.T) {
+		h := newTLSHarness(t, Config{})
+		h.h2cBackend(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+		h.setSpec(func(s *configload.AppSpec) { s.RequestTimeout, s.MaxAllowedContentLength = 20*time.Second, 1<<40 })
+		c, raw := dial(t, h)
+		if _, err := c.Write([]byte("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1073741824\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64<<10)
+		sent := 0
+		for sent < 256<<20 {
+			_ = c.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+			n, err := c.Write(buf)
+			sent += n
+			if err != nil {
+				break
+			}
+		}
+		if sent >= 256<<20 || h.srv.InFlight() != 1 {
+			t.Fatalf("before the reset: %d bytes taken, %d in flight", sent, h.srv.InFlight())
+		}
+		_ = raw.(*net.TCPConn).SetLinger(0)
+		at := time.Now()
+		raw.Close()
+		for h.srv.InFlight() != 0 {
+			if d := time.Since(at); d > 3*time.Second {
+				t.Fatalf("%v after the client's RST (%d bytes sent, requestTimeout 20 s): %d in flight", d.Round(time.Millisecond), sent, h.srv.InFlight())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Logf("h2c: the request ended %v after the client's RST (%d bytes sent)", time.Since(at).Round(time.Millisecond), sent)
+	})
 }
