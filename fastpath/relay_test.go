@@ -66,25 +66,27 @@ func TestStreamingResponse(t *testing.T) {
 func TestRequestTimeoutIsInactivity(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case "/trickle": // 10 × 60 ms = 600 ms total, against a 200 ms timeout
+		case "/trickle": // 10 × 150 ms = 1.5 s total, against a 1 s timeout
+			// Gaps far below the timeout: a loaded CI machine may stretch a
+			// 60 ms sleep past 200 ms, which failed a full run once.
 			for i := 0; i < 10; i++ {
 				io.WriteString(w, "x")
 				w.(http.Flusher).Flush()
-				time.Sleep(60 * time.Millisecond)
+				time.Sleep(150 * time.Millisecond)
 			}
 		case "/silent":
-			time.Sleep(600 * time.Millisecond)
+			time.Sleep(2 * time.Second)
 		case "/stall":
 			w.Header().Set("Content-Length", "10")
 			io.WriteString(w, "12345")
 			w.(http.Flusher).Flush()
-			time.Sleep(600 * time.Millisecond)
+			time.Sleep(2 * time.Second)
 		}
 	}))
 	t.Cleanup(backend.Close)
 	h := newHarness(t, Config{}, "/")
 	h.backend("/", backend.Listener.Addr().String())
-	h.setSpec("/", func(s *configload.AppSpec) { s.RequestTimeout = 200 * time.Millisecond })
+	h.setSpec("/", func(s *configload.AppSpec) { s.RequestTimeout = time.Second })
 	cl := h.client()
 
 	resp, err := cl.Get(h.url("/trickle"))
