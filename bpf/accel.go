@@ -16,8 +16,14 @@ import (
 type Options struct {
 	// CgroupPath is the cgroup v2 directory the sockops program is
 	// attached to: connections made or accepted by processes in it or
-	// below it are candidates for acceleration. Both ends must qualify.
-	// Default: the root of the cgroup v2 mount (CgroupV2Mount).
+	// below it are candidates for acceleration. Both ends must qualify:
+	// the client's socket counts in the cgroup of the process that
+	// created it, the server's accepted socket in the listener's (a
+	// child socket inherits its listener's cgroup), and a server's
+	// socket enters the map only if its client's did. loopgate passes
+	// its own cgroup (OwnCgroup), which holds its backends' cgroups.
+	// Default: the root of the cgroup v2 mount (CgroupV2Mount), where
+	// every local process qualifies.
 	CgroupPath string
 	// QueueLimit is how many bytes a receiving socket may hold unread
 	// before its peer stops redirecting to it and goes back to TCP, with

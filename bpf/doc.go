@@ -22,9 +22,15 @@
 // A connection is accelerated when it is established after its server
 // port was registered, both addresses are in 127.0.0.0/8, both ends
 // belong to processes in the Options.CgroupPath subtree, and both live in
-// the network namespace that called Load. Any local client of a
-// registered port qualifies, not only loopgate. Connections established
-// before AddPort or after RemovePort stay on TCP.
+// the network namespace that called Load. The client end counts in the
+// cgroup of the process that created its socket, the server end in the
+// cgroup of the process that created the listener; a server end enters
+// the map only after its client end did, so a client outside the subtree
+// leaves nothing in the map even though the backend is inside. With the
+// default CgroupPath (the mount's root) any local client of a registered
+// port qualifies; loopgate attaches to its own cgroup (OwnCgroup), so
+// only loopgate and its backends do. Connections established before
+// AddPort or after RemovePort stay on TCP.
 //
 // # Traps for users of accelerated sockets
 //

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -133,4 +134,30 @@ func CgroupV2Mount() (string, error) {
 		return "", fmt.Errorf("%w: %w", ErrNotSupported, err)
 	}
 	return mnt, err
+}
+
+// OwnCgroup returns the directory of this process's own cgroup v2 (the
+// mount point joined with the "0::" line of /proc/self/cgroup): the
+// narrowest cgroup that holds loopgate and, below it, its backends, so the
+// one to attach to when only loopgate's own connections should qualify.
+// Under systemd it is the service's cgroup; in a container, the
+// container's. It fails when there is no cgroup v2 mount, when the cgroup
+// lies outside this process's cgroup namespace, or when the directory is
+// not there (a cgroup namespace whose root is not the mount's).
+func OwnCgroup() (string, error) {
+	mnt, err := CgroupV2Mount()
+	if err != nil {
+		return "", err
+	}
+	self, err := cgroup.Self()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(mnt, self)
+	if fi, err := os.Stat(dir); err != nil {
+		return "", fmt.Errorf("finding own cgroup: %w", err)
+	} else if !fi.IsDir() {
+		return "", fmt.Errorf("finding own cgroup: %s is not a directory", dir)
+	}
+	return dir, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -35,4 +36,33 @@ func TestProbeCaps(t *testing.T) {
 // TestProbeAgreesWithLoad: when Probe says yes, Load works.
 func TestProbeAgreesWithLoad(t *testing.T) {
 	loadAccel(t, Options{})
+}
+
+// TestOwnCgroup: the directory of this process's cgroup below the mount,
+// which is where serve attaches.
+func TestOwnCgroup(t *testing.T) {
+	mnt, err := CgroupV2Mount()
+	if err != nil {
+		t.Skip(err)
+	}
+	dir, err := OwnCgroup()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, ok := "", false
+	for _, l := range strings.Split(string(b), "\n") {
+		if r, found := strings.CutPrefix(l, "0::"); found {
+			rel, ok = r, true
+		}
+	}
+	if !ok || dir != filepath.Join(mnt, rel) {
+		t.Fatalf("OwnCgroup() = %q; mount %q, /proc/self/cgroup %q", dir, mnt, b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -74,8 +74,12 @@ func TestSIGKILLLeavesNothingBehind(t *testing.T) {
 // TestMain runs the child half of TestSIGKILLLeavesNothingBehind when
 // the test binary is started with LOOPGATE_BPF_CHILD=load.
 func TestMain(m *testing.M) {
-	if os.Getenv("LOOPGATE_BPF_CHILD") == "load" {
+	switch os.Getenv("LOOPGATE_BPF_CHILD") {
+	case "load":
 		loadAndWait()
+		return
+	case "echo", "client":
+		scopeChild(os.Getenv("LOOPGATE_BPF_CHILD"))
 		return
 	}
 	os.Exit(m.Run())

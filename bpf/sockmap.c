@@ -189,6 +189,21 @@ int loopgate_sockops(struct bpf_sock_ops *skops)
 	struct bpf_sock *sk = skops->sk;
 	if (!sk)
 		return 1;
+	// A server's socket goes in only after its client's: the client's
+	// ACTIVE_ESTABLISHED always comes first (it sends the handshake's last
+	// ACK), so a client whose socket is not in the map is one this program
+	// does not see: one outside the cgroup it is attached to. Its server
+	// end would only be redirected to nothing.
+	if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
+		struct sock_key peer = {
+			.local_ip4 = key.remote_ip4,
+			.remote_ip4 = key.local_ip4,
+			.local_port = key.remote_port,
+			.remote_port = key.local_port,
+		};
+		if (!bpf_map_lookup_elem(&sock_addrs, &peer))
+			return 1;
+	}
 	__u64 addr = (__u64)(unsigned long)sk;
 	if (bpf_map_update_elem(&sock_addrs, &key, &addr, BPF_ANY) ||
 	    bpf_sock_hash_update(skops, &sock_hash, &key, BPF_NOEXIST)) {

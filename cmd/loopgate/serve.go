@@ -79,7 +79,13 @@ func startAccel(mode string, log zerolog.Logger) (*bpf.Accel, status.Accel, erro
 	err := bpf.Probe()
 	var acc *bpf.Accel
 	if err == nil {
-		acc, err = bpf.Load(bpf.Options{})
+		var opts bpf.Options
+		opts.CgroupPath, st.CgroupNote = accelCgroup()
+		if st.CgroupNote != "" {
+			log.Warn().Str("event", "accel_cgroup_root").Str("reason", st.CgroupNote).
+				Msg("eBPF sockmap acceleration attached to the cgroup v2 root: connections of every local process to a backend port qualify, not only loopgate's")
+		}
+		acc, err = bpf.Load(opts)
 	}
 	if err != nil {
 		if mode == "on" {
@@ -90,9 +96,26 @@ func startAccel(mode string, log zerolog.Logger) (*bpf.Accel, status.Accel, erro
 		return nil, st, nil
 	}
 	st.Active = true
+	st.Cgroup = acc.CgroupPath()
 	log.Info().Str("event", "accel_on").Str("cgroup", acc.CgroupPath()).
-		Msg("eBPF sockmap acceleration on: loopback traffic to backends bypasses the TCP stack")
+		Msg("eBPF sockmap acceleration on: loopback traffic between loopgate and its backends (processes in this cgroup) bypasses the TCP stack")
 	return acc, st, nil
+}
+
+// accelCgroup picks the cgroup the sockops program is attached to:
+// loopgate's own, which holds the backends' cgroups (internal/cgroup puts
+// them below it) and nothing loopgate did not start unless the service
+// manager put it there, so other local processes' connections to a backend
+// port stay on TCP. An upgrade's new process is forked by the old one and
+// shares its cgroup; as PID 1 of a container it is the container's cgroup.
+// When its own cgroup cannot be found it returns "" (the mount's root) and
+// why.
+func accelCgroup() (dir, why string) {
+	dir, err := bpf.OwnCgroup()
+	if err != nil {
+		return "", err.Error()
+	}
+	return dir, ""
 }
 
 // server is everything a running serve holds.

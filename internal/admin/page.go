@@ -91,6 +91,9 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 	case a.Active:
 		v.Accel = fmt.Sprintf("eBPF sockmap (%s): %s messages redirected, %s passed, %d fell back to TCP",
 			a.Mode, count(a.Redirected), count(a.Passed), a.Fallbacks)
+		if a.Cgroup != "" {
+			v.Accel += "; processes in " + a.Cgroup
+		}
 	case a.Reason != "":
 		v.Accel = "off (" + a.Mode + "): " + a.Reason
 	default:

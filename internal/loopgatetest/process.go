@@ -45,6 +45,10 @@ type Options struct {
 	// ReadyTimeout is how long Start waits for the "ready" log line;
 	// default 10 s.
 	ReadyTimeout time.Duration
+	// Cgroup is a cgroup v2 directory loopgate starts in (clone3's
+	// CLONE_INTO_CGROUP, so it never runs anywhere else); "" keeps the
+	// test's.
+	Cgroup string
 }
 
 // Process is one running loopgate serve. Its methods are safe for
@@ -134,6 +138,14 @@ func Launch(t testing.TB, o Options) *Process {
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.Cgroup != "" {
+		cg, err := os.Open(o.Cgroup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cg.Close() // the child has it from its start
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
 	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

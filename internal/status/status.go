@@ -41,6 +41,12 @@ type Accel struct {
 	Mode   string `json:"mode"`             // the --accel flag: auto, on or off
 	Active bool   `json:"active"`           // the programs are attached
 	Reason string `json:"reason,omitempty"` // why it is not active, when it is not
+	// Cgroup is the cgroup v2 directory the sockops program is attached
+	// to (loopgate's own cgroup, or the mount's root when that cannot be
+	// found: CgroupNote says why): only connections between processes in
+	// it or below it are accelerated.
+	Cgroup     string `json:"cgroup,omitempty"`
+	CgroupNote string `json:"cgroup_note,omitempty"`
 	// Messages redirected socket to socket in the kernel, and passed on to
 	// the normal TCP path, since start.
 	Redirected uint64 `json:"redirected"`

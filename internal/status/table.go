@@ -38,7 +38,7 @@ func WriteTable(w io.Writer, s Snapshot) error {
 	a := s.Acceleration
 	switch {
 	case a.Active:
-		fmt.Fprintf(tw, "acceleration: eBPF sockmap (%s), %d messages redirected, %d passed, %d connections fell back to TCP\n", a.Mode, a.Redirected, a.Passed, a.Fallbacks)
+		fmt.Fprintf(tw, "acceleration: eBPF sockmap (%s), %d messages redirected, %d passed, %d connections fell back to TCP%s\n", a.Mode, a.Redirected, a.Passed, a.Fallbacks, accelScope(a))
 	case a.Reason != "":
 		fmt.Fprintf(tw, "acceleration: off (%s): %s\n", a.Mode, a.Reason)
 	default:
@@ -179,4 +179,17 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// accelScope names the cgroup whose processes' connections are
+// accelerated, and why it is the mount's root when it is.
+func accelScope(a Accel) string {
+	switch {
+	case a.Cgroup == "":
+		return ""
+	case a.CgroupNote != "":
+		return fmt.Sprintf("; processes in %s (%s)", a.Cgroup, a.CgroupNote)
+	default:
+		return "; processes in " + a.Cgroup
+	}
 }
