@@ -98,7 +98,10 @@ func TestOnlyTheAttachedCgroupIsAccelerated(t *testing.T) {
 func makeCgroup(tb testing.TB, dir string) string {
 	tb.Helper()
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		tb.Fatalf("creating cgroup: %v", err)
+		if os.Getenv("LOOPGATE_REQUIRE_BPF") == "1" {
+			tb.Fatalf("LOOPGATE_REQUIRE_BPF=1 but creating a cgroup failed: %v", err)
+		}
+		tb.Skipf("creating a cgroup: %v", err)
 	}
 	tb.Cleanup(func() {
 		// Children are reaped before this runs (cleanups run last-in

@@ -30,7 +30,10 @@ func TestAccelOnlyLoopgatesCgroup(t *testing.T) {
 	}
 	dir := filepath.Join(mnt, fmt.Sprintf("loopgate-accel-scope-%d", os.Getpid()))
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatalf("creating cgroup: %v", err)
+		if os.Getenv("LOOPGATE_REQUIRE_BPF") == "1" {
+			t.Fatalf("LOOPGATE_REQUIRE_BPF=1 but creating a cgroup failed: %v", err)
+		}
+		t.Skipf("creating a cgroup: %v", err)
 	}
 	t.Cleanup(func() { removeCgroupTree(t, dir) }) // after loopgate's kill (cleanups run in reverse)
 
