@@ -143,14 +143,15 @@ func tracked(c net.Conn) *trackedConn {
 }
 
 // clientEOF reports whether the client connection c (under TLS, if any)
-// met the end of the client's stream; see sockio.ClientConn.SawEOF. It is
+// met the end of the client's stream (a FIN or a reset); see
+// sockio.ClientConn.SawEnd. It is
 // for the goroutine reading c.
 func clientEOF(c net.Conn) bool {
 	if gc, ok := c.(*guardedTLS); ok && gc.eof {
 		return true // close_notify: the TLS stream ended, the TCP one may not have
 	}
 	tc := tracked(c)
-	return tc != nil && tc.SawEOF()
+	return tc != nil && tc.SawEnd()
 }
 
 // connState is fasthttp's ConnState hook: it marks connections idle between

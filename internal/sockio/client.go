@@ -5,7 +5,7 @@ package sockio
 
 import (
 	"bufio"
-	"io"
+	"errors"
 	"net"
 )
 
@@ -19,7 +19,7 @@ type ClientConn struct {
 	net.Conn
 	raw    *RawIO      // nil: not TCP, the Conn's own Read and Write are used
 	gather gatherState // owned by the connection's serving goroutine
-	eof    bool        // a Read returned io.EOF: the client half-closed or closed
+	ended  bool        // a Read met the stream's end: the client half-closed, closed or reset
 }
 
 // NewClientConn wraps c.
@@ -42,17 +42,26 @@ func (c *ClientConn) Read(p []byte) (n int, err error) {
 	} else {
 		n, err = c.raw.Read(p)
 	}
-	if err == io.EOF {
-		c.eof = true
+	if err != nil && !isTimeout(err) {
+		c.ended = true
 	}
 	return n, err
 }
 
-// SawEOF reports whether a Read met the end of the client's stream (its
-// FIN). It is for the goroutine that reads, after its Read: a reader above
-// (a parser) may turn an early end into a clean one, and this tells them
-// apart.
-func (c *ClientConn) SawEOF() bool { return c.eof }
+// SawEnd reports whether a Read met the end of the client's stream: its
+// FIN (io.EOF), or a reset or any other failure after which nothing more
+// can be read. A read deadline passing (fasthttp's timeouts, parking) does
+// not end the stream. It is for the goroutine that reads, after its Read:
+// a reader above (a parser) may turn an early end into a clean one (fasthttp
+// ends a chunked body cleanly at a reset while it reads the trailer
+// section), and this tells them apart.
+func (c *ClientConn) SawEnd() bool { return c.ended }
+
+// isTimeout reports whether err is a read deadline passing.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
 
 // WriteGathered writes what bw holds followed by p with one writev(2) and
 // returns how many bytes of p were written. bw must be a writer whose
