@@ -106,11 +106,22 @@ func TestTenThousandIdleConnections(t *testing.T) {
 		slow = max(slow, d)
 		time.Sleep(100 * time.Millisecond)
 	}
-	st, err := readProc(l.PID())
-	if err != nil {
-		t.Fatal(err)
+	// loopgate hands a burst's buffers and stacks back to the system a few
+	// seconds after the connections parked (fastpath's park sweep); on a
+	// loaded machine that comes later, so the reading is retried for a
+	// bounded while before it is held against the bound.
+	var st procStat
+	var perConn int64
+	for settle := time.Now().Add(15 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		var err error
+		if st, err = readProc(l.PID()); err != nil {
+			t.Fatal(err)
+		}
+		perConn = (st.rssKB - base.rssKB) * 1024 / conns
+		if perConn <= maxPerCon || time.Now().After(settle) {
+			break
+		}
 	}
-	perConn := (st.rssKB - base.rssKB) * 1024 / conns
 	t.Logf("%d idle keep-alive connections opened in %v and held %v: loopgate RSS %d MiB -> %d MiB (%d KiB per connection), %d fds, %d threads; %d new requests served meanwhile, slowest %v",
 		conns, opened.Round(time.Millisecond), hold, base.rssKB>>10, st.rssKB>>10, perConn>>10, st.openFDs, st.threads, served, slow.Round(time.Millisecond))
 	// Idle connections are parked (fastpath's parkAfter): no goroutine each.
