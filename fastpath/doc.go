@@ -32,8 +32,10 @@
 // answers, websocket.go tunnels (tunnelpoll.go: a plain tunnel idle in
 // the same epoll set, no goroutine or buffer), h2.go and h2conn.go carry HTTP/2 clients
 // onto the same exchange, and h2c.go sends an exchange to an h2c app as a
-// stream (h2cstream.go) on a multiplexed connection (h2cpool.go), with
-// loopgate's own answers to gRPC clients in grpcstatus.go. The system calls underneath (raw reads and
+// stream (h2cstream.go) on a multiplexed connection (h2cpool.go), the
+// client's request trailers (HTTP/2, or an HTTP/1.1 chunked trailer
+// section) following as HTTP/2 trailers by one rule (requestTrailerKept),
+// with loopgate's own answers to gRPC clients in grpcstatus.go. The system calls underneath (raw reads and
 // writes, the stale-connection peek, writev) are internal/sockio's.
 //
 // fastpath is the forwarder's only user of fasthttp types. Nothing on the

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http/httpguts"
 )
 
 // HTTP/2 to the app.
@@ -88,6 +89,8 @@ func (x *exchange) tryH2C() (done bool, st stage, err error) {
 	}
 	if s.body != nil && x.stream != nil && x.streamedBody() {
 		x.h2cTrailers(req, s.body)
+	} else if s.body != nil && x.reqBody == reqBodyChunked {
+		x.h1Trailers(req, s.body)
 	}
 	if tc := tracked(ctx.Conn()); tc != nil && x.streamedBody() && x.stream == nil {
 		s.client, s.slack = tc.Conn, finSlack+int64(x.s.cfg.MaxHeaderBytes)
@@ -176,7 +179,7 @@ func (x *exchange) h2cTrailers(req *http.Request, body *h2cBody) {
 	}
 	req.Trailer = make(http.Header, len(tr))
 	for k := range tr {
-		if !dropRequestHeader([]byte(k), nil, &x.ri) {
+		if requestTrailerKept([]byte(k), nil, &x.ri) {
 			req.Trailer[k] = nil
 		}
 	}
@@ -184,9 +187,68 @@ func (x *exchange) h2cTrailers(req *http.Request, body *h2cBody) {
 	// reads the body and so runs atEOF.
 	body.atEOF = func() {
 		for k := range req.Trailer {
-			req.Trailer[k] = tr[k]
+			for _, v := range tr[k] {
+				if requestTrailerKept([]byte(k), []byte(v), &x.ri) {
+					req.Trailer[k] = append(req.Trailer[k], v)
+				}
+			}
 		}
 	}
+}
+
+// h1Trailers passes an HTTP/1.1 client's chunked trailer section on to
+// the app as HTTP/2 trailers, by the same rule (requestTrailerKept): the
+// names it announced in Trailer are announced to the app, and their values
+// in the trailer section follow the body. fasthttp reads the trailer
+// section into the request header when the body stream ends (it refuses
+// framing, routing and authentication fields there: the body fails);
+// values of a name the head already carried are told apart by count. An
+// unannounced trailer is dropped, as Go's HTTP/2 server drops it.
+func (x *exchange) h1Trailers(req *http.Request, body *h2cBody) {
+	h := &x.ctx.Request.Header
+	type announced struct {
+		name   []byte
+		before int // values the head carried
+	}
+	var names []announced
+	for name := range h.Trailers() {
+		if requestTrailerKept(name, nil, &x.ri) {
+			names = append(names, announced{name: append([]byte(nil), name...), before: len(h.PeekAll(string(name)))})
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	req.Trailer = make(http.Header, len(names))
+	for _, a := range names {
+		req.Trailer[http.CanonicalHeaderKey(string(a.name))] = nil
+	}
+	// Run by the HTTP/2 client's writer goroutine at the body's clean
+	// end, after fasthttp read the trailer section and before the
+	// client reads req.Trailer.
+	body.atEOF = func() {
+		for _, a := range names {
+			k := http.CanonicalHeaderKey(string(a.name))
+			vs := h.PeekAll(string(a.name))
+			for i := a.before; i < len(vs); i++ {
+				if requestTrailerKept(a.name, vs[i], &x.ri) {
+					req.Trailer[k] = append(req.Trailer[k], string(vs[i]))
+				}
+			}
+		}
+	}
+}
+
+// requestTrailerKept is the rule for a client's request trailer toward an
+// h2c app, from an HTTP/2 or an HTTP/1.1 client alike: a field the header
+// rules drop (MS-ASPNETCORE-*, X-Forwarded-*, hop-by-hop, framing) is
+// dropped, as is one that may not be a trailer (RFC 9110 §6.5.1, the list
+// Go's HTTP/2 server refuses with a stream error) and a value with a
+// control character (validFieldValue, addTrailer's rule). value is nil to
+// judge the name alone.
+func requestTrailerKept(name, value []byte, ri *reqInfo) bool {
+	return !dropRequestHeader(name, value, ri) && !responseHopHeader(name) &&
+		httpguts.ValidTrailerHeader(string(name)) && validFieldValue(value)
 }
 
 // endH2C ends the attempt's stream.
