@@ -200,14 +200,31 @@ func startRawLoopgate(t *testing.T, bin string, env []string, args ...string) *r
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		// Whatever an upgrade started from bin, even if the test never
-		// learned its PID (its backends die with it).
+		// learned its PID (its backends die with it), but not the keepers,
+		// which run bin too: killed with their loopgate they could not
+		// remove its cgroup, which would be left behind.
 		for _, pid := range loopgatetest.Running(bin) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+			if !loopgatetest.IsKeeper(pid) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
 		}
 		select {
 		case <-reaped:
 		case <-time.After(5 * time.Second):
 			t.Errorf("loopgate %d not reaped", cmd.Process.Pid)
+		}
+		// Each loopgate's cgroup (the upgraded ones' too) is gone once its
+		// keeper has seen it die.
+		var lines []loopgatetest.Line
+		b, _ := os.ReadFile(logPath)
+		for _, s := range strings.Split(string(b), "\n") {
+			var l loopgatetest.Line
+			if json.Unmarshal([]byte(s), &l) == nil {
+				lines = append(lines, l)
+			}
+		}
+		for _, dir := range loopgatetest.CgroupsLogged(lines) {
+			loopgatetest.WaitCgroupGone(t, 10*time.Second, dir)
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)

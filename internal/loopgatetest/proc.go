@@ -1,7 +1,9 @@
 package loopgatetest
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -75,4 +77,55 @@ func Running(exe string) []int {
 		}
 	}
 	return pids
+}
+
+// IsKeeper reports whether pid is a loopgate keeper (its comm is
+// "loopgate-keeper"), which runs loopgate's executable too: a test that
+// SIGKILLs every process of that executable must spare it, or the
+// keeper dies with loopgate and cannot remove loopgate's cgroup.
+func IsKeeper(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
+	return err == nil && strings.TrimSpace(string(b)) == "loopgate-keeper"
+}
+
+// CgroupsLogged lists the cgroups (loopgate-<pid>) that the "containment"
+// events of lines name.
+func CgroupsLogged(lines []Line) []string {
+	var dirs []string
+	for _, l := range lines {
+		if l.Str("event") == "containment" && l.Str("cgroup") != "" {
+			dirs = append(dirs, l.Str("cgroup"))
+		}
+	}
+	return dirs
+}
+
+// WaitCgroupGone fails t unless loopgate's cgroup dir (loopgate-<pid>) is
+// gone within timeout: a loopgate removes it when it stops, and its keeper
+// when loopgate is killed, however it ends. Call it after loopgate exited.
+func WaitCgroupGone(t testing.TB, timeout time.Duration, dir string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			return
+		}
+		if time.Now().After(deadline) {
+			var left []string
+			filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+				if err == nil && d.IsDir() {
+					left = append(left, path)
+				}
+				return nil
+			})
+			t.Errorf("loopgate's cgroup %s still exists %v after loopgate exited: %v", dir, timeout, left)
+			// Not left behind for the next run: the empty ones go,
+			// deepest first.
+			for i := len(left) - 1; i >= 0; i-- {
+				os.Remove(left[i])
+			}
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -182,6 +182,7 @@ func Launch(t testing.TB, o Options) *Process {
 	t.Cleanup(func() {
 		p.Kill()
 		p.http.CloseIdleConnections()
+		p.checkCgroupGone(t, 10*time.Second)
 		if t.Failed() {
 			raw := p.Raw()
 			n := len(raw)
@@ -382,5 +383,20 @@ func (p *Process) WaitReady(t testing.TB, n int, timeout time.Duration) []int {
 			t.Fatalf("%d of %d processes ready after %v", len(pids), n, timeout)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// checkCgroupGone fails t unless the cgroup loopgate logged in its
+// "containment" event is gone within timeout of loopgate's exit (see
+// WaitCgroupGone).
+func (p *Process) checkCgroupGone(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-p.exited:
+	default:
+		return // not reaped: Kill has said so
+	}
+	for _, dir := range CgroupsLogged(p.Lines()) {
+		WaitCgroupGone(t, timeout, dir)
 	}
 }
