@@ -76,6 +76,9 @@ func New(cfg Config, apps []App, logger zerolog.Logger) (*Server, error) {
 		if err := s.ReloadCertificates(); err != nil {
 			return nil, err
 		}
+		// Built once and never replaced: its automatic session ticket keys
+		// (rotated daily by crypto/tls) live in it, so a certificate reload
+		// keeps every issued ticket valid.
 		s.tlsConf = &tls.Config{
 			MinVersion: tls.VersionTLS12,
 			NextProtos: []string{"http/1.1"},
