@@ -267,3 +267,95 @@ func TestContainmentUsage(t *testing.T) {
 		t.Errorf("CPU time went from %v s to %v s after a recycle: the old process's share was lost", cpu, after)
 	}
 }
+
+// keeperPID is the pid of the keeper of loopgate's cgroup cg (its
+// environment names cg), failing t if none runs.
+func keeperPID(t *testing.T, cg string) int {
+	t.Helper()
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !loopgatetest.IsKeeper(pid) {
+			continue
+		}
+		env, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if kv == "LOOPGATE_CGROUP_KEEPER="+cg {
+				return pid
+			}
+		}
+	}
+	t.Fatalf("no keeper of %s runs", cg)
+	return 0
+}
+
+// TestContainmentSweepsGoneLoopgate: a loopgate SIGKILLed together with
+// its keeper leaves its cgroup and the backend processes that Pdeathsig
+// does not reach; the next loopgate started in the same cgroup kills them
+// and removes the cgroup, and leaves alone the cgroup of a loopgate that
+// still runs beside it.
+func TestContainmentSweepsGoneLoopgate(t *testing.T) {
+	requireContainment(t)
+	server := treeServers(t)["testbackend"]
+	liveDir, livePIDFile := treeApp(t, server, 2)
+	live := startLoopgate(t, loopgatetest.Options{Args: []string{"--accel", "off", liveDir}})
+	liveCG := containmentCgroup(t, live)
+	c := client(t, 20*time.Second)
+	if code, _, err := get(c, live.URL("/")); err != nil || code != 200 {
+		t.Fatalf("GET / (running loopgate): %d %v", code, err)
+	}
+	livePIDs := treePIDs(t, livePIDFile, 0)
+
+	goneDir, gonePIDFile := treeApp(t, server, 2)
+	gone := startLoopgate(t, loopgatetest.Options{Args: []string{"--accel", "off", goneDir}})
+	goneCG := containmentCgroup(t, gone)
+	if code, _, err := get(c, gone.URL("/")); err != nil || code != 200 {
+		t.Fatalf("GET /: %d %v", code, err)
+	}
+	gonePIDs := treePIDs(t, gonePIDFile, 0)
+	keeper := keeperPID(t, goneCG)
+	// Stopped, loopgate cannot start a new keeper before its own SIGKILL.
+	gone.Signal(syscall.SIGSTOP)
+	if err := syscall.Kill(keeper, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	gone.Kill()
+	loopgatetest.WaitDead(t, 5*time.Second, keeper)
+	time.Sleep(500 * time.Millisecond)
+	var left []int
+	for _, pid := range gonePIDs {
+		if loopgatetest.Alive(pid) {
+			left = append(left, pid)
+		}
+	}
+	if len(left) == 0 {
+		t.Fatalf("no process of %v outlived loopgate and its keeper: nothing to sweep", gonePIDs)
+	}
+	if _, err := os.Stat(goneCG); err != nil {
+		t.Fatalf("the gone loopgate's cgroup: %v", err)
+	}
+	t.Logf("left behind: %s with %v", goneCG, left)
+
+	next := startLoopgate(t, loopgatetest.Options{Args: []string{"--accel", "off", appDir(t, "", nil)}})
+	loopgatetest.WaitDead(t, 5*time.Second, left...)
+	waitGone(t, 5*time.Second, goneCG)
+	ev := next.WaitLog(5*time.Second, func(x loopgatetest.Line) bool {
+		return x.Str("event") == "cgroup_swept" && x.Str("swept") == goneCG
+	})
+	if ev == nil || ev["killed"] != float64(len(left)) {
+		t.Errorf("cgroup_swept log line %v, want %s with %d killed", ev, goneCG, len(left))
+	}
+	for _, l := range next.Lines() {
+		if l.Str("event") == "cgroup_swept" && l.Str("swept") == liveCG {
+			t.Errorf("the running loopgate's cgroup was swept: %v", l)
+		}
+	}
+	for _, pid := range livePIDs {
+		if !loopgatetest.Alive(pid) {
+			t.Errorf("process %d of the running loopgate's backend died", pid)
+		}
+	}
+	if code, _, err := get(c, live.URL("/")); err != nil || code != 200 {
+		t.Errorf("GET / (running loopgate) after the sweep: %d %v", code, err)
+	}
+}

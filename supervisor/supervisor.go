@@ -73,6 +73,15 @@ func New(specs []*configload.AppSpec, opts Options) (*Supervisor, error) {
 					e = s.log.Warn().Str("missing", tree.Why())
 				}
 				e.Str("event", "containment").Str("mode", tree.Mode()).Str("cgroup", tree.Dir()).Msg("process-tree containment")
+				for _, sw := range tree.Swept() {
+					if sw.Err != nil {
+						s.log.Warn().Str("event", "cgroup_swept").Str("swept", sw.Dir).Int("killed", sw.Killed).Err(sw.Err).
+							Msg("could not fully remove the cgroup of a loopgate that is gone")
+						continue
+					}
+					s.log.Info().Str("event", "cgroup_swept").Str("swept", sw.Dir).Int("killed", sw.Killed).
+						Msg("removed the cgroup of a loopgate that is gone, and killed what still ran in it")
+				}
 			}
 			ros.tree, s.tree = tree, tree
 		}

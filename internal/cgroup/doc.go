@@ -5,7 +5,8 @@
 // group or session they moved to), reads their CPU and memory use, sets
 // each app's memory and CPU limits on the app's cgroup (SetLimits), and runs
 // the keeper: a small process that outlives a SIGKILLed loopgate just long
-// enough to kill its backends' cgroups and remove them.
+// enough to kill its backends' cgroups and remove them. What a keeper killed
+// with its loopgate leaves behind, the next loopgate's Open sweeps.
 //
 // It is for the supervisor (which spawns into the cgroups) and the eBPF
 // loader (which needs the mount point); cmd/loopgate only runs the keeper

@@ -40,6 +40,7 @@ type Tree struct {
 	dir    string // absolute path of loopgate-<pid>; "" without a cgroup
 	why    string // why there is no cgroup (or no keeper)
 	keeper *keeper
+	swept  []Swept
 
 	mu     sync.Mutex
 	seq    uint64
@@ -47,7 +48,9 @@ type Tree struct {
 }
 
 // Open creates the cgroup loopgate-<pid> below this process's cgroup and
-// starts the keeper. Without a usable cgroup v2 hierarchy (none mounted, no
+// starts the keeper. First it sweeps that cgroup: a loopgate-<pid> left by
+// a loopgate that is gone with its keeper is killed and removed (Swept
+// lists them). Without a usable cgroup v2 hierarchy (none mounted, no
 // write access) it contains by process group only and says why in Why;
 // without a keeper (the executable cannot be started) it still returns a
 // Tree, and Why says so. It fails only if neither works.
@@ -56,10 +59,12 @@ func Open(opts Options) (*Tree, error) {
 	var whys []string
 	if opts.NoCgroup {
 		whys = append(whys, "cgroups not wanted")
-	} else if dir, err := makeOwn(); err != nil {
-		whys = append(whys, err.Error())
 	} else {
-		t.dir = dir
+		dir, swept, err := makeOwn()
+		if err != nil {
+			whys = append(whys, err.Error())
+		}
+		t.dir, t.swept = dir, swept
 	}
 	exe := opts.Keeper
 	if exe == "" {
@@ -79,19 +84,22 @@ func Open(opts Options) (*Tree, error) {
 	return t, nil
 }
 
-// makeOwn creates loopgate-<pid> below this process's cgroup.
-func makeOwn() (string, error) {
+// makeOwn sweeps this process's cgroup and creates loopgate-<pid> below
+// it.
+func makeOwn() (string, []Swept, error) {
 	mnt, err := Mount()
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	self, err := Self()
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
+	swept := sweep(mnt, filepath.Join(mnt, self))
 	// loopgate-<pid>, unless that is taken: by a loopgate with the same pid
 	// in another PID namespace, or left behind by one whose keeper could
-	// not clean up. Someone else's cgroup is never reused.
+	// not clean up and which the sweep could not remove. Someone else's
+	// cgroup is never reused.
 	base := filepath.Join(mnt, self, "loopgate-"+strconv.Itoa(os.Getpid()))
 	dir := base
 	for i := 1; ; i++ {
@@ -100,13 +108,13 @@ func makeOwn() (string, error) {
 			break
 		}
 		if !errors.Is(err, fs.ErrExist) || i == 100 {
-			return "", fmt.Errorf("creating a cgroup below %s: %w", filepath.Join(mnt, self), err)
+			return "", swept, fmt.Errorf("creating a cgroup below %s: %w", filepath.Join(mnt, self), err)
 		}
 		dir = base + "." + strconv.Itoa(i)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
 		os.Remove(dir)
-		return "", fmt.Errorf("%s is not a cgroup v2 directory: %w", dir, err)
+		return "", swept, fmt.Errorf("%s is not a cgroup v2 directory: %w", dir, err)
 	}
 	// The apps' cgroups get the memory controller where loopgate's has it
 	// (its parent enabled it for loopgate's cgroup), so Usage reads
@@ -115,7 +123,15 @@ func makeOwn() (string, error) {
 	if c, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers")); err == nil && slices.Contains(strings.Fields(string(c)), "memory") {
 		_ = os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory"), 0)
 	}
-	return dir, nil
+	return dir, swept, nil
+}
+
+// Swept lists the cgroups of gone loopgates that Open killed and removed.
+func (t *Tree) Swept() []Swept {
+	if t == nil {
+		return nil
+	}
+	return t.swept
 }
 
 // Dir is the absolute path of loopgate's cgroup, "" without one.

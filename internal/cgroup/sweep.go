@@ -1,0 +1,158 @@
+package cgroup
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Swept is a loopgate-<pid> cgroup left behind by a loopgate that is gone
+// (killed together with its keeper: kill -9 -1, an OOM kill of both), which
+// Open killed and removed.
+type Swept struct {
+	Dir    string // the cgroup's absolute path
+	Killed int    // processes still running in it, now killed
+	Err    error  // nil if it is gone
+}
+
+// treeOwner parses a tree's name, loopgate-<pid> or loopgate-<pid>.<n>
+// (makeOwn's names), and returns the pid of the loopgate that made it.
+func treeOwner(name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, "loopgate-")
+	if !ok {
+		return 0, false
+	}
+	pid, n, hasN := strings.Cut(rest, ".")
+	if hasN {
+		if _, err := strconv.ParseUint(n, 10, 32); err != nil {
+			return 0, false
+		}
+	}
+	p, err := strconv.Atoi(pid)
+	if err != nil || p <= 0 {
+		return 0, false
+	}
+	return p, true
+}
+
+// sweep kills and removes the trees in home (mnt joined with the cgroup
+// loopgate runs in) whose loopgate is gone, and never one whose loopgate
+// or keeper still runs: several loopgates may share home. See stale.
+func sweep(mnt, home string) []Swept {
+	entries, err := os.ReadDir(home)
+	if err != nil {
+		return nil
+	}
+	var swept []Swept
+	for _, e := range entries {
+		pid, ok := treeOwner(e.Name())
+		if !e.IsDir() || !ok {
+			continue
+		}
+		dir := filepath.Join(home, e.Name())
+		if !stale(mnt, dir, pid) {
+			continue
+		}
+		s := Swept{Dir: dir}
+		eachProc(dir, func(string) { s.Killed++ })
+		s.Err = removeAll(dir, 5*time.Second)
+		swept = append(swept, s)
+	}
+	return swept
+}
+
+// stale reports whether the tree dir, named for loopgate pid, was left by
+// a loopgate that is gone. It is not, when
+//   - a keeper of it runs (comm loopgate-keeper, its environment naming
+//     dir): it is cleaning up, or loopgate runs;
+//   - process pid runs, began before dir last changed (a pid reused after
+//     the cgroup was made is someone else), and is in dir's parent, where
+//     loopgate stays.
+func stale(mnt, dir string, pid int) bool {
+	if keeperOf(dir) {
+		return false
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return false // gone already
+	}
+	began, ok := startTime(pid)
+	if !ok {
+		return true
+	}
+	// The start time is known to a second (btime); a pid reused within a
+	// second of the cgroup's last change counts as its loopgate, to be safe.
+	if began.After(fi.ModTime().Add(time.Second)) {
+		return true
+	}
+	cg, err := procCgroup(pid)
+	if err != nil {
+		return false
+	}
+	return filepath.Join(mnt, cg) != filepath.Dir(dir)
+}
+
+// keeperOf reports whether a keeper of dir runs.
+func keeperOf(dir string) bool {
+	entries, _ := os.ReadDir("/proc")
+	want := []byte(keeperEnv + "=" + dir + "\x00")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if string(bytes.TrimSpace(comm)) != "loopgate-keeper" {
+			continue
+		}
+		env, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if bytes.Contains(append([]byte{0}, env...), append([]byte{0}, want...)) {
+			return true
+		}
+	}
+	return false
+}
+
+// startTime is when process pid began (to a second), false if it is gone.
+func startTime(pid int) (time.Time, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return time.Time{}, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return time.Time{}, false
+	}
+	f := strings.Fields(string(b[i+1:])) // field 3 (state) onwards
+	if len(f) < 20 {
+		return time.Time{}, false
+	}
+	ticks, err := strconv.ParseInt(f[19], 10, 64) // field 22, starttime
+	if err != nil {
+		return time.Time{}, false
+	}
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, line := range strings.Split(string(stat), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			btime, _ := strconv.ParseInt(v, 10, 64)
+			// USER_HZ is 100 on every Linux architecture Go supports.
+			return time.Unix(btime, 0).Add(time.Duration(ticks) * 10 * time.Millisecond), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// procCgroup is process pid's cgroup v2 path ("0::" line).
+func procCgroup(pid int) (string, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return parseSelf(f)
+}
