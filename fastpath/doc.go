@@ -27,15 +27,15 @@
 // forward.go runs the attempts (acquire, connect, send, read the head),
 // retry.go decides retries in one function, retryable; headers.go and
 // requesthead.go rewrite the head,
-// upload.go streams the request body, response.go and relay.go turn the
+// upload.go streams the request body (reqtrailers.go: the client's
+// trailers after it, kept by one rule, requestTrailerKept), response.go and relay.go turn the
 // backend's response into the client's, answer.go gives loopgate's own
 // answers, websocket.go tunnels (tunnelpoll.go: a plain tunnel idle in
 // the same epoll set, no goroutine or buffer), h2.go and h2conn.go carry HTTP/2 clients
 // onto the same exchange, and h2c.go sends an exchange to an h2c app as a
 // stream (h2cstream.go) on a multiplexed connection (h2cpool.go), the
 // client's request trailers (HTTP/2, or an HTTP/1.1 chunked trailer
-// section) following as HTTP/2 trailers by one rule (requestTrailerKept),
-// with loopgate's own answers to gRPC clients in grpcstatus.go. The system calls underneath (raw reads and
+// section) following as HTTP/2 trailers by the same rule, with loopgate's own answers to gRPC clients in grpcstatus.go. The system calls underneath (raw reads and
 // writes, the stale-connection peek, writev) are internal/sockio's.
 //
 // fastpath is the forwarder's only user of fasthttp types. Nothing on the

@@ -15,7 +15,6 @@ import (
 	"strings"
 
 	"github.com/valyala/fasthttp"
-	"golang.org/x/net/http/httpguts"
 )
 
 // HTTP/2 to the app.
@@ -237,18 +236,6 @@ func (x *exchange) h1Trailers(req *http.Request, body *h2cBody) {
 			}
 		}
 	}
-}
-
-// requestTrailerKept is the rule for a client's request trailer toward an
-// h2c app, from an HTTP/2 or an HTTP/1.1 client alike: a field the header
-// rules drop (MS-ASPNETCORE-*, X-Forwarded-*, hop-by-hop, framing) is
-// dropped, as is one that may not be a trailer (RFC 9110 §6.5.1, the list
-// Go's HTTP/2 server refuses with a stream error) and a value with a
-// control character (validFieldValue, addTrailer's rule). value is nil to
-// judge the name alone.
-func requestTrailerKept(name, value []byte, ri *reqInfo) bool {
-	return !dropRequestHeader(name, value, ri) && !responseHopHeader(name) &&
-		httpguts.ValidTrailerHeader(string(name)) && validFieldValue(value)
 }
 
 // endH2C ends the attempt's stream.

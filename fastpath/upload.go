@@ -103,8 +103,14 @@ func (x *exchange) startPump() {
 	}
 	x.pumpBuf = bufPool.Get().(*[]byte)
 	x.pumping = true
+	head := 0
+	if x.reqBody == reqBodyChunked && x.stream == nil {
+		// Counted before the pump reads the body (and with it the
+		// trailer section, which fasthttp adds to the head's fields).
+		head = headFields(&x.ctx.Request.Header)
+	}
 	go func() {
-		err := x.pump()
+		err := x.pump(head)
 		if err != nil {
 			// The request cannot complete: the backend must see it cut
 			// short, and the response read waiting on it must end.
@@ -114,7 +120,9 @@ func (x *exchange) startPump() {
 	}()
 }
 
-func (x *exchange) pump() error {
+// pump streams the body; head is headFields of an HTTP/1.1 client's
+// chunked request before its body was read.
+func (x *exchange) pump(head int) error {
 	r := x.ctx.RequestBodyStream()
 	cc := x.ctx.Conn()
 	x.pw = pumpConn{Conn: x.conn, x: x}
@@ -155,7 +163,9 @@ func (x *exchange) pump() error {
 				return clientError{io.ErrUnexpectedEOF}
 			}
 			if chunked {
-				_, _ = bw.WriteString("0\r\n\r\n")
+				_, _ = bw.WriteString("0\r\n")
+				x.writeRequestTrailers(bw, head)
+				_, _ = bw.WriteString("\r\n")
 				x.bodySent.Store(true) // before the write, as above
 				if err := bw.Flush(); err != nil {
 					return pumpWriteError(err)
