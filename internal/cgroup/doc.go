@@ -10,9 +10,13 @@
 //
 // It is for the supervisor (which spawns into the cgroups) and the eBPF
 // loader (which needs the mount point); cmd/loopgate only runs the keeper
-// when it is started as one. It does not move processes other than those
-// it spawns into cgroups, not even loopgate itself (so limits need a
-// loopgate cgroup that may hand controllers down), and never writes to a
-// cgroup outside the subtree it created, except to enable a controller in
-// loopgate's own cgroup's cgroup.subtree_control.
+// when it is started as one. The only processes it moves are those it
+// spawns, and loopgate itself with its keeper: when a limit needs a
+// controller that loopgate's own cgroup (not the root) can hand down only
+// once no process is in it, they move into a leaf beside loopgate's tree,
+// as systemd's DelegateSubgroup= does (leaf.go says why there), and only
+// when no other process shares that cgroup. It never writes to a cgroup
+// outside the subtree it created, except to enable a controller in
+// loopgate's own cgroup's cgroup.subtree_control and, at start, to remove
+// the trees of loopgates that are gone from that cgroup.
 package cgroup

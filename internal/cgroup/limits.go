@@ -93,7 +93,11 @@ func (t *Tree) SetLimits(app string, l Limits) error {
 func limitNames(ctrls []string) string {
 	var names []string
 	for _, c := range ctrls {
-		names = append(names, map[string]string{"memory": "memoryLimit", "cpu": "cpuLimit"}[c])
+		name, ok := map[string]string{"memory": "memoryLimit", "cpu": "cpuLimit"}[c]
+		if !ok {
+			name = "the " + c + " controller"
+		}
+		names = append(names, name)
 	}
 	return strings.Join(names, " and ")
 }
@@ -101,7 +105,8 @@ func limitNames(ctrls []string) string {
 // enable makes controller c available in the apps' cgroups: enabled in
 // the cgroup.subtree_control of loopgate's cgroup (loopgate-<pid>), which
 // needs it in that cgroup's cgroup.controllers, which needs it enabled in
-// the subtree_control of loopgate's own cgroup.
+// the subtree_control of loopgate's own cgroup, which needs loopgate out
+// of it (moveToLeaf) unless it is the root.
 func (t *Tree) enable(c string) error {
 	setting := limitNames([]string{c})
 	if words(filepath.Join(t.dir, "cgroup.subtree_control"), c) {
@@ -113,11 +118,17 @@ func (t *Tree) enable(c string) error {
 		if !words(filepath.Join(own, "cgroup.controllers"), c) {
 			return t.missing(c, setting, own)
 		}
+		// The root cgroup may hand controllers down while it holds
+		// processes; any other may not: loopgate leaves it first.
+		if mnt, _ := Mount(); own != filepath.Clean(mnt) {
+			if err := t.moveToLeaf(own, setting, c); err != nil {
+				return err
+			}
+		}
 		if err := os.WriteFile(filepath.Join(own, "cgroup.subtree_control"), []byte("+"+c), 0); err != nil {
 			return fmt.Errorf("%w: %s needs the %s controller in the apps' cgroups; loopgate's own cgroup %s has it "+
-				"but cannot hand it down (writing +%s to its cgroup.subtree_control: %v): a cgroup v2 cgroup that holds "+
-				"processes (here loopgate itself) cannot enable controllers for its children, except the root cgroup; "+
-				"run loopgate in the root cgroup of its hierarchy, or leave %s out",
+				"but cannot hand it down (writing +%s to its cgroup.subtree_control: %v); "+
+				"run loopgate in a cgroup of its own (systemd: Delegate=yes), or leave %s out",
 				ErrController, setting, c, own, c, err, setting)
 		}
 	}

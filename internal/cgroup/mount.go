@@ -72,16 +72,22 @@ func unescapeMountinfo(s string) string {
 	return b.String()
 }
 
-// Self returns this process's cgroup v2 path, relative to the mount point
-// ("/" or e.g. "/system.slice/loopgate.service"), from the "0::" line of
-// /proc/self/cgroup.
+// Self returns the cgroup v2 path loopgate was started in, relative to the
+// mount point ("/" or e.g. "/system.slice/loopgate.service"), from the
+// "0::" line of /proc/self/cgroup: this process's cgroup, or, when that is
+// a loopgate's leaf (see moveToLeaf: this loopgate moved there, or the
+// loopgate that forked it for an upgrade did), the leaf's parent.
 func Self() (string, error) {
 	f, err := os.Open("/proc/self/cgroup")
 	if err != nil {
 		return "", fmt.Errorf("finding own cgroup: %w", err)
 	}
 	defer f.Close()
-	return parseSelf(f)
+	p, err := parseSelf(f)
+	if err != nil {
+		return "", err
+	}
+	return homeOf(p), nil
 }
 
 func parseSelf(r io.Reader) (string, error) {

@@ -61,18 +61,33 @@ func sweep(mnt, home string) []Swept {
 		s.Err = removeAll(dir, 5*time.Second)
 		swept = append(swept, s)
 	}
+	// A leaf whose tree is gone and in which nothing runs any more: its
+	// loopgate and keeper have exited (a keeper cannot remove the leaf it
+	// is in).
+	for _, e := range entries {
+		leaf := filepath.Join(home, e.Name())
+		if !e.IsDir() || homeOf(leaf) != home {
+			continue
+		}
+		if _, err := os.Stat(strings.TrimSuffix(leaf, leafSuffix)); err == nil || populated(leaf) {
+			continue
+		}
+		os.Remove(leaf)
+	}
 	return swept
 }
 
 // stale reports whether the tree dir, named for loopgate pid, was left by
 // a loopgate that is gone. It is not, when
+//   - its leaf (where loopgate and its keeper run after moveToLeaf) holds
+//     a process: cgroup.events says so whatever PID namespace they are in;
 //   - a keeper of it runs (comm loopgate-keeper, its environment naming
 //     dir): it is cleaning up, or loopgate runs;
 //   - process pid runs, began before dir last changed (a pid reused after
-//     the cgroup was made is someone else), and is in dir's parent, where
-//     loopgate stays.
+//     the cgroup was made is someone else), and is in dir's parent or a
+//     leaf there (homeOf).
 func stale(mnt, dir string, pid int) bool {
-	if keeperOf(dir) {
+	if populated(leafOf(dir)) || keeperOf(dir) {
 		return false
 	}
 	fi, err := os.Stat(dir)
@@ -92,23 +107,14 @@ func stale(mnt, dir string, pid int) bool {
 	if err != nil {
 		return false
 	}
-	return filepath.Join(mnt, cg) != filepath.Dir(dir)
+	return homeOf(filepath.Join(mnt, cg)) != filepath.Dir(dir)
 }
 
 // keeperOf reports whether a keeper of dir runs.
 func keeperOf(dir string) bool {
 	entries, _ := os.ReadDir("/proc")
-	want := []byte(keeperEnv + "=" + dir + "\x00")
 	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if string(bytes.TrimSpace(comm)) != "loopgate-keeper" {
-			continue
-		}
-		env, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if bytes.Contains(append([]byte{0}, env...), append([]byte{0}, want...)) {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && keeperDir(pid) == dir {
 			return true
 		}
 	}
