@@ -4,7 +4,9 @@
 package fastpath
 
 import (
+	"errors"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +33,8 @@ import (
 // the backend makes the client's bytes dropped from then on (the backend
 // is gone; the client is read until it ends or the linger passes). With
 // TunnelIdleTimeout both sides are closed after that long without a byte
-// either way.
+// either way; a write to the client that waits SendTimeout closes both at
+// once, the client's with a reset.
 type polledTunnel struct {
 	x      *exchange
 	s      *Server
@@ -181,6 +184,11 @@ func (t *polledTunnel) pump(d int) {
 			drop := d == dirC2B && t.drop
 			t.mu.Unlock()
 			if !drop {
+				if d == dirB2C {
+					// As the goroutine relay: the client has
+					// --send-timeout to take each write.
+					setDeadline(t.client.SetWriteDeadline, t.s.cfg.SendTimeout)
+				}
 				if _, werr := t.dst[d].Write(buf[:n]); werr != nil {
 					if d == dirC2B {
 						t.mu.Lock()
@@ -189,6 +197,14 @@ func (t *polledTunnel) pump(d int) {
 						continue
 					}
 					bufPool.Put(bp)
+					if errors.Is(werr, os.ErrDeadlineExceeded) {
+						// As the goroutine relay: both sides close
+						// now, the client with a reset.
+						t.x.logStalledClient()
+						resetConn(t.client)
+						t.closeAll()
+						return
+					}
 					t.end(d) // the client is gone
 					return
 				}

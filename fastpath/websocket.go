@@ -64,7 +64,9 @@ const tunnelLinger = time.Second
 // When either side ends (a close frame and FIN, a bare FIN, a reset, a
 // killed process), the other side is sent the end of its stream at once,
 // after everything already relayed to it, and both connections are closed
-// when it answers with its own end or tunnelLinger passes. The hijacked
+// when it answers with its own end or tunnelLinger passes. A client that
+// takes nothing for SendTimeout is reset and the backend closed at once.
+// The hijacked
 // connection's Close does nothing until this function returns (fasthttp
 // closes it then), so the connection under it is the one half-closed and
 // closed here, and the one Shutdown closes.
@@ -83,6 +85,11 @@ func (x *exchange) tunnel(hj net.Conn) {
 	// tunnel: a tunnel has no timeout of its own and lasts as long as both
 	// sides keep it open (keep-alive is the WebSocket's own pings).
 	_ = x.conn.SetDeadline(time.Time{})
+	// Every write to the client, the 101 head's included, has
+	// --send-timeout to complete, as a response's body has: a client
+	// that stops reading while the app keeps sending would otherwise
+	// hold the tunnel (and the app's connection) forever.
+	setDeadline(client.SetWriteDeadline, s.cfg.SendTimeout)
 	if _, err := client.Write(x.head); err != nil {
 		x.aborted = true
 		_ = client.Close()
@@ -101,13 +108,21 @@ func (x *exchange) tunnel(hj net.Conn) {
 	done := make(chan int64, 1)
 	go func() {
 		// backend → client, starting with what the head read buffered.
-		n, _ := relay(client, x.br, x.conn, idle)
+		n, _, stalled := relay(client, x.br, x.conn, idle, s.cfg.SendTimeout)
 		idle.end()
+		if stalled {
+			// Nothing more can reach this client: reset it (its send
+			// queue is dropped, not kept trying), which also ends the
+			// client's read below at once, and with it the tunnel.
+			x.logStalledClient()
+			resetConn(client)
+			_ = client.Close()
+		}
 		endWrite(client)
 		_ = client.SetReadDeadline(time.Now().Add(tunnelLinger))
 		done <- n
 	}()
-	in, clientEnded := relay(x.conn, hj, client, idle) // client → backend
+	in, clientEnded, _ := relay(x.conn, hj, client, idle, 0) // client → backend
 	idle.end()
 	x.bytesIn = in
 	endWrite(x.conn)
@@ -205,25 +220,35 @@ func endWrite(c net.Conn) {
 }
 
 // relay copies src (read from srcConn) to dst through a pooled buffer
-// until either fails, under the tunnel's idle timeout, and returns the
-// bytes copied and whether it was src that ended.
-func relay(dst net.Conn, src io.Reader, srcConn net.Conn, idle *tunnelIdle) (int64, bool) {
+// until either fails, under the tunnel's idle timeout, each write to dst
+// bounded by stall (none for 0), and returns the bytes copied, whether it
+// was src that ended and whether a write to dst stalled past its bound.
+func relay(dst net.Conn, src io.Reader, srcConn net.Conn, idle *tunnelIdle, stall time.Duration) (total int64, srcEnded, stalled bool) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
-	var total int64
 	for {
 		n, err := idle.read(srcConn, src, buf)
 		if n > 0 {
+			if stall > 0 {
+				_ = dst.SetWriteDeadline(time.Now().Add(stall))
+			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return total, false
+				return total, false, errors.Is(werr, os.ErrDeadlineExceeded)
 			}
 			total += int64(n)
 		}
 		if err != nil {
-			return total, true
+			return total, true, false
 		}
 	}
+}
+
+// logStalledClient logs a tunnel ended because its client took nothing of
+// what the app sent for --send-timeout.
+func (x *exchange) logStalledClient() {
+	x.s.log.Debug().Str("app", x.route.name).Int("pid", x.pid).Dur("send_timeout", x.s.cfg.SendTimeout).
+		Msg("WebSocket tunnel closed: the client took nothing for --send-timeout")
 }
 
 // discard reads and drops src until it fails.

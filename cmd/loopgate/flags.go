@@ -61,7 +61,9 @@ const serveFlagsHelp = `  --listen ADDR            plain HTTP listener, repeatab
   --max-header-bytes N          request line + headers; larger gets 431 (default 16384)
   --header-read-timeout D       time for a client to send its headers; 408 after (default 10s)
   --body-read-timeout D         longest pause while reading a request body (default 1m0s)
-  --send-timeout D              longest pause while a client takes a response (default 1m0s)
+  --send-timeout D              longest pause while a client takes a response, or
+                                a WebSocket tunnel's bytes: past it the tunnel
+                                closes, both sides (default 1m0s)
   --idle-timeout D              closes an idle keep-alive client connection (default 1m15s)
   --backend-connect-timeout D   connect to a backend; retried once (default 2s)
   --backend-max-conns N         connections (= requests at once) per backend process (default 512)

@@ -1,0 +1,110 @@
+package fastpath
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestTunnelClientStopsReading: a WebSocket tunnel whose client stops
+// reading while the app keeps sending is closed, both sides, once a write
+// to the client has waited --send-timeout (it blocked forever, holding the
+// app's connection): the app's connection is closed, the client's is
+// reset, the exchange ends. Plain clients (the polled tunnel) and TLS
+// clients (the goroutine relay).
+func TestTunnelClientStopsReading(t *testing.T) {
+	const sendTimeout = 2 * time.Second
+	for _, mode := range []string{"plain", "TLS"} {
+		t.Run(mode, func(t *testing.T) {
+			flooding := make(chan time.Time, 1)
+			backendSawClose := make(chan time.Time, 1)
+			addr := rawBackend(t, func(c net.Conn) {
+				br := newReader(c)
+				if _, err := readRawRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+					"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+				flooding <- time.Now()
+				chunk := []byte(strings.Repeat("f", 32<<10))
+				// Bounded: the test fails long before this deadline.
+				_ = c.SetWriteDeadline(time.Now().Add(60 * time.Second))
+				for {
+					if _, err := c.Write(chunk); err != nil {
+						if !errors.Is(err, os.ErrDeadlineExceeded) {
+							backendSawClose <- time.Now()
+						}
+						return
+					}
+				}
+			})
+			var (
+				srv    *Server
+				client net.Conn
+				b      *fakeBackend
+			)
+			if mode == "plain" {
+				h := newHarness(t, Config{SendTimeout: sendTimeout}, "/")
+				b = h.backend("/", addr)
+				srv = h.srv
+				c, err := net.Dial("tcp", h.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				client = c
+			} else {
+				h := newTLSHarness(t, Config{SendTimeout: sendTimeout})
+				up := newUpstream(addr, &h.srv.cfg)
+				t.Cleanup(up.Close)
+				b = &fakeBackend{addr: addr, token: "h2-token", pid: 77, up: up}
+				h.app.addBackend(b)
+				srv = h.srv
+				c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: h.roots, NextProtos: []string{"http/1.1"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				client = c
+			}
+			t.Cleanup(func() { client.Close() })
+			_ = client.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(client, wsUpgrade); err != nil {
+				t.Fatal(err)
+			}
+			r, err := http.ReadResponse(bufio.NewReaderSize(client, 16), &http.Request{Method: "GET"})
+			if err != nil || r.StatusCode != 101 {
+				t.Fatalf("upgrade: %v %v", r, err)
+			}
+			// From here the client reads nothing while the app floods.
+			var start time.Time
+			select {
+			case start = <-flooding:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the app never got the upgrade")
+			}
+			select {
+			case closed := <-backendSawClose:
+				if d := closed.Sub(start); d < sendTimeout-500*time.Millisecond {
+					t.Errorf("the app's connection closed %v after the flood began, before --send-timeout %v could pass", d, sendTimeout)
+				}
+			case <-time.After(sendTimeout + 15*time.Second):
+				t.Fatalf("the app's connection still open %v after its flood began toward a client that reads nothing (--send-timeout %v)",
+					time.Since(start), sendTimeout)
+			}
+			// The client's connection is closed too: reading what was
+			// queued for it ends (EOF or a reset), it does not wait.
+			_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = io.Copy(io.Discard, client)
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Errorf("the client's connection still open after the app's closed")
+			}
+			waitFor(t, func() bool { return b.released.Load() == 1 && srv.InFlight() == 0 }, "the tunnel's exchange ends")
+		})
+	}
+}
