@@ -77,11 +77,8 @@ func measureTunnels(c config, ts map[string]*target) (map[string]float64, error)
 // made ready by open, and returns the RSS per connection of the second.
 func measureHeld(c config, ts map[string]*target, what string, open func(net.Conn, *bufio.Reader) error) (map[string]float64, error) {
 	out := map[string]float64{}
-	for _, name := range c.targets {
+	for _, name := range c.rowTargets(proxies...) {
 		t := ts[name]
-		if t.proxyPIDs == nil {
-			continue
-		}
 		var conns []net.Conn
 		closeAll := func() {
 			for _, nc := range conns {

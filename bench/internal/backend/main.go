@@ -8,6 +8,10 @@
 //	GET /       "Hello, World!" (13 bytes, text/plain)
 //	GET /ws     101, then every byte echoed (an idle-tunnel stand-in)
 //	GET /16k    16 KiB of 'x' (16384 bytes, text/plain)
+//	GET /1m     1 MiB of 'x'
+//	GET /64m    64 MiB of 'x'
+//	POST /upload  the body read and dropped; answers its length in bytes
+//	GET /listened  when the listener was bound, Unix nanoseconds (cold start)
 //
 // Any other path gets 404. With -pairing=on (the default) requests pass
 // through pairing/fastpairing, as a real Go app behind loopgate does: the
@@ -29,7 +33,10 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -42,6 +49,14 @@ var (
 	big     = bytes.Repeat([]byte("x"), 16<<10)
 	pathBig = []byte("/16k")
 	textCT  = []byte("text/plain")
+	// The large bodies are sent as they are (SetBodyRaw, no copy), so the
+	// backend's cost per byte is the socket's; made at their first request,
+	// so that they cost neither memory nor start-up time before.
+	huge      = sync.OnceValue(func() []byte { return bytes.Repeat([]byte("x"), 64<<20) })
+	pathLarge = []byte("/1m")
+	pathHuge  = []byte("/64m")
+	// listened is when the listener was bound, as GET /listened answers it.
+	listened []byte
 )
 
 func handle(ctx *fasthttp.RequestCtx) {
@@ -52,6 +67,22 @@ func handle(ctx *fasthttp.RequestCtx) {
 	case bytes.Equal(p, pathBig):
 		ctx.SetContentTypeBytes(textCT)
 		ctx.SetBody(big)
+	case bytes.Equal(p, pathLarge):
+		ctx.SetContentTypeBytes(textCT)
+		ctx.Response.SetBodyRaw(huge()[:1<<20])
+	case bytes.Equal(p, pathHuge):
+		ctx.SetContentTypeBytes(textCT)
+		ctx.Response.SetBodyRaw(huge())
+	case string(p) == "/upload" && ctx.IsPost():
+		n, err := io.Copy(io.Discard, ctx.RequestBodyStream())
+		if err != nil {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			return
+		}
+		ctx.SetContentTypeBytes(textCT)
+		ctx.SetBodyString(strconv.FormatInt(n, 10))
+	case string(p) == "/listened":
+		ctx.SetBody(listened)
 	case bytes.Equal(p, pathWS):
 		// A WebSocket-shaped tunnel for the idle-tunnel measurement: 101,
 		// then every byte echoed (frames are not parsed).
@@ -96,7 +127,9 @@ func run(mode string) error {
 	if err != nil {
 		return fmt.Errorf("listening: %w", err)
 	}
-	srv := &fasthttp.Server{Handler: h}
+	listened = strconv.AppendInt(nil, time.Now().UnixNano(), 10)
+	// Uploads are streamed (POST /upload reads the body as it arrives).
+	srv := &fasthttp.Server{Handler: h, StreamRequestBody: true, MaxRequestBodySize: 1 << 30}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	fmt.Printf("listening on %s (pairing %s, pid %d)\n", ln.Addr(), mode, os.Getpid())

@@ -20,38 +20,61 @@ const clockTick = 10 * time.Millisecond
 // CPUTime returns the user plus system CPU time the process pid has used
 // (utime+stime from /proc/PID/stat, all its threads, 10 ms resolution).
 func CPUTime(pid int) (time.Duration, error) {
+	c, err := CPUTimes(pid)
+	return c.User + c.System, err
+}
+
+// CPU is a process's CPU time in user space and in the kernel.
+type CPU struct{ User, System time.Duration }
+
+// Total is User plus System.
+func (c CPU) Total() time.Duration { return c.User + c.System }
+
+// Sub returns c minus d.
+func (c CPU) Sub(d CPU) CPU { return CPU{c.User - d.User, c.System - d.System} }
+
+// CPUTimes returns the user and system CPU time the process pid has used
+// (utime and stime from /proc/PID/stat, all its threads, 10 ms resolution).
+func CPUTimes(pid int) (CPU, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, fmt.Errorf("reading CPU time: %w", err)
+		return CPU{}, fmt.Errorf("reading CPU time: %w", err)
 	}
 	// The command name (field 2) is in parentheses and may hold spaces:
 	// fields are counted after its closing parenthesis.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+		return CPU{}, fmt.Errorf("/proc/%d/stat: no command name", pid)
 	}
 	f := bytes.Fields(b[i+1:])
 	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
+		return CPU{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
 	}
 	ut, err1 := strconv.ParseInt(string(f[11]), 10, 64)
 	st, err2 := strconv.ParseInt(string(f[12]), 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime %q %q", pid, f[11], f[12])
+		return CPU{}, fmt.Errorf("/proc/%d/stat: bad utime/stime %q %q", pid, f[11], f[12])
 	}
-	return time.Duration(ut+st) * clockTick, nil
+	return CPU{time.Duration(ut) * clockTick, time.Duration(st) * clockTick}, nil
 }
 
 // TotalCPU sums CPUTime over pids.
 func TotalCPU(pids ...int) (time.Duration, error) {
-	var sum time.Duration
+	c, err := SumCPUTimes(pids...)
+	return c.Total(), err
+}
+
+// SumCPUTimes sums CPUTimes over pids.
+func SumCPUTimes(pids ...int) (CPU, error) {
+	var sum CPU
 	for _, p := range pids {
-		t, err := CPUTime(p)
+		c, err := CPUTimes(p)
 		if err != nil {
-			return 0, err
+			return CPU{}, err
 		}
-		sum += t
+		sum.User += c.User
+		sum.System += c.System
 	}
 	return sum, nil
 }

@@ -7,11 +7,24 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Proxy is a running nginx or HAProxy in front of one backend address.
 type Proxy struct {
 	*Proc
+	TLSAddr string // its TLS listener, "" when ProxyOptions.TLS was false
+}
+
+// ProxyOptions are what StartNginx and StartHAProxy open besides a plain
+// HTTP listener.
+type ProxyOptions struct {
+	// TLS adds a second listener, TLS 1.2 and 1.3 with session tickets
+	// (the proxies' defaults) offering h2 and http/1.1, with dir/cert.pem
+	// and dir/key.pem (WriteCert).
+	TLS bool
+	// Splice has HAProxy move bodies with splice(2) (option splice-auto).
+	Splice bool
 }
 
 // PIDs returns the proxy's process and its children (nginx's worker).
@@ -34,6 +47,12 @@ http {
     uwsgi_temp_path {{dir}}/uwsgi;
     scgi_temp_path {{dir}}/scgi;
     keepalive_requests 1000000;
+    # Large bodies stream as they do through loopgate and HAProxy: no body
+    # size limit, uploads passed on as they arrive, responses buffered in
+    # memory only (no temporary files).
+    client_max_body_size 0;
+    proxy_request_buffering off;
+    proxy_max_temp_file_size 0;
 `
 
 // nginxConf is configured like loopgate forwards: one worker, upstream
@@ -46,7 +65,7 @@ const nginxConf = nginxHead + `    upstream backend {
         keepalive_requests 1000000;
     }
     server {
-        listen {{listen}}{{tls}};
+        listen {{listen}}{{tls}};{{extra}}
         location /ws {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -67,12 +86,13 @@ const nginxConf = nginxHead + `    upstream backend {
 }
 `
 
-// haproxyConf: one thread, connections to the server kept alive and
+// haproxyConf: one thread, maxconn within what the descriptor hard limit
+// here (20,000) allows with TLS, connections to the server kept alive and
 // shared between clients (http-reuse always), no log, X-Forwarded-For
 // (option forwardfor) and X-Forwarded-Proto added.
 const haproxyConf = `global
     nbthread 1
-    maxconn 8192
+    maxconn 7000
 defaults
     mode http
     timeout connect 2s
@@ -80,70 +100,111 @@ defaults
     timeout server 120s
     timeout http-keep-alive 75s
     option http-keep-alive
-    http-reuse always
+    http-reuse always{{splice}}
 frontend fe
-    bind {{listen}}
+    bind {{listen}}{{extra}}
     option forwardfor
-    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
+    http-request set-header X-Forwarded-Proto https if { ssl_fc }
     default_backend be
 backend be
     server app {{backend}}
 `
 
 // nginxTLS makes nginxConf's listener TLS with HTTP/2 (nginx 1.22 spells
-// "http2 on" as a listen parameter), with dir/cert.pem and dir/key.pem.
+// "http2 on" as a listen parameter), with dir/cert.pem and dir/key.pem,
+// TLS 1.2 and 1.3 (1.22's default has no 1.3).
 const nginxTLS = ` ssl http2;
+        ssl_protocols TLSv1.2 TLSv1.3;
         ssl_certificate {{dir}}/cert.pem;
         ssl_certificate_key {{dir}}/key.pem`
+
+// nginxExtraTLS is nginxTLS as a second listener beside the plain one
+// (ssl_certificate applies to the ssl listeners only).
+const nginxExtraTLS = `
+        listen {{tlslisten}}` + nginxTLS + `;`
 
 func render(tmpl, dir, listen, backend string) string {
 	return strings.NewReplacer("{{dir}}", dir, "{{listen}}", listen, "{{backend}}", backend).Replace(tmpl)
 }
 
 // StartNginx runs nginx (from PATH or /usr/sbin) with a configuration in
-// dir, proxying a free loopback port to backend.
-func StartNginx(dir, backend string, cpu int) (*Proxy, error) {
-	return startNginx(dir, backend, cpu, "")
+// dir, proxying a free loopback port (and with o.TLS another, over TLS) to
+// backend.
+func StartNginx(dir, backend string, cpu int, o ProxyOptions) (*Proxy, error) {
+	extra := ""
+	if o.TLS {
+		extra = nginxExtraTLS
+	}
+	return startNginx(dir, backend, cpu, "", extra)
 }
 
-// StartNginxTLS is StartNginx with a TLS listener offering h2 and
+// StartNginxTLS is StartNginx with its one listener TLS, offering h2 and
 // http/1.1; dir must hold cert.pem and key.pem.
 func StartNginxTLS(dir, backend string, cpu int) (*Proxy, error) {
-	return startNginx(dir, backend, cpu, nginxTLS)
+	return startNginx(dir, backend, cpu, nginxTLS, "")
 }
 
-func startNginx(dir, backend string, cpu int, tls string) (*Proxy, error) {
-	return startProxy("nginx", dir, "nginx.conf", cpu, func(listen string) string {
-		return render(strings.Replace(nginxConf, "{{tls}}", tls, 1), dir, listen, backend)
+func startNginx(dir, backend string, cpu int, tls, extra string) (*Proxy, error) {
+	return startProxy("nginx", dir, "nginx.conf", cpu, extra != "", func(listen, tlsListen string) string {
+		conf := strings.NewReplacer("{{tls}}", tls, "{{extra}}", extra).Replace(nginxConf)
+		return strings.ReplaceAll(render(conf, dir, listen, backend), "{{tlslisten}}", tlsListen)
 	}, func(bin, conf string) []string {
 		return []string{bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log")}
 	})
 }
 
 // StartHAProxy runs haproxy in the foreground with a configuration in dir,
-// proxying a free loopback port to backend.
-func StartHAProxy(dir, backend string, cpu int) (*Proxy, error) {
-	return startProxy("haproxy", dir, "haproxy.cfg", cpu, func(listen string) string {
-		return render(haproxyConf, dir, listen, backend)
+// proxying a free loopback port (and with o.TLS another, over TLS) to
+// backend.
+func StartHAProxy(dir, backend string, cpu int, o ProxyOptions) (*Proxy, error) {
+	splice, extra := "", ""
+	if o.Splice {
+		splice = "\n    option splice-auto"
+	}
+	if o.TLS {
+		// HAProxy reads the certificate and its key from one file.
+		cert, err := os.ReadFile(filepath.Join(dir, "cert.pem"))
+		if err != nil {
+			return nil, err
+		}
+		key, err := os.ReadFile(filepath.Join(dir, "key.pem"))
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "haproxy.pem"), append(cert, key...), 0o600); err != nil {
+			return nil, err
+		}
+		extra = "\n    bind {{tlslisten}} ssl crt {{dir}}/haproxy.pem alpn h2,http/1.1"
+	}
+	return startProxy("haproxy", dir, "haproxy.cfg", cpu, o.TLS, func(listen, tlsListen string) string {
+		conf := strings.NewReplacer("{{splice}}", splice, "{{extra}}", extra).Replace(haproxyConf)
+		return strings.ReplaceAll(render(conf, dir, listen, backend), "{{tlslisten}}", tlsListen)
 	}, func(bin, conf string) []string { return []string{bin, "-db", "-f", conf} })
 }
 
 // startProxy runs the proxy program name (found by lookSbin) pinned to cpu
-// with the configuration text(listen) written to dir/confName, listen a
-// free loopback address, and returns once it accepts connections. argv
-// is its command line for the binary and the configuration's path.
-func startProxy(name, dir, confName string, cpu int, text func(listen string) string, argv func(bin, conf string) []string) (*Proxy, error) {
+// with the configuration text(listen, tlsListen) written to dir/confName,
+// listen and tlsListen (when withTLS) free loopback addresses, and returns
+// once it accepts connections. argv is its command line for the binary and
+// the configuration's path.
+func startProxy(name, dir, confName string, cpu int, withTLS bool, text func(listen, tlsListen string) string, argv func(bin, conf string) []string) (*Proxy, error) {
 	bin, err := lookSbin(name)
 	if err != nil {
 		return nil, err
 	}
-	port, err := FreePort()
+	listen, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	listen := "127.0.0.1:" + strconv.Itoa(port)
+	var tlsListen string
+	if withTLS {
+		if tlsListen, err = freeAddr(); err != nil {
+			return nil, err
+		}
+	}
 	conf := filepath.Join(dir, confName)
-	if err := os.WriteFile(conf, []byte(text(listen)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(text(listen, tlsListen)), 0o644); err != nil {
 		return nil, err
 	}
 	args := argv(bin, conf)
@@ -155,7 +216,18 @@ func startProxy(name, dir, confName string, cpu int, text func(listen string) st
 	if err := p.waitListening(); err != nil {
 		return nil, err
 	}
-	return &Proxy{p}, nil
+	if withTLS {
+		if err := WaitListening(tlsListen, 10*time.Second); err != nil {
+			p.Stop()
+			return nil, fmt.Errorf("%s: TLS listener: %w\n%s", name, err, p.Log())
+		}
+	}
+	return &Proxy{Proc: p, TLSAddr: tlsListen}, nil
+}
+
+func freeAddr() (string, error) {
+	port, err := FreePort()
+	return "127.0.0.1:" + strconv.Itoa(port), err
 }
 
 func lookSbin(name string) (string, error) {
@@ -193,6 +265,7 @@ const nginxGRPCConf = nginxHead + `    http2_max_concurrent_streams 250;
     }
     server {
         listen {{listen}} ssl http2;
+        ssl_protocols TLSv1.2 TLSv1.3;
         ssl_certificate {{dir}}/cert.pem;
         ssl_certificate_key {{dir}}/key.pem;
         location / {
@@ -208,7 +281,7 @@ const nginxGRPCConf = nginxHead + `    http2_max_concurrent_streams 250;
 // StartNginxGRPC runs nginx with grpc_pass to an h2c app at backend that
 // expects token; dir must hold cert.pem and key.pem.
 func StartNginxGRPC(dir, backend, token string, cpu int) (*Proxy, error) {
-	return startProxy("nginx", dir, "nginx-grpc.conf", cpu, func(listen string) string {
+	return startProxy("nginx", dir, "nginx-grpc.conf", cpu, false, func(listen, _ string) string {
 		return strings.ReplaceAll(render(nginxGRPCConf, dir, listen, backend), "{{token}}", token)
 	}, func(bin, conf string) []string {
 		return []string{bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log")}

@@ -139,11 +139,13 @@ func (p *Proc) waitListening() error {
 // Loopgate is a running `loopgate serve` hosting one benchmark backend.
 type Loopgate struct {
 	*Proc
-	Admin string // the admin endpoint address
+	Admin   string // the admin endpoint address
+	TLSAddr string // the first --tls-listen listener, if extra asked for one
 }
 
 // WriteApp writes a web.config into dir (created if missing) that hosts
-// backend with arguments args.
+// backend with arguments args, with no request body limit to speak of
+// (the large uploads of the comparison).
 func WriteApp(dir, backend, args string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -152,6 +154,7 @@ func WriteApp(dir, backend, args string) error {
 <configuration>
   <system.webServer>
     <aspNetCore processPath="` + backend + `" arguments="` + args + `" stdoutLogEnabled="false" hostingModel="outofprocess" />
+    <security><requestFiltering><requestLimits maxAllowedContentLength="4294967295" /></requestFiltering></security>
   </system.webServer>
 </configuration>
 `
@@ -159,11 +162,14 @@ func WriteApp(dir, backend, args string) error {
 }
 
 // StartLoopgate runs `loopgate serve --accel accel --access-log=false` on
-// kernel-picked loopback ports for the app in appDir, and returns once it
-// is ready and has started the backend (one request answered 200).
-func StartLoopgate(bin, appDir, accel string, cpu int) (*Loopgate, error) {
-	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-		"--accel", accel, "--access-log=false", "--log-format", "json", appDir)
+// kernel-picked loopback ports for the app in appDir, with the extra
+// arguments (e.g. --tls-listen 127.0.0.1:0 --tls-cert ...), and returns
+// once its listeners are bound. loopgate starts the app at the first
+// request, as ANCM does.
+func StartLoopgate(bin, appDir, accel string, cpu int, extra ...string) (*Loopgate, error) {
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+		"--accel", accel, "--access-log=false", "--log-format", "json"}, extra...)
+	cmd := exec.Command(bin, append(args, appDir)...)
 	p, err := start("loopgate", cmd, cpu)
 	if err != nil {
 		return nil, err
@@ -189,6 +195,11 @@ func StartLoopgate(bin, appDir, accel string, cpu int) (*Loopgate, error) {
 		s, err := l.Status()
 		if err == nil && len(s.Listeners) > 0 {
 			p.Addr = s.Listeners[0].Addr
+			for _, ln := range s.Listeners {
+				if ln.TLS && l.TLSAddr == "" {
+					l.TLSAddr = ln.Addr
+				}
+			}
 			break
 		}
 		if time.Now().After(deadline) {

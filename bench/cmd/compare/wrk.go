@@ -1,0 +1,128 @@
+// Small GETs with wrk as the client, over plain TCP and over TLS 1.3:
+// requests/s and the proxy's CPU per request, user space and kernel apart.
+
+package main
+
+import (
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/loopgate/loopgate/bench/internal/harness"
+)
+
+// wrkResult is what one wrk run reported.
+type wrkResult struct {
+	requests int64
+	rps      float64
+	errors   int64 // non-2xx/3xx answers and socket errors
+}
+
+var (
+	reWrkRequests = regexp.MustCompile(`(\d+) requests in `)
+	reWrkRPS      = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	reWrkNon2xx   = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+	reWrkSocket   = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+)
+
+// parseWrk reads wrk's report.
+func parseWrk(out string) (wrkResult, error) {
+	var r wrkResult
+	n, rps := reWrkRequests.FindStringSubmatch(out), reWrkRPS.FindStringSubmatch(out)
+	if n == nil || rps == nil {
+		return r, fmt.Errorf("wrk output not understood:\n%s", out)
+	}
+	r.requests, _ = strconv.ParseInt(n[1], 10, 64)
+	r.rps, _ = strconv.ParseFloat(rps[1], 64)
+	if m := reWrkNon2xx.FindStringSubmatch(out); m != nil {
+		v, _ := strconv.ParseInt(m[1], 10, 64)
+		r.errors += v
+	}
+	if m := reWrkSocket.FindStringSubmatch(out); m != nil {
+		for _, s := range m[1:] {
+			v, _ := strconv.ParseInt(s, 10, 64)
+			r.errors += v
+		}
+	}
+	return r, nil
+}
+
+// runWrk runs `wrk -t1 -cconns -dd url` pinned to cpu (wrk takes whole
+// seconds).
+func runWrk(cpu int, url string, conns int, d time.Duration) (wrkResult, error) {
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	cmd := exec.Command("wrk", "-t1", "-c"+strconv.Itoa(conns), "-d"+strconv.Itoa(secs)+"s", url)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := harness.StartPinned(cmd, cpu); err != nil {
+		return wrkResult{}, fmt.Errorf("wrk: %w (apt-get install wrk)", err)
+	}
+	if err := cmd.Wait(); err != nil {
+		return wrkResult{}, fmt.Errorf("wrk: %w\n%s", err, out.String())
+	}
+	r, err := parseWrk(out.String())
+	if err == nil && r.requests == 0 {
+		err = fmt.Errorf("wrk: no request answered\n%s", out.String())
+	}
+	return r, err
+}
+
+// wrkMetrics are the columns of both wrk tables.
+func wrkMetrics(what string) []metric {
+	return []metric{
+		{key: "rps", head: "req/s", format: "%.0f", chart: what + ": requests/s (higher is better)"},
+		{key: "cpu", head: "proxy CPU µs/req", format: "%.1f", chart: what + ": proxy CPU µs per request (lower is better)"},
+		{key: "user", head: "user-space µs/req", format: "%.1f"},
+		{key: "sys", head: "kernel µs/req", format: "%.1f"},
+		{key: "errors", head: "errors", format: "%.0f", noRatio: true},
+	}
+}
+
+// measureWrk is the small-GET row with wrk over plain TCP (tls false) or
+// TLS 1.3 keep-alive (tls true).
+func measureWrk(c config, ts map[string]*target, tls bool, loadCPU int) (*table, error) {
+	t := &table{title: "13 B GET, wrk, " + strconv.Itoa(c.conns) + " connections", ref: "nginx",
+		metrics: wrkMetrics("13 B GET (wrk)"), targets: c.rowTargets("direct", "loopgate", "loopgate-sockmap", "nginx", "haproxy")}
+	scheme := "http"
+	if tls {
+		t.title = "13 B GET over TLS 1.3 keep-alive, wrk, " + strconv.Itoa(c.conns) + " connections"
+		t.metrics = wrkMetrics("TLS 1.3 keep-alive (wrk)")
+		t.targets = c.rowTargets("loopgate", "loopgate-sockmap", "nginx", "haproxy")
+		scheme = "https"
+	}
+	t.method = fmt.Sprintf("`wrk -t1 -c%d -d%v %s://ADDR/` on CPU 1 after a %v run not counted; "+
+		"CPU from utime (user space) and stime (kernel) of the proxy's processes over the run, divided by the requests wrk counted.",
+		c.conns, c.duration, scheme, c.warmup)
+	if tls {
+		t.method += " The certificate is ECDSA P-256; wrk (OpenSSL 3) negotiates TLS 1.3 with X25519, once per connection."
+	}
+	err := measureTable(c, t, func(name string) (map[string]float64, error) {
+		tg := ts[name]
+		addr := tg.addr
+		if tls {
+			addr = tg.tlsAddr
+		}
+		url := scheme + "://" + addr + "/"
+		if _, err := runWrk(loadCPU, url, c.conns, c.warmup); err != nil {
+			return nil, err
+		}
+		var r wrkResult
+		cpu, err := cpuDuring(tg.pids(), func() (err error) {
+			r, err = runWrk(loadCPU, url, c.conns, c.duration)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		v := map[string]float64{"rps": r.rps, "errors": float64(r.errors)}
+		if tg.proxyPIDs != nil {
+			per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / float64(r.requests) }
+			v["cpu"], v["user"], v["sys"] = per(cpu.Total()), per(cpu.User), per(cpu.System)
+		}
+		return v, nil
+	})
+	return t, err
+}
