@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 
@@ -50,7 +51,8 @@ import (
 //     loopgate takes trailers on this hop and relays them;
 //   - a WebSocket upgrade cannot travel on HTTP/2: Upgrade is dropped and
 //     the app sees a plain GET (RFC 9110 §7.8 lets a server ignore it);
-//   - 103 Early Hints from the app are not relayed.
+//   - 103 Early Hints from the app are relayed as from an HTTP/1.1 app
+//     (h2cInterim), other 1xx dropped.
 
 // tryH2C makes one attempt over h2c, after acquire: it returns as try does.
 func (x *exchange) tryH2C() (done bool, st stage, err error) {
@@ -68,6 +70,7 @@ func (x *exchange) tryH2C() (done bool, st stage, err error) {
 
 	s := &h2cStream{d: x.spec.RequestTimeout}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.ctx = httptrace.WithClientTrace(s.ctx, &httptrace.ClientTrace{Got1xxResponse: x.h2cInterim})
 	x.h2s = s
 	req, err := h2cRequest(s.ctx, x.head, x.up.hc.Addr)
 	if err != nil {

@@ -1,6 +1,6 @@
 // One h2c attempt's stream (h2cStream): its inactivity timer and the
-// check on a client that left, and the request body as the HTTP/2 client
-// reads it (h2cBody).
+// check on a client that left, the request body as the HTTP/2 client
+// reads it (h2cBody), and the app's interim responses (h2cInterim).
 
 package fastpath
 
@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/textproto"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,35 @@ type h2cStream struct {
 	body    *h2cBody     // nil without a request body
 	resp    *http.Response
 	ended   bool
+}
+
+// h2cInterim is the stream's Got1xxResponse: an interim response from the
+// app, as readHead takes one from an HTTP/1.1 app: a 103 Early Hints goes
+// to the client with its Link headers (an HTTP/1.1 client's as fasthttp
+// writes it, an HTTP/2 client's through its stream, hintRelay), any
+// other 1xx is dropped. It runs on the HTTP/2 client's read goroutine,
+// which the exchange's RoundTrip waits on, so it has the client's
+// connection to itself; the write is bounded by SendTimeout, since that
+// goroutine reads the app's connection for every stream on it.
+func (x *exchange) h2cInterim(code int, h textproto.MIMEHeader) error {
+	links := h["Link"]
+	if code != http.StatusEarlyHints || len(links) == 0 {
+		return nil
+	}
+	x.h2s.touch()
+	rh := &x.ctx.Response.Header
+	for _, l := range links {
+		rh.Add("Link", l)
+	}
+	cc := x.ctx.Conn()
+	setDeadline(cc.SetWriteDeadline, x.s.cfg.SendTimeout)
+	if hr, ok := cc.(hintRelay); ok {
+		hr.relayEarlyHints(rh)
+	} else {
+		_ = x.ctx.EarlyHints() // a client that cannot take it fails on the final response
+	}
+	rh.Del("Link") // the final response has its own
+	return nil
 }
 
 // touch records activity: the inactivity timer counts from it.
