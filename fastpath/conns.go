@@ -295,6 +295,10 @@ type trackedConn struct {
 	parkNext atomic.Bool   // the next Close parks instead (an idle read failed with errParked)
 	parked   atomic.Bool   // waiting in park's poller, served by no goroutine
 	parkID   atomic.Uint64 // its id in the poller
+	// idleDeadline is fasthttp's read deadline for the next request of
+	// a parkable connection, held for idleRead; owned by the serving
+	// goroutine.
+	idleDeadline time.Time
 
 	holdClose atomic.Bool // the next Close does nothing: a polled tunnel goes on with it (tunnelpoll.go)
 }

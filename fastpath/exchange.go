@@ -108,6 +108,7 @@ type exchange struct {
 	remaining int64 // bodyFixed: bytes left; bodyChunked: bytes left in chunk
 	chunkErr  error // a chunk's trailing CRLF was bad
 	bodyEnd   bool  // the backend's body ended cleanly
+	sendArmed bool  // respond armed the client's send deadline; WriteTo has not written since
 	backendOK bool  // the backend connection can carry another request
 
 	status   int
@@ -200,6 +201,15 @@ func (x *exchange) finish() {
 	x.reset()
 	s.exchanges.Put(x)
 	s.inflight.Add(-1)
+}
+
+// arrival is when the request arrived: fasthttp's reading of the clock as
+// it took the request, or the HTTP/2 stream's (whose RequestCtx has none).
+func (x *exchange) arrival() time.Time {
+	if x.stream != nil {
+		return x.stream.arrived()
+	}
+	return x.ctx.Time()
 }
 
 // observed is what the observer is told of a request, taken from its

@@ -228,7 +228,10 @@ func (x *exchange) connect() (answered bool, st stage, err error) {
 		b.Unreachable()
 		return false, stageConnect, fmt.Errorf("connecting to %s: %w", b.Addr(), err)
 	}
-	if !lastUse.IsZero() && (!(x.idempotent && x.emptyBody()) || time.Since(lastUse) > staleCheckIdle) && sockio.Stale(conn) {
+	// The connection's idle time is taken up to the request's arrival, a
+	// time already read: the clock is not read again for it (see
+	// trackedConn.idleRead for what that costs).
+	if !lastUse.IsZero() && (!(x.idempotent && x.emptyBody()) || x.arrival().Sub(lastUse) > staleCheckIdle) && sockio.Stale(conn) {
 		// This request could not be sent again once it reached the
 		// backend, or the connection was idle long enough for the
 		// backend's keep-alive timeout to have closed it (Node's is 5 s):

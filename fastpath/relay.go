@@ -35,11 +35,19 @@ func (x *exchange) WriteTo(w io.Writer) (int64, error) {
 	}
 	bw, _ := w.(*bufio.Writer)
 	cc := x.ctx.Conn()
+	// The first bytes, when the backend reader holds them, follow respond's
+	// arming of the send deadline at once: arming it again would only read
+	// the clock (see trackedConn.idleRead for what that costs).
+	armed := x.sendArmed && x.br.Buffered() > 0
+	x.sendArmed = false
 	var total int64
 	for {
 		p, err := x.nextBody()
 		if len(p) > 0 {
-			setDeadline(cc.SetWriteDeadline, x.s.cfg.SendTimeout)
+			if !armed {
+				setDeadline(cc.SetWriteDeadline, x.s.cfg.SendTimeout)
+			}
+			armed = false
 			var n int
 			var werr error
 			gathered := false

@@ -49,6 +49,7 @@ func (x *exchange) respond() bool {
 	}
 	x.backendOK = x.backendOK && !backendClose && x.pumpErr == nil
 	setDeadline(ctx.Conn().SetWriteDeadline, x.s.cfg.SendTimeout)
+	x.sendArmed = true
 
 	if h := &ctx.Request.Header; h.IsHead() || x.status == fasthttp.StatusNoContent || x.status == fasthttp.StatusNotModified {
 		x.kind, x.bodyEnd = bodyNone, true
