@@ -47,6 +47,7 @@ var (
 
 type spawnReq struct {
 	cmd   *exec.Cmd
+	group *cgroup.Group // nil without containment
 	reply chan error
 }
 
@@ -62,17 +63,38 @@ func spawner() {
 	// (before 4.3) answers EINVAL and has none to pass on.
 	_ = unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
 	for r := range spawnReqs {
-		r.reply <- r.cmd.Start()
+		r.reply <- startIn(r.cmd, r.group)
 	}
 }
 
-func startOnSpawnerThread(cmd *exec.Cmd) error {
+// startIn starts cmd with this thread in g's cgroup v1 cgroups, where its
+// limits are on cgroup v1 (cgroup.Group.EnterThread: the thread is locked).
+// The Go runtime creates no thread from a locked one (the template thread
+// does), so no thread of loopgate's lands there.
+func startIn(cmd *exec.Cmd, g *cgroup.Group) error {
+	leave, err := g.EnterThread()
+	if err != nil {
+		return err
+	}
+	err = cmd.Start()
+	if lerr := leave(); lerr != nil {
+		// Every later backend would start in this app's cgroups.
+		if err == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		return lerr
+	}
+	return err
+}
+
+func startOnSpawnerThread(cmd *exec.Cmd, g *cgroup.Group) error {
 	spawnOnce.Do(func() {
 		spawnReqs = make(chan spawnReq)
 		go spawner()
 	})
 	reply := make(chan error, 1)
-	spawnReqs <- spawnReq{cmd: cmd, reply: reply}
+	spawnReqs <- spawnReq{cmd: cmd, group: g, reply: reply}
 	return <-reply
 }
 
@@ -123,7 +145,7 @@ func (o realOS) Spawn(c *Cmd) (Proc, error) {
 		}
 		cmd.Stdout, cmd.Stderr = outW, errW
 	}
-	err := startOnSpawnerThread(cmd)
+	err := startOnSpawnerThread(cmd, p.group)
 	if c.Output {
 		// The child has its copies; ours would keep the pipes open forever.
 		outW.Close()

@@ -3,7 +3,9 @@
 // process a cgroup of its own below loopgate's (so that stopping a backend
 // kills every process it left behind, with cgroup.kill, whatever process
 // group or session they moved to), reads their CPU and memory use, sets
-// each app's memory and CPU limits on the app's cgroup (SetLimits), and runs
+// each app's memory and CPU limits on the app's cgroup (SetLimits; on a
+// hybrid host whose cgroup v2 lacks the memory or cpu controller, on a
+// mirror of it in that controller's cgroup v1 hierarchy: v1.go), and runs
 // the keeper: a small process that outlives a SIGKILLed loopgate just long
 // enough to kill its backends' cgroups and remove them. What a keeper killed
 // with its loopgate leaves behind, the next loopgate's Open sweeps.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -82,9 +83,18 @@ func runKeeper(dir string, in, status *os.File) int {
 		syscall.Kill(-pgid, syscall.SIGKILL)
 	}
 	if dir != "" {
+		code := 0
 		if err := removeAll(dir, 5*time.Second); err != nil {
-			return 1
+			code = 1
 		}
+		// The keeper is in loopgate's cgroup v1 cgroups, so it finds the
+		// same mirrors.
+		for _, root := range v1Roots(v1Homes(), filepath.Base(dir)) {
+			if err := removeV1(root, 5*time.Second); err != nil {
+				code = 1
+			}
+		}
+		return code
 	}
 	return 0
 }

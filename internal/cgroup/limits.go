@@ -34,7 +34,9 @@ var ErrController = errors.New("cannot enforce the app's resource limits")
 // process starts in it, enabling the memory or cpu controller for the
 // apps' cgroups first where cgroup v2 allows it (in loopgate's cgroup's
 // cgroup.subtree_control, and in its parent's when that is loopgate's own
-// cgroup and may hand it down). A limit that is 0 is lifted ("max") where
+// cgroup and may hand it down). A controller that this host's cgroup v2
+// lacks and a cgroup v1 hierarchy has is set on the app's mirror there
+// (v1.go), which the app's next processes start in. A limit that is 0 is lifted ("max") where
 // it was set. It fails, wrapping ErrController, when a limit is wanted and
 // cannot be enforced, saying what is missing.
 func (t *Tree) SetLimits(app string, l Limits) error {
@@ -59,7 +61,18 @@ func (t *Tree) SetLimits(app string, l Limits) error {
 	if err := os.Mkdir(appDir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("creating cgroup: %w", err)
 	}
+	// Where cgroup v2 lacks a controller that a cgroup v1 hierarchy has,
+	// the limit goes there (v1.go).
+	v1 := map[string]string{}
+	for _, c := range v1Limited {
+		if dir := t.v1Dir(c, app); dir != "" {
+			v1[c] = dir
+		}
+	}
 	for _, c := range want {
+		if v1[c] != "" {
+			continue
+		}
 		if err := t.enable(c); err != nil {
 			return err
 		}
@@ -71,10 +84,20 @@ func (t *Tree) SetLimits(app string, l Limits) error {
 	if l.CPUPercent > 0 {
 		cpu = strconv.Itoa(l.CPUPercent*1000) + " 100000"
 	}
+	inV1 := map[string]string{}
 	for _, f := range []struct {
-		file, value string
-		wanted      bool
-	}{{"memory.max", mem, l.MemoryMax > 0}, {"cpu.max", cpu, l.CPUPercent > 0}} {
+		c, file, value string
+		wanted         bool
+	}{{"memory", "memory.max", mem, l.MemoryMax > 0}, {"cpu", "cpu.max", cpu, l.CPUPercent > 0}} {
+		if dir := v1[f.c]; dir != "" {
+			if err := setV1(f.c, dir, l, f.wanted); err != nil {
+				return err
+			}
+			if f.wanted {
+				inV1[f.c] = dir
+			}
+			continue
+		}
 		p := filepath.Join(appDir, f.file)
 		if !f.wanted {
 			// Lift a limit an earlier configuration set, where there is one.
@@ -87,6 +110,13 @@ func (t *Tree) SetLimits(app string, l Limits) error {
 			return fmt.Errorf("%w: writing %q to %s: %v", ErrController, f.value, p, err)
 		}
 	}
+	t.mu.Lock()
+	if len(inV1) > 0 {
+		t.v1Apps[app] = inV1
+	} else {
+		delete(t.v1Apps, app)
+	}
+	t.mu.Unlock()
 	return nil
 }
 
@@ -145,7 +175,7 @@ func (t *Tree) missing(c, setting, own string) error {
 	ownCtrls, _ := os.ReadFile(filepath.Join(own, "cgroup.controllers"))
 	if mnt != "" && !slices.Contains(strings.Fields(string(rootCtrls)), c) {
 		return fmt.Errorf("%w: %s needs the cgroup v2 %s controller, which this host does not offer in its cgroup v2 hierarchy "+
-			"(%s/cgroup.controllers: %q): it is bound to a cgroup v1 hierarchy or disabled; a host booted with the unified "+
+			"(%s/cgroup.controllers: %q), and no cgroup v1 hierarchy of it is mounted: it is disabled; a host booted with the unified "+
 			"hierarchy (systemd.unified_cgroup_hierarchy=1) has it; or leave %s out",
 			ErrController, setting, c, mnt, strings.TrimSpace(string(rootCtrls)), setting)
 	}
@@ -162,14 +192,19 @@ func words(file, word string) bool {
 
 // OOMKills reads how many processes of app the kernel's OOM killer has
 // killed in the app's cgroup (memory.events oom_kill, which counts the
-// whole subtree), and false where there is no such count (no cgroup, no
-// memory controller).
+// whole subtree; on cgroup v1, memory.oom_control's oom_kill of the app's
+// mirror), and false where there is no such count (no cgroup, no memory
+// controller).
 func (t *Tree) OOMKills(app string) (uint64, bool) {
 	if t == nil || t.dir == "" {
 		return 0, false
 	}
 	b, err := os.ReadFile(filepath.Join(t.dir, groupName(app), "memory.events"))
 	if err != nil {
+		if dir := t.v1Dir("memory", app); dir != "" {
+			_, n, ok := v1Memory(dir)
+			return n, ok
+		}
 		return 0, false
 	}
 	for _, line := range strings.Split(string(b), "\n") {

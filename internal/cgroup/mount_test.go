@@ -47,3 +47,26 @@ func TestParseSelf(t *testing.T) {
 		}
 	}
 }
+
+func TestParseV1Homes(t *testing.T) {
+	mountinfo := `31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 /docker/abc /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+`
+	cgroup := `9:name=systemd:/
+8:pids:/docker/abc
+4:memory:/process_api/2d1a
+2:cpu,cpuacct:/
+0::/
+`
+	got := parseV1Homes(strings.NewReader(mountinfo), strings.NewReader(cgroup))
+	want := map[string]string{"memory": "/sys/fs/cgroup/memory/process_api/2d1a", "cpu": "/sys/fs/cgroup/cpu,cpuacct"}
+	if len(got) != len(want) || got["memory"] != want["memory"] || got["cpu"] != want["cpu"] {
+		t.Errorf("parseV1Homes = %v, want %v", got, want)
+	}
+	if got := parseV1Homes(strings.NewReader("41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"), strings.NewReader("0::/\n")); len(got) != 0 {
+		t.Errorf("a cgroup v2 host: %v", got)
+	}
+}

@@ -46,6 +46,7 @@ func sweep(mnt, home string) []Swept {
 	if err != nil {
 		return nil
 	}
+	v1 := v1Homes()
 	var swept []Swept
 	for _, e := range entries {
 		pid, ok := treeOwner(e.Name())
@@ -59,7 +60,33 @@ func sweep(mnt, home string) []Swept {
 		s := Swept{Dir: dir}
 		eachProc(dir, func(string) { s.Killed++ })
 		s.Err = removeAll(dir, 5*time.Second)
+		for _, root := range v1Roots(v1, e.Name()) {
+			if err := removeV1(root, 5*time.Second); err != nil && s.Err == nil {
+				s.Err = err
+			}
+		}
 		swept = append(swept, s)
+	}
+	// cgroup v1 mirrors (v1.go) whose tree is gone: their loopgate was
+	// killed between removing the one and the other. A v1 cgroup may be
+	// shared by loopgates whose v2 cgroups differ, so only a dead or
+	// reused pid with no keeper of that name counts here.
+	for _, c := range v1Limited {
+		mirrors, _ := os.ReadDir(v1[c])
+		for _, e := range mirrors {
+			pid, ok := treeOwner(e.Name())
+			root := filepath.Join(v1[c], e.Name())
+			if !e.IsDir() || !ok {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(home, e.Name())); err == nil || !gone(root, pid) || keeperOf(func(dir string) bool { return filepath.Base(dir) == e.Name() }) {
+				continue
+			}
+			s := Swept{Dir: root}
+			eachProc(root, func(string) { s.Killed++ })
+			s.Err = removeV1(root, 5*time.Second)
+			swept = append(swept, s)
+		}
 	}
 	// A leaf whose tree is gone and in which nothing runs any more: its
 	// loopgate and keeper have exited (a keeper cannot remove the leaf it
@@ -87,20 +114,10 @@ func sweep(mnt, home string) []Swept {
 //     the cgroup was made is someone else), and is in dir's parent or a
 //     leaf there (homeOf).
 func stale(mnt, dir string, pid int) bool {
-	if populated(leafOf(dir)) || keeperOf(dir) {
+	if populated(leafOf(dir)) || keeperOf(func(d string) bool { return d == dir }) {
 		return false
 	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return false // gone already
-	}
-	began, ok := startTime(pid)
-	if !ok {
-		return true
-	}
-	// The start time is known to a second (btime); a pid reused within a
-	// second of the cgroup's last change counts as its loopgate, to be safe.
-	if began.After(fi.ModTime().Add(time.Second)) {
+	if gone(dir, pid) {
 		return true
 	}
 	cg, err := procCgroup(pid)
@@ -110,12 +127,28 @@ func stale(mnt, dir string, pid int) bool {
 	return homeOf(filepath.Join(mnt, cg)) != filepath.Dir(dir)
 }
 
-// keeperOf reports whether a keeper of dir runs.
-func keeperOf(dir string) bool {
+// gone reports whether process pid, which made the cgroup stamp, is gone:
+// not running, or running since after stamp last changed (a reused pid).
+// A stamp that is gone itself is not.
+func gone(stamp string, pid int) bool {
+	fi, err := os.Stat(stamp)
+	if err != nil {
+		return false
+	}
+	began, ok := startTime(pid)
+	// The start time is known to a second (btime); a pid reused within a
+	// second of the cgroup's last change counts as its loopgate, to be safe.
+	return !ok || began.After(fi.ModTime().Add(time.Second))
+}
+
+// keeperOf reports whether a keeper runs whose tree matches.
+func keeperOf(match func(dir string) bool) bool {
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
-		if pid, err := strconv.Atoi(e.Name()); err == nil && keeperDir(pid) == dir {
-			return true
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			if dir := keeperDir(pid); dir != "" && match(dir) {
+				return true
+			}
 		}
 	}
 	return false

@@ -72,6 +72,19 @@ func TestSweep(t *testing.T) {
 	home := filepath.Join(mnt, self)
 
 	gone, goneProc := staleTree(t, home, "loopgate-"+strconv.Itoa(deadPID(t))+".91", false)
+	// Its cgroup v1 mirrors, where this host has v1 hierarchies of memory
+	// or cpu, with the process in them.
+	var goneMirrors []string
+	for _, root := range v1Roots(v1Homes(), filepath.Base(gone)) {
+		if err := os.MkdirAll(filepath.Join(root, "root"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { removeV1(root, 5*time.Second) })
+		if err := os.WriteFile(filepath.Join(root, "root", "cgroup.procs"), []byte(strconv.Itoa(goneProc)), 0); err != nil {
+			t.Fatal(err)
+		}
+		goneMirrors = append(goneMirrors, root)
+	}
 
 	// A "loopgate" that runs in home and began before its tree.
 	owner := exec.Command("sleep", "600")
@@ -107,9 +120,12 @@ func TestSweep(t *testing.T) {
 		t.Errorf("gone loopgate's tree: swept %+v %v, want removed with 1 process killed", s, ok)
 	}
 	loopgatetest.WaitDead(t, 2*time.Second, goneProc)
-	if _, err := os.Stat(gone); !os.IsNotExist(err) {
-		t.Errorf("%s still there: %v", gone, err)
+	for _, dir := range append(goneMirrors, gone) {
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("%s still there: %v", dir, err)
+		}
 	}
+	t.Logf("swept %s and its cgroup v1 mirrors %v", gone, goneMirrors)
 	if s, ok := swept[reused]; !ok || s.Err != nil {
 		t.Errorf("tree of a reused pid: swept %+v %v, want removed", s, ok)
 	}

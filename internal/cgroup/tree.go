@@ -41,10 +41,12 @@ type Tree struct {
 	why    string // why there is no cgroup (or no keeper)
 	keeper *keeper
 	swept  []Swept
+	v1     map[string]string // controller: this process's cgroup v1 cgroup (v1.go)
 
 	mu     sync.Mutex
 	seq    uint64
 	closed bool
+	v1Apps map[string]map[string]string // app: controller: its v1 mirror, where a limit is set
 }
 
 // Open creates the cgroup loopgate-<pid> below this process's cgroup and
@@ -65,6 +67,9 @@ func Open(opts Options) (*Tree, error) {
 			whys = append(whys, err.Error())
 		}
 		t.dir, t.swept = dir, swept
+		if dir != "" {
+			t.v1, t.v1Apps = v1Homes(), map[string]map[string]string{}
+		}
 	}
 	exe := opts.Keeper
 	if exe == "" {
@@ -164,7 +169,8 @@ func (t *Tree) Why() string {
 // Tree has no cgroup. Safe for concurrent use.
 type Group struct {
 	t    *Tree
-	dir  string // "" without a cgroup
+	dir  string            // "" without a cgroup
+	v1   map[string]string // controller: the app's v1 mirror to start in (EnterThread)
 	fd   *os.File
 	pgid int
 }
@@ -185,6 +191,7 @@ func (t *Tree) NewGroup(app string) (*Group, error) {
 	}
 	t.seq++
 	n := t.seq
+	g.v1 = t.v1Apps[app] // replaced, never changed, by SetLimits
 	t.mu.Unlock()
 	appDir := filepath.Join(t.dir, groupName(app))
 	if err := os.Mkdir(appDir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -292,6 +299,11 @@ func (t *Tree) Close() error {
 	var err error
 	if t.dir != "" {
 		err = removeAll(t.dir, 5*time.Second)
+		for _, root := range v1Roots(t.v1, filepath.Base(t.dir)) {
+			if rerr := removeV1(root, 5*time.Second); err == nil {
+				err = rerr
+			}
+		}
 	}
 	if t.keeper != nil {
 		t.keeper.close()

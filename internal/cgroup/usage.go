@@ -22,11 +22,14 @@ type Usage struct {
 	CPU time.Duration
 	// Memory is in bytes: memory.current (what the memory controller
 	// charges: anonymous memory, page cache, kernel memory) where the
-	// memory controller is enabled for loopgate's cgroups, otherwise the
-	// sum of the resident set sizes (VmRSS) of the app's live processes,
-	// which counts shared pages once per process.
+	// memory controller is enabled for loopgate's cgroups, the same from
+	// memory.usage_in_bytes of the app's cgroup v1 mirror where its
+	// memoryLimit is on cgroup v1, otherwise the sum of the resident set
+	// sizes (VmRSS) of the app's live processes, which counts shared pages
+	// once per process.
 	Memory int64
-	// MemorySource says which: "memory.current" or "rss".
+	// MemorySource says which: "memory.current", "memory.usage_in_bytes"
+	// or "rss".
 	MemorySource string
 }
 
@@ -52,6 +55,11 @@ func (t *Tree) Usage(app string) (Usage, error) {
 		}
 	}
 	u.Memory, u.MemorySource = memory(dir)
+	if v1 := t.v1Dir("memory", app); u.MemorySource == "rss" && v1 != "" {
+		if n, _, ok := v1Memory(v1); ok {
+			u.Memory, u.MemorySource = n, "memory.usage_in_bytes"
+		}
+	}
 	return u, nil
 }
 
@@ -98,7 +106,7 @@ func memory(dir string) (int64, string) {
 }
 
 // eachProc calls f with the PID of every process in the cgroup dir and
-// below it.
+// below it (cgroup v2 or v1).
 func eachProc(dir string, f func(pid string)) {
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
