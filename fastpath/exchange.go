@@ -108,7 +108,8 @@ type exchange struct {
 	remaining int64 // bodyFixed: bytes left; bodyChunked: bytes left in chunk
 	chunkErr  error // a chunk's trailing CRLF was bad
 	bodyEnd   bool  // the backend's body ended cleanly
-	sendArmed bool  // respond armed the client's send deadline; WriteTo has not written since
+	sendArmed bool  // armSend set the client's send deadline; WriteTo has not written since
+	sendTimed bool  // armSend gave the client's writes the send timeout: nothing to renew
 	backendOK bool  // the backend connection can carry another request
 
 	status   int

@@ -35,10 +35,11 @@ func (x *exchange) WriteTo(w io.Writer) (int64, error) {
 	}
 	bw, _ := w.(*bufio.Writer)
 	cc := x.ctx.Conn()
-	// The first bytes, when the backend reader holds them, follow respond's
-	// arming of the send deadline at once: arming it again would only read
-	// the clock (see trackedConn.idleRead for what that costs).
-	armed := x.sendArmed && x.br.Buffered() > 0
+	// The first bytes, when the backend reader holds them, follow armSend's
+	// deadline at once: arming it again would only read the clock (see
+	// trackedConn.idleRead for what that costs). A send timeout needs no
+	// renewing.
+	armed := x.sendTimed || (x.sendArmed && x.br.Buffered() > 0)
 	x.sendArmed = false
 	var total int64
 	for {
@@ -47,7 +48,7 @@ func (x *exchange) WriteTo(w io.Writer) (int64, error) {
 			if !armed {
 				setDeadline(cc.SetWriteDeadline, x.s.cfg.SendTimeout)
 			}
-			armed = false
+			armed = x.sendTimed
 			var n int
 			var werr error
 			gathered := false

@@ -48,8 +48,7 @@ func (x *exchange) respond() bool {
 		rh.SetConnectionClose()
 	}
 	x.backendOK = x.backendOK && !backendClose && x.pumpErr == nil
-	setDeadline(ctx.Conn().SetWriteDeadline, x.s.cfg.SendTimeout)
-	x.sendArmed = true
+	x.armSend()
 
 	if h := &ctx.Request.Header; h.IsHead() || x.status == fasthttp.StatusNoContent || x.status == fasthttp.StatusNotModified {
 		x.kind, x.bodyEnd = bodyNone, true
@@ -89,6 +88,7 @@ func (x *exchange) startCloseDelimited() bool {
 
 func (x *exchange) closeDelimited(client net.Conn) {
 	defer x.finish()
+	x.armSend() // fasthttp unset the deadlines before the hijack
 	bw := bufio.NewWriterSize(client, 16<<10)
 	_, err := bw.Write(x.head)
 	if err == nil {
@@ -101,6 +101,21 @@ func (x *exchange) closeDelimited(client net.Conn) {
 		x.aborted = true
 		x.backendOK = false
 	}
+}
+
+// armSend bounds the client's writes of the response by the send timeout.
+// A plain connection's writes carry it (sockio.ClientConn.SetWriteTimeout),
+// which reads the clock only when a write has to wait; other connections get
+// a deadline, renewed by WriteTo before each write but the first.
+func (x *exchange) armSend() {
+	cc := x.ctx.Conn()
+	if tc, ok := cc.(*trackedConn); ok {
+		_ = tc.SetWriteTimeout(x.s.cfg.SendTimeout)
+		x.sendTimed = true
+		return
+	}
+	setDeadline(cc.SetWriteDeadline, x.s.cfg.SendTimeout)
+	x.sendArmed = true
 }
 
 // filterResponseHead applies the response header rules (ancm-spec.md §2.6):

@@ -7,6 +7,8 @@ import (
 	"bufio"
 	"errors"
 	"net"
+	"sync/atomic"
+	"time"
 )
 
 // ClientConn is an accepted client connection read and written through
@@ -17,9 +19,10 @@ import (
 // serving the connection. A ClientConn must not be copied once in use.
 type ClientConn struct {
 	net.Conn
-	raw    *RawIO      // nil: not TCP, the Conn's own Read and Write are used
-	gather gatherState // owned by the connection's serving goroutine
-	ended  bool        // a Read met the stream's end: the client half-closed, closed or reset
+	raw      *RawIO      // nil: not TCP, the Conn's own Read and Write are used
+	gather   gatherState // owned by the connection's serving goroutine
+	ended    bool        // a Read met the stream's end: the client half-closed, closed or reset
+	deadline atomic.Bool // a write deadline may be set (SetWriteTimeout unsets it)
 }
 
 // NewClientConn wraps c.
@@ -57,6 +60,43 @@ func (c *ClientConn) Read(p []byte) (n int, err error) {
 // section), and this tells them apart.
 func (c *ClientConn) SawEnd() bool { return c.ended }
 
+// SetWriteTimeout gives each later Write (and WriteGathered) d to make
+// progress when it has to wait for the client (RawIO.SetWriteTimeout),
+// replacing the write deadline; SetWriteDeadline replaces it in turn. On a
+// connection that is not TCP it sets the deadline d from now.
+func (c *ClientConn) SetWriteTimeout(d time.Duration) error {
+	if c.raw == nil {
+		if d == 0 {
+			return c.Conn.SetWriteDeadline(time.Time{})
+		}
+		return c.Conn.SetWriteDeadline(time.Now().Add(d))
+	}
+	var err error
+	if c.deadline.Swap(false) {
+		err = c.Conn.SetWriteDeadline(time.Time{})
+	}
+	c.raw.SetWriteTimeout(d)
+	return err
+}
+
+// SetWriteDeadline implements net.Conn; it ends a write timeout.
+func (c *ClientConn) SetWriteDeadline(t time.Time) error {
+	if c.raw != nil {
+		c.raw.SetWriteTimeout(0)
+		c.deadline.Store(!t.IsZero())
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline implements net.Conn; it ends a write timeout.
+func (c *ClientConn) SetDeadline(t time.Time) error {
+	if c.raw != nil {
+		c.raw.SetWriteTimeout(0)
+		c.deadline.Store(!t.IsZero())
+	}
+	return c.Conn.SetDeadline(t)
+}
+
 // isTimeout reports whether err is a read deadline passing.
 func isTimeout(err error) bool {
 	var ne net.Error
@@ -93,7 +133,18 @@ func (c *ClientConn) Write(p []byte) (int, error) {
 	}
 	g.arr = [2][]byte{p, g.tail}
 	g.iov = g.arr[:]
+	var d time.Duration
+	if c.raw != nil {
+		d = c.raw.WriteTimeout()
+	}
+	if d > 0 {
+		// writev goes through the net.Conn, which knows deadlines only.
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(d))
+	}
 	n64, err := g.iov.WriteTo(c.Conn) // loops until all is written or err
+	if d > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Time{})
+	}
 	g.arr, g.iov = [2][]byte{}, nil
 	n := int(n64)
 	if n > len(p) {

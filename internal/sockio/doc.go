@@ -3,7 +3,8 @@
 // write-then-wait-for-the-answer of a whole request, the non-blocking peek
 // that finds a stale pooled connection, the gathered write (writev) of a
 // buffered response head with a body chunk, and the look at a connection
-// nobody is reading (PeerEnded: reset, FIN, bytes queued).
+// nobody is reading (PeerEnded: reset, FIN, bytes queued), and a client
+// connection's write timeout, armed only when a write has to wait.
 //
 // It is for fastpath only, which reads as HTTP while this package reads as
 // sockets. It knows nothing of HTTP, parses nothing and owns no connection

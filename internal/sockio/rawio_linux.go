@@ -5,7 +5,9 @@ package sockio
 import (
 	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -27,7 +29,8 @@ import (
 // sleep in the kernel, so they need none of that; with RawSyscall the
 // monitor goes back to 10 ms sleeps (under 10 wake-ups a second).
 type RawIO struct {
-	rc syscall.RawConn
+	conn *net.TCPConn
+	rc   syscall.RawConn
 
 	rp   []byte
 	rn   int
@@ -38,6 +41,12 @@ type RawIO struct {
 	wn   int
 	werr syscall.Errno
 	wfn  func(fd uintptr) bool
+
+	// writeTimeout (ns, 0: none) is SetWriteTimeout's; armedAt is how
+	// much of wp was written when a write that had to wait armed it, -1
+	// when none did.
+	writeTimeout atomic.Int64
+	armedAt      int
 }
 
 // NewRawIO returns nil for anything but a *net.TCPConn; callers then use
@@ -51,7 +60,7 @@ func NewRawIO(c net.Conn) *RawIO {
 	if err != nil {
 		return nil
 	}
-	r := &RawIO{rc: rc}
+	r := &RawIO{conn: tc, rc: rc}
 	r.rfn = func(fd uintptr) bool {
 		for {
 			n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rp[0])), uintptr(len(r.rp)))
@@ -76,7 +85,14 @@ func NewRawIO(c net.Conn) *RawIO {
 				r.wn += int(n)
 			case syscall.EINTR:
 			case syscall.EAGAIN:
-				return false // wait until writable
+				// Wait until writable, for at most the write timeout
+				// from now if this write made progress since it last
+				// armed it.
+				if d := r.writeTimeout.Load(); d > 0 && r.wn > r.armedAt {
+					_ = r.conn.SetWriteDeadline(time.Now().Add(time.Duration(d)))
+					r.armedAt = r.wn
+				}
+				return false
 			default:
 				r.werr = e
 				return true
@@ -111,11 +127,26 @@ func (r *RawIO) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	r.wp, r.wn, r.werr = p, 0, 0
+	r.wp, r.wn, r.werr, r.armedAt = p, 0, 0, -1
 	err := r.rc.Write(r.wfn)
 	r.wp = nil
+	if r.armedAt >= 0 {
+		_ = r.conn.SetWriteDeadline(time.Time{}) // for the next write, which may not wait
+	}
 	if err == nil && r.werr != 0 {
 		err = &net.OpError{Op: "write", Net: "tcp", Err: r.werr}
 	}
 	return r.wn, err
 }
+
+// SetWriteTimeout makes each Write that has to wait for room in the socket
+// buffer give up when d passes without progress (0: never), the way a
+// write deadline renewed before every write would, but without reading the
+// clock or setting a deadline for the writes that do not wait: most do,
+// and on a virtual machine's clock the two cost hundreds of nanoseconds.
+// The connection's write deadline must be unset while a write timeout is;
+// SetWriteTimeout(0) before setting one again.
+func (r *RawIO) SetWriteTimeout(d time.Duration) { r.writeTimeout.Store(int64(d)) }
+
+// WriteTimeout returns what SetWriteTimeout set.
+func (r *RawIO) WriteTimeout() time.Duration { return time.Duration(r.writeTimeout.Load()) }
