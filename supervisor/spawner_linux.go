@@ -28,9 +28,37 @@ type spawnReq struct {
 }
 
 func spawner() {
-	runtime.LockOSThread()
-	// Never unlocked and never returns: see above.
+	lockOffMainThread(serveSpawns)
+}
 
+// lockOffMainThread runs f on a goroutine locked to a thread other than
+// the process's main thread. The main thread leads the thread group: in a
+// cgroup v1 memory cgroup (an app's mirror, which the spawner thread enters
+// for a fork: startIn) the leader takes the whole process's memory
+// charges, being the owner of its memory, and is what the cgroup's OOM
+// killer may choose; another thread does neither. A goroutine locked to
+// the main thread starts f on another goroutine, which cannot get the main
+// thread while this one holds it, and lets the main thread go once that
+// one has locked its own.
+func lockOffMainThread(f func()) {
+	runtime.LockOSThread()
+	if unix.Gettid() != unix.Getpid() {
+		f()
+		return
+	}
+	locked := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		close(locked)
+		f()
+	}()
+	<-locked
+	runtime.UnlockOSThread()
+}
+
+// serveSpawns starts what is asked on its locked thread; it never returns
+// (see above).
+func serveSpawns() {
 	// Ambient capabilities survive execve, so loopgate's own (systemd's
 	// AmbientCapabilities= for :80 or the eBPF sockmap) would pass to
 	// every backend. They are per thread: clearing them here, on the
