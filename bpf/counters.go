@@ -13,6 +13,7 @@ const (
 	counterSocketsAdded
 	counterAddErrors
 	counterFallbacks
+	counterReleased
 	counterMax
 )
 
@@ -26,6 +27,7 @@ type Counters struct {
 	SocketsAdded    uint64 // sockets put in the sockmap
 	AddErrors       uint64 // sockets that qualified but did not fit (map full)
 	Fallbacks       uint64 // sockets sent back to TCP because their peer fell behind (Options.QueueLimit)
+	Released        uint64 // of those, sockets that left the sockmap for plain TCP (Accel.Release)
 }
 
 // Counters reads the per-CPU counters and sums them.
@@ -53,5 +55,6 @@ func (a *Accel) Counters() (Counters, error) {
 		SocketsAdded:    sums[counterSocketsAdded],
 		AddErrors:       sums[counterAddErrors],
 		Fallbacks:       sums[counterFallbacks],
+		Released:        sums[counterReleased],
 	}, nil
 }

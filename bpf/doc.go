@@ -66,6 +66,17 @@
 // QueueLimit plus ordinary TCP buffers per connection, and that
 // connection continues unaccelerated; Counters.Fallbacks counts them.
 //
+// That TCP is not plain TCP: a socket in the map still copies every
+// message into an sk_msg and runs the sk_msg program on it, which costs
+// about a quarter more CPU per byte than plain loopback (BenchmarkBulk).
+// Release avoids it where the socket can leave the map: its caller
+// promises to send nothing more on the connection and to close it after
+// reading (loopgate does for a response body larger than QueueLimit), and
+// once the writer has gone over to TCP the sockops program, at the next
+// ACK the writer gets (BPF_SOCK_OPS_RTT_CB: only sockops programs may
+// delete from a SOCKHASH), takes the writer's socket out of the map if
+// nothing redirected to it is unread; Counters.Released counts them.
+//
 // # Ordering
 //
 // A receiving socket reads its redirect queue before its TCP receive

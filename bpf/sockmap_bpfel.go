@@ -28,6 +28,7 @@ const (
 	sockmapMapBackendPorts     = "backend_ports"
 	sockmapMapCounters         = "counters"
 	sockmapMapOnTcp            = "on_tcp"
+	sockmapMapRelease          = "release"
 	sockmapMapSockAddrs        = "sock_addrs"
 	sockmapMapSockHash         = "sock_hash"
 	sockmapProgLoopgateSkMsg   = "loopgate_sk_msg"
@@ -89,6 +90,7 @@ type sockmapMapSpecs struct {
 	BackendPorts *ebpf.MapSpec `ebpf:"backend_ports"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	OnTcp        *ebpf.MapSpec `ebpf:"on_tcp"`
+	Release      *ebpf.MapSpec `ebpf:"release"`
 	SockAddrs    *ebpf.MapSpec `ebpf:"sock_addrs"`
 	SockHash     *ebpf.MapSpec `ebpf:"sock_hash"`
 }
@@ -124,6 +126,7 @@ type sockmapMaps struct {
 	BackendPorts *ebpf.Map `ebpf:"backend_ports"`
 	Counters     *ebpf.Map `ebpf:"counters"`
 	OnTcp        *ebpf.Map `ebpf:"on_tcp"`
+	Release      *ebpf.Map `ebpf:"release"`
 	SockAddrs    *ebpf.Map `ebpf:"sock_addrs"`
 	SockHash     *ebpf.Map `ebpf:"sock_hash"`
 }
@@ -133,6 +136,7 @@ func (m *sockmapMaps) Close() error {
 		m.BackendPorts,
 		m.Counters,
 		m.OnTcp,
+		m.Release,
 		m.SockAddrs,
 		m.SockHash,
 	)
