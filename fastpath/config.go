@@ -96,6 +96,13 @@ type Config struct {
 	// access log). Default: none.
 	Observer Observer
 
+	// Sockmap, if not nil, is the eBPF sockmap fast path the backend
+	// connections take (loopgate passes its *bpf.Accel): a backend
+	// connection that carries a response body larger than its QueueLimit
+	// is released from it and closed after the body (sockmap.go).
+	// Default: none (plain loopback TCP).
+	Sockmap Sockmap
+
 	// DisableHTTP2 makes TLS listeners offer only http/1.1 in ALPN
 	// (`--h2=false`). By default they offer h2 too, and HTTP/2 connections
 	// are served by the standard library's HTTP/2 server (net/http) with

@@ -110,6 +110,7 @@ type exchange struct {
 	bodyEnd   bool  // the backend's body ended cleanly
 	sendArmed bool  // armSend set the client's send deadline; WriteTo has not written since
 	sendTimed bool  // armSend gave the client's writes the send timeout: nothing to renew
+	releaseAt int64 // release the connection from the sockmap once bytesOut reaches it (sockmap.go); 0: not to be
 	backendOK bool  // the backend connection can carry another request
 
 	status   int

@@ -175,6 +175,9 @@ func (x *exchange) consume(n int) {
 	}
 	_, _ = x.br.Discard(n)
 	x.bytesOut += int64(n)
+	if x.releaseAt > 0 && x.bytesOut >= x.releaseAt {
+		x.releaseBulk()
+	}
 	switch x.kind {
 	case bodyFixed:
 		x.remaining -= int64(n)

@@ -65,6 +65,7 @@ func (x *exchange) respond() bool {
 		x.kind, size = bodyUntilClose, -1
 		x.backendOK = false
 	}
+	x.bulkBody(size)
 	if size < 0 && !ctx.Request.Header.IsHTTP11() {
 		return x.startCloseDelimited()
 	}

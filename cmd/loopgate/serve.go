@@ -206,6 +206,7 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 	var ports supervisor.PortRegistry
 	if srv.accel != nil {
 		ports = srv.accel
+		cfg.Front.Sockmap = srv.accel
 	}
 	names := make([]string, len(specs))
 	for i, s := range specs {

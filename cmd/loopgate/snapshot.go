@@ -101,7 +101,7 @@ func (srv *server) snapshot() status.Snapshot {
 	}
 	if srv.accel != nil {
 		if c, err := srv.accel.Counters(); err == nil {
-			s.Acceleration.Redirected, s.Acceleration.Passed, s.Acceleration.Fallbacks = c.Redirected, c.Passed, c.Fallbacks
+			s.Acceleration.Redirected, s.Acceleration.Passed, s.Acceleration.Fallbacks, s.Acceleration.Released = c.Redirected, c.Passed, c.Fallbacks, c.Released
 		}
 	}
 	if srv.sup == nil {

@@ -89,8 +89,8 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 	a := snap.Acceleration
 	switch {
 	case a.Active:
-		v.Accel = fmt.Sprintf("eBPF sockmap (%s): %s messages redirected, %s passed, %d fell back to TCP",
-			a.Mode, count(a.Redirected), count(a.Passed), a.Fallbacks)
+		v.Accel = fmt.Sprintf("eBPF sockmap (%s): %s messages redirected, %s passed, %d fell back to TCP (%d of them released to plain TCP)",
+			a.Mode, count(a.Redirected), count(a.Passed), a.Fallbacks, a.Released)
 		if a.Cgroup != "" {
 			v.Accel += "; processes in " + a.Cgroup
 		}

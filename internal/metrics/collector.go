@@ -48,6 +48,8 @@ var (
 		"Loopback messages seen by the eBPF sk_msg program, by verdict: redirect (socket to socket) or pass (left to TCP).", []string{"verdict"}, nil)
 	descSockmapFallbacks = prometheus.NewDesc("loopgate_sockmap_fallbacks_total",
 		"Accelerated connections sent back to plain TCP because their receiver fell more than 4 MiB behind (a slow client).", nil, nil)
+	descSockmapReleased = prometheus.NewDesc("loopgate_sockmap_released_total",
+		"Of those, backend connections carrying a large response body whose backend end left the sockmap for plain TCP (cheaper than the sockmap's TCP path).", nil, nil)
 	descAccel = prometheus.NewDesc("loopgate_acceleration_active",
 		"1 when the eBPF sockmap acceleration is attached.", nil, nil)
 	descDraining = prometheus.NewDesc("loopgate_draining",
@@ -69,7 +71,7 @@ var _ prometheus.Collector = (*snapshotCollector)(nil)
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descStarts, descStartFailures, descCrashes, descRestarts, descRapidFail, descRecycles,
-		descReloads, descConfigError, descOffline, descAppMemory, descAppCPU, descProcesses, descInFlight, descAppInFlight, descAppQueued, descUpstreamConns, descClientConns, descSockmap, descSockmapFallbacks,
+		descReloads, descConfigError, descOffline, descAppMemory, descAppCPU, descProcesses, descInFlight, descAppInFlight, descAppQueued, descUpstreamConns, descClientConns, descSockmap, descSockmapFallbacks, descSockmapReleased,
 		descAccel, descDraining, descBuild} {
 		ch <- d
 	}
@@ -105,6 +107,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSockmap, prometheus.CounterValue, float64(s.Acceleration.Redirected), "redirect")
 		ch <- prometheus.MustNewConstMetric(descSockmap, prometheus.CounterValue, float64(s.Acceleration.Passed), "pass")
 		ch <- prometheus.MustNewConstMetric(descSockmapFallbacks, prometheus.CounterValue, float64(s.Acceleration.Fallbacks))
+		ch <- prometheus.MustNewConstMetric(descSockmapReleased, prometheus.CounterValue, float64(s.Acceleration.Released))
 	}
 	for _, a := range s.Apps {
 		counter := func(d *prometheus.Desc, v uint64, labels ...string) {

@@ -54,6 +54,11 @@ type Accel struct {
 	// Fallbacks counts connections sent back to plain TCP because their
 	// receiver fell more than 4 MiB behind (a slow client), since start.
 	Fallbacks uint64 `json:"fallbacks"`
+	// Released counts, of those, backend connections whose backend end
+	// left the sockmap for plain TCP because loopgate had released them
+	// for a large response body (it costs less than the sockmap's TCP
+	// path), since start.
+	Released uint64 `json:"released"`
 }
 
 // App is one mounted app.

@@ -86,7 +86,7 @@ func TestJSONFieldNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{`"version":"v1.2.3"`, `"uptime_seconds":11045`, `"listeners":[{"addr":"127.0.0.1:8080","tls":false}`,
-		`"acceleration":{"mode":"auto","active":false,"reason":"kernel lacks BPF_PROG_TYPE_SOCK_OPS","redirected":0,"passed":0,"fallbacks":0}`,
+		`"acceleration":{"mode":"auto","active":false,"reason":"kernel lacks BPF_PROG_TYPE_SOCK_OPS","redirected":0,"passed":0,"fallbacks":0,"released":0}`,
 		`"virtual_path":"/api"`, `"config_error":"/srv/api/web.config:7:`, `"pid":4242`, `"last_exit":"signal: killed"`,
 		`"requests":17`, `"last_start_error":"exit status 1`, `"rapid_fail_blocks":0`, `"config_reloads_failed":0`} {
 		if !strings.Contains(string(raw), want) {
