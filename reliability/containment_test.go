@@ -336,9 +336,11 @@ func TestContainmentSweepsGoneLoopgate(t *testing.T) {
 	}
 	t.Logf("left behind: %s with %v", goneCG, left)
 
+	began := time.Now()
 	next := startLoopgate(t, loopgatetest.Options{Args: []string{"--accel", "off", appDir(t, "", nil)}})
 	loopgatetest.WaitDead(t, 5*time.Second, left...)
 	waitGone(t, 5*time.Second, goneCG)
+	t.Logf("the next loopgate's start killed %v and removed %s within %v", left, goneCG, time.Since(began).Round(time.Millisecond))
 	ev := next.WaitLog(5*time.Second, func(x loopgatetest.Line) bool {
 		return x.Str("event") == "cgroup_swept" && x.Str("swept") == goneCG
 	})
