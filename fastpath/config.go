@@ -80,8 +80,9 @@ type Config struct {
 	// it open (WebSocket pings keep it busy).
 	TunnelIdleTimeout time.Duration
 	// BackendQueueTimeout is how long a request waits for a free pooled
-	// connection when MaxConnsPerBackend are busy before it gets a bare 503.
-	// Default 10 s.
+	// connection when MaxConnsPerBackend are busy (for an h2c app, a free
+	// stream when every connection is at the app's stream limit) before
+	// it gets a bare 503. Default 10 s.
 	BackendQueueTimeout time.Duration
 	// BackendIdleTimeout closes pooled backend connections idle this long,
 	// well below Kestrel's 130 s keep-alive so a pooled connection is rarely

@@ -100,7 +100,6 @@ func (x *exchange) tryH2C() (done bool, st stage, err error) {
 			s.sized = x.reqLen
 		}
 	}
-	s.start()
 	if s.body != nil {
 		s.body.idle.L = &s.body.mu
 		req.Body = s.body
@@ -110,15 +109,25 @@ func (x *exchange) tryH2C() (done bool, st stage, err error) {
 		}
 	}
 
-	cc, err := x.up.h2c().get(s.ctx)
+	cc, err := x.up.h2c().get(s.ctx, h2cWait{enter: x.enterStreamQueue, leave: x.leaveQueue, timeout: x.s.cfg.BackendQueueTimeout})
 	if err != nil {
 		x.endH2C()
-		if errors.Is(err, errPoolClosed) {
+		switch {
+		case errors.Is(err, errPoolClosed):
 			return false, stageSend, err
+		case errors.Is(err, errStreamQueueFull):
+			return x.answerQueueFull(), stageNone, nil
+		case errors.Is(err, errNoFreeStream):
+			x.releaseUnused()
+			x.s.log.Warn().Str("app", x.route.name).Int("pid", x.pid).Msg("no h2c stream to the backend came free within --backend-queue-timeout: 503")
+			return x.answer(fasthttp.StatusServiceUnavailable, nil), stageNone, nil
 		}
 		x.b.Unreachable()
 		return false, stageConnect, fmt.Errorf("connecting to %s: %w", x.b.Addr(), err)
 	}
+	// requestTimeout counts from here: the wait for a stream has its own
+	// bound, as the wait for an HTTP/1.1 connection.
+	s.start()
 	if x.stream != nil {
 		x.stream.attach(s)
 	}

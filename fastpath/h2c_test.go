@@ -222,13 +222,13 @@ func TestH2CDrainSendsGoAway(t *testing.T) {
 	up := newUpstream(l.Addr().String(), &cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cc, err := up.h2c().get(ctx)
+	cc, err := up.h2c().get(ctx, h2cWait{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cc.Release()
 	up.Drain()
-	if _, err := up.h2c().get(ctx); !errors.Is(err, errPoolClosed) {
+	if _, err := up.h2c().get(ctx, h2cWait{}); !errors.Is(err, errPoolClosed) {
 		t.Errorf("get after Drain: %v", err)
 	}
 	select {

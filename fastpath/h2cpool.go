@@ -26,6 +26,12 @@ const (
 var (
 	errH2CTimeout = fmt.Errorf("no activity on the HTTP/2 stream for requestTimeout: %w", os.ErrDeadlineExceeded)
 	errPoolClosed = errors.New("backend retired: its h2c connections are closed")
+	// errStreamQueueFull: no stream is free and queueLength requests
+	// of the app already wait for one.
+	errStreamQueueFull = errors.New("no free stream to the app, and queueLength requests already wait")
+	// errNoFreeStream: a request waited --backend-queue-timeout for a
+	// stream in vain.
+	errNoFreeStream = errors.New("no stream to the app came free within --backend-queue-timeout")
 )
 
 // h2cPool is the h2c connections to one backend process: a few, each
@@ -38,6 +44,25 @@ type h2cPool struct {
 	conns []*h2cClient
 	dial  chan struct{} // closed when the dial in progress ends; nil when none
 	done  bool
+
+	// changed is closed when a connection's state changes (a stream
+	// ends, the app allows more, it closes) or the pool is drained: a
+	// request waiting for a stream looks again. Made on demand, under
+	// cmu, which the connections' state hooks take (never mu: they may
+	// run inside Reserve, called under mu).
+	cmu     sync.Mutex
+	changed chan struct{}
+}
+
+// h2cWait is how a request waits for a stream when every connection of
+// the pool is at the app's stream limit: as for an HTTP/1.1 connection
+// under --backend-max-conns, it is counted against queueLength (enter,
+// false when the queue is full; leave when the wait ends) and waits at
+// most timeout (--backend-queue-timeout).
+type h2cWait struct {
+	enter   func() bool
+	leave   func()
+	timeout time.Duration
 }
 
 // h2cClient is one connection of the pool.
@@ -74,8 +99,22 @@ func newH2CPool(addr string, cfg *Config) *h2cPool {
 
 // get returns a connection with a stream reserved for the caller's
 // RoundTrip: the least busy one, or a new one when all carry h2cSpread
-// streams or more (or cannot take one) and the pool is not full.
-func (p *h2cPool) get(ctx context.Context) (*http.ClientConn, error) {
+// streams or more (or cannot take one) and the pool is not full. When the
+// pool is full and no connection can take a stream, the caller waits for
+// one as w says: errStreamQueueFull at once, or errNoFreeStream after
+// w.timeout.
+func (p *h2cPool) get(ctx context.Context, w h2cWait) (*http.ClientConn, error) {
+	var (
+		changed <-chan struct{} // the change to wait for, taken before a last look
+		queued  bool
+		timer   *time.Timer
+	)
+	defer func() {
+		if queued {
+			w.leave()
+			timer.Stop()
+		}
+	}()
 	for {
 		p.mu.Lock()
 		if p.done {
@@ -101,16 +140,28 @@ func (p *h2cPool) get(ctx context.Context) (*http.ClientConn, error) {
 			return best.cc, nil
 		}
 		if full {
-			// Every connection is at the app's stream limit: wait on
-			// the least busy for a slot (RoundTrip does).
-			least := p.conns[0]
-			for _, c := range p.conns[1:] {
-				if c.cc.InFlight() < least.cc.InFlight() {
-					least = c
-				}
-			}
 			p.mu.Unlock()
-			return least.cc, nil
+			if changed == nil {
+				// Look once more after taking the change to wait
+				// for, so that none is missed.
+				changed = p.changes()
+				continue
+			}
+			if !queued {
+				if !w.enter() {
+					return nil, errStreamQueueFull
+				}
+				queued, timer = true, time.NewTimer(w.timeout)
+			}
+			select {
+			case <-changed:
+				changed = nil
+				continue
+			case <-timer.C:
+				return nil, errNoFreeStream
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 		}
 		if wait := p.dial; wait != nil {
 			p.mu.Unlock()
@@ -138,7 +189,28 @@ func (p *h2cPool) get(ctx context.Context) (*http.ClientConn, error) {
 		}
 		p.conns = append(p.conns, &h2cClient{cc: cc})
 		p.mu.Unlock()
+		cc.SetStateHook(func(*http.ClientConn) { p.notify() })
 	}
+}
+
+// changes returns a channel closed at the pool's next state change.
+func (p *h2cPool) changes() <-chan struct{} {
+	p.cmu.Lock()
+	defer p.cmu.Unlock()
+	if p.changed == nil {
+		p.changed = make(chan struct{})
+	}
+	return p.changed
+}
+
+// notify wakes the requests waiting for a stream.
+func (p *h2cPool) notify() {
+	p.cmu.Lock()
+	if p.changed != nil {
+		close(p.changed)
+		p.changed = nil
+	}
+	p.cmu.Unlock()
 }
 
 // drain ends the pool's use: no new stream starts on it, and every
@@ -150,6 +222,7 @@ func (p *h2cPool) drain() {
 	conns := p.conns
 	p.conns = nil
 	p.mu.Unlock()
+	p.notify() // a request waiting for a stream goes elsewhere
 	for _, c := range conns {
 		go closeWhenIdle(c.cc)
 	}

@@ -19,8 +19,9 @@ var (
 
 // appQueue counts an app's requests that wait for a backend connection:
 // those that found every connection of their backend process busy
-// (--backend-max-conns) and wait, up to --backend-queue-timeout, for one to
-// come free. Safe for concurrent use; it must not be copied.
+// (--backend-max-conns), or for an h2c app every stream (the app's
+// SETTINGS_MAX_CONCURRENT_STREAMS on each connection), and wait, up to
+// --backend-queue-timeout, for one to come free. Safe for concurrent use; it must not be copied.
 type appQueue struct {
 	_       noCopy
 	waiting atomic.Int64
@@ -36,11 +37,28 @@ func (x *exchange) enterQueue(up *upstream) (ok, counted bool) {
 	if limit <= 0 || up.busy.Load() < int64(x.s.cfg.MaxConnsPerBackend) {
 		return true, false
 	}
-	if x.route.queue.waiting.Add(1) > limit {
-		x.route.queue.waiting.Add(-1)
+	if !x.route.queue.join(limit) {
 		return false, false
 	}
 	return true, true
+}
+
+// enterStreamQueue is enterQueue for a request to an h2c app that found
+// no stream free on any connection of its process (h2cWait): it may wait
+// unless the app already has spec.QueueLength requests waiting, and is
+// counted until leaveQueue.
+func (x *exchange) enterStreamQueue() bool {
+	return x.route.queue.join(int64(x.spec.QueueLength))
+}
+
+// join counts one more waiting request, unless limit (when > 0) already
+// wait.
+func (q *appQueue) join(limit int64) bool {
+	if q.waiting.Add(1) > limit && limit > 0 {
+		q.waiting.Add(-1)
+		return false
+	}
+	return true
 }
 
 func (x *exchange) leaveQueue() { x.route.queue.waiting.Add(-1) }

@@ -67,7 +67,8 @@ const serveFlagsHelp = `  --listen ADDR            plain HTTP listener, repeatab
   --idle-timeout D              closes an idle keep-alive client connection (default 1m15s)
   --backend-connect-timeout D   connect to a backend; retried once (default 2s)
   --backend-max-conns N         connections (= requests at once) per backend process (default 512)
-  --backend-queue-timeout D     wait for a free backend connection before a 503 (default 10s)
+  --backend-queue-timeout D     wait for a free backend connection (an h2c app's:
+                                a free stream) before a 503 (default 10s)
   --backend-max-tunnels N       WebSocket tunnels per backend process, apart from
                                 --backend-max-conns; past it an upgrade gets 503
                                 (default 10000)
