@@ -93,6 +93,49 @@ func TestOnlyTheAttachedCgroupIsAccelerated(t *testing.T) {
 	echo.stop(t)
 }
 
+// TestLeafBelowAttachedCgroupIsAccelerated: cgroups made below the
+// attached cgroup after the attach are covered, which loopgate relies on
+// twice: its backends' cgroups (loopgate-<pid>/<app>/p<n>), and the leaf
+// loopgate-<pid>.self it moves itself into when a limit needs a controller
+// (internal/cgroup, leaf.go) after the sockops program was attached to its
+// own cgroup. A client in the leaf connecting to a backend in
+// loopgate-<pid>/root/p1 is accelerated.
+func TestLeafBelowAttachedCgroupIsAccelerated(t *testing.T) {
+	requireBPF(t)
+	mnt, err := CgroupV2Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := makeCgroup(t, filepath.Join(mnt, fmt.Sprintf("loopgate-leafscope-%d", os.Getpid())))
+	a := loadAccel(t, Options{CgroupPath: own})
+	tree := makeCgroup(t, filepath.Join(own, "loopgate-1"))
+	backend := makeCgroup(t, filepath.Join(makeCgroup(t, filepath.Join(tree, "root")), "p1"))
+	leaf := makeCgroup(t, filepath.Join(own, "loopgate-1.self"))
+
+	echo := startScopeChild(t, backend, "echo")
+	port, err := strconv.ParseUint(echo.line(t), 10, 16)
+	if err != nil {
+		t.Fatalf("echo child: %v", err)
+	}
+	if err := a.AddPort(uint16(port)); err != nil {
+		t.Fatal(err)
+	}
+	before := counters(t, a)
+	in := startScopeChild(t, leaf, "client", strconv.Itoa(int(port)))
+	if got := in.line(t); got != "ok" {
+		t.Fatalf("client in the leaf: %q", got)
+	}
+	n := socketCount(t, a)
+	got := counters(t, a)
+	t.Logf("client in %s, backend in %s: %d sockets in the map, counters %+v", leaf, backend, n, got)
+	if n != 2 || got.SocketsAdded-before.SocketsAdded != 2 || got.Redirected-before.Redirected < 6 {
+		t.Errorf("client in the leaf: %d sockets in the map, %d added, %d messages redirected; want 2, 2, at least 6",
+			n, got.SocketsAdded-before.SocketsAdded, got.Redirected-before.Redirected)
+	}
+	in.stop(t)
+	echo.stop(t)
+}
+
 // makeCgroup creates a cgroup v2 directory, removed at cleanup once the
 // processes the test put in it are gone.
 func makeCgroup(tb testing.TB, dir string) string {
@@ -161,7 +204,8 @@ func startScopeChild(tb testing.TB, dir, role string, args ...string) *scopeProc
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if !bytes.Contains(b, []byte("0::/"+filepath.Base(dir)+"\n")) {
+	mnt, _ := CgroupV2Mount()
+	if !bytes.Contains(b, []byte("0::"+strings.TrimPrefix(dir, filepath.Clean(mnt))+"\n")) {
 		tb.Fatalf("%s child is not in %s: /proc/%d/cgroup says %q", role, dir, cmd.Process.Pid, b)
 	}
 	return p
