@@ -33,3 +33,17 @@ func TestPrivateMemory(t *testing.T) {
 	}
 	b[len(b)-1] = 2 // keep b alive until here
 }
+
+// TestV1Memory: the memory use and OOM kill count of a cgroup v1 mirror
+// come from memory.usage_in_bytes and memory.oom_control's oom_kill.
+func TestV1Memory(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "memory.usage_in_bytes"), []byte("33497088\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "memory.oom_control"), []byte("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"), 0o644)
+	if usage, kills, ok := v1Memory(dir); !ok || usage != 33497088 || kills != 2 {
+		t.Errorf("v1Memory = %d, %d, %v; want 33497088, 2, true", usage, kills, ok)
+	}
+	if _, _, ok := v1Memory(t.TempDir()); ok {
+		t.Error("v1Memory of a directory without memory files: ok")
+	}
+}
