@@ -43,11 +43,12 @@ type retryFacts struct {
 //   - when an idempotent request whose body is in memory got no byte of
 //     response, and its process still runs (a stale keep-alive connection
 //     the backend closed without reading it) or was ended from outside
-//     (SIGKILL, SIGTERM: the operator, the OOM killer; loopgate's own stop).
+//     (SIGKILL, SIGTERM: the operator; loopgate's own stop).
 //
 // It is not made when the process ended by its own hand while it had the
 // request (an exit status, SIGABRT, SIGSEGV, SIGBUS: .NET's unhandled
-// exception, a stack overflow): that request may be what killed it, and
+// exception, a stack overflow; the OOM killer at the app's memoryLimit):
+// that request may be what killed it, and
 // sent on it would kill the next process too. The client gets 502.3 and the
 // supervisor counts one crash. TestRetryRule is the rule's table.
 func retryable(st stage, f retryFacts) bool {

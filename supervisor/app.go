@@ -89,6 +89,10 @@ type App struct {
 
 	helpers sync.WaitGroup // goroutines that send on events
 
+	// oomKills is the app cgroup's oom_kill count last claimed
+	// (claimOOMKill), by the goroutine that reaps a process or by run.
+	oomKills atomic.Uint64
+
 	// Everything below is owned by run.
 	slots          []*slot
 	offline        bool
@@ -109,7 +113,6 @@ type App struct {
 	blocks         uint64
 	recycles       uint64
 	recyclesBy     map[string]uint64 // by reason (RecycleReasons)
-	oomKills       uint64            // the app cgroup's oom_kill count last seen
 	reloadsOK      uint64
 	reloadsFailed  uint64
 	configError    string
@@ -352,16 +355,23 @@ func (a *App) publishStatus() {
 	a.status.Store(sn)
 }
 
-// newOOMKill reports whether the kernel's OOM killer has killed a process
-// of the app since the last call: with a memoryLimit, the reason a crash
-// happened.
-func (a *App) newOOMKill() bool {
+// claimOOMKill reports whether the kernel's OOM killer has killed a
+// process of the app since the last claim: with a memoryLimit, the reason
+// a process died. The kernel counts the kill as it sends SIGKILL, so the
+// count has moved by the time the victim is reaped. Safe for concurrent
+// use: each kill is claimed once.
+func (a *App) claimOOMKill() bool {
 	n, ok := a.s.tree.OOMKills(a.vpath)
-	if !ok || n <= a.oomKills {
-		return false
+	for ok {
+		seen := a.oomKills.Load()
+		if n <= seen {
+			return false
+		}
+		if a.oomKills.CompareAndSwap(seen, n) {
+			return true
+		}
 	}
-	a.oomKills = n
-	return true
+	return false
 }
 
 // countRecycle counts a recycle for reason (one of RecycleReasons).

@@ -47,6 +47,7 @@ type Process struct {
 
 	exited     chan struct{} // closed when the process has exited and been reaped
 	exitStatus string        // valid after exited is closed
+	oomKilled  bool          // valid after exited is closed: the kernel's OOM killer ended it
 	stopping   bool          // owned by the app goroutine: a stop was requested
 	stopAsked  atomic.Bool   // a stop was requested while the process ran (see AwaitExit)
 }
@@ -157,13 +158,15 @@ const (
 	// unknown.
 	ExitNone ExitCause = iota
 	// ExitKilled: it was ended from outside: a signal such as SIGKILL or
-	// SIGTERM (the operator, the OOM killer), a stop loopgate asked for, or
+	// SIGTERM (the operator), a stop loopgate asked for, or
 	// a clean exit (status 0, what a host that handles SIGTERM, as .NET's
 	// does, exits with).
 	ExitKilled
-	// ExitSelf: it ended by its own hand: a non-zero exit status, or a
+	// ExitSelf: it ended by its own hand: a non-zero exit status, a
 	// signal it raised itself (SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL,
-	// SIGTRAP, SIGSYS): .NET's unhandled exception and stack overflow.
+	// SIGTRAP, SIGSYS): .NET's unhandled exception and stack overflow; or
+	// the kernel's OOM killer at the app's memoryLimit, which its own
+	// allocations reached.
 	ExitSelf
 )
 
@@ -194,6 +197,11 @@ func (p *Process) AwaitExit(d time.Duration) ExitCause {
 	}
 	if p.stopAsked.Load() {
 		return ExitKilled
+	}
+	if p.oomKilled {
+		// Its own allocations, maybe the request's, met the app's
+		// memoryLimit: the request would kill the next process too.
+		return ExitSelf
 	}
 	return exitCause(p.exitStatus)
 }

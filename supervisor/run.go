@@ -528,7 +528,10 @@ func (a *App) crash(sl *slot, p *Process, why string) {
 	if p.hasExited() {
 		sl.lastExit = p.status()
 	}
-	oom := a.newOOMKill()
+	// A process the OOM killer ended was claimed as it was reaped; a
+	// backend that exited because the killer took one of its children is
+	// claimed here.
+	oom := p.hasExited() && (p.oomKilled || a.claimOOMKill())
 	if oom {
 		why += ": killed by the kernel's OOM killer at the app's memoryLimit"
 		sl.lastExit += " (out of memory: memoryLimit)"

@@ -172,6 +172,7 @@ func (a *App) launch(spec *configload.AppSpec, slotIdx int, warned *bool) (*Proc
 		status := proc.Wait()
 		a.s.untrack(proc)
 		p.exitStatus = status
+		p.oomKilled = status == "signal: killed" && a.claimOOMKill()
 		close(p.exited)
 		a.send(event{kind: evExited, p: p})
 	})
