@@ -76,6 +76,10 @@
 // ACK the writer gets (BPF_SOCK_OPS_RTT_CB: only sockops programs may
 // delete from a SOCKHASH), takes the writer's socket out of the map if
 // nothing redirected to it is unread; Counters.Released counts them.
+// The writer of an upload cannot promise that of its peer (a backend may
+// answer before it read the body), so a connection meant for a bulk
+// upload is kept out of the map from the start instead: Exclude marks its
+// socket before it connects.
 //
 // # Ordering
 //

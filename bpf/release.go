@@ -59,3 +59,23 @@ func sockKey(local, remote netip.AddrPort) sockmapSockKey {
 		RemotePort: uint32(remote.Port()),
 	}
 }
+
+// Exclude keeps the socket fd, which must not be connected yet, out of the
+// fast path: the connection it makes stays on plain TCP, both ends, for
+// its whole life. It is for a connection that will carry a bulk stream
+// to a reader that may fall behind (an upload larger than QueueLimit): the
+// sockmap would redirect the first QueueLimit bytes and send the rest
+// over its TCP path, which costs more CPU per byte than plain TCP, and
+// the sending end cannot leave the map safely while its peer may still
+// redirect to it (Release needs the peer's promise to send nothing).
+func (a *Accel) Exclude(fd int) error {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if a.closed {
+		return fmt.Errorf("excluding socket %d from the sockmap: %w", fd, ErrClosed)
+	}
+	if err := a.objs.OnTcp.Update(uint32(fd), uint8(1), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("excluding socket %d from the sockmap: %w", fd, err)
+	}
+	return nil
+}

@@ -3,6 +3,8 @@ package bpf
 import (
 	"net"
 	"net/netip"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -81,4 +83,41 @@ func addrPort(t *testing.T, a net.Addr) netip.AddrPort {
 		t.Fatal(err)
 	}
 	return ap
+}
+
+// TestExclude: a socket excluded before it connects to a registered port
+// leaves the sockmap empty (neither end goes in) and its bytes pass no
+// sk_msg program; a connection made next to it is accelerated as usual.
+func TestExclude(t *testing.T) {
+	a := loadAccel(t, Options{})
+	ln, port := listen(t)
+	echoServer(t, ln)
+	if err := a.AddPort(port); err != nil {
+		t.Fatal(err)
+	}
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		if cerr := rc.Control(func(fd uintptr) { err = a.Exclude(int(fd)) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
+	nc, err := d.Dial("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c := nc.(*net.TCPConn)
+	roundTrip(t, c, randomBytes(1<<20, 3))
+	if n := socketCount(t, a); n != 0 {
+		t.Errorf("sockmap holds %d sockets for an excluded connection, want 0", n)
+	}
+	if got := counters(t, a); got.SocketsAdded != 0 || got.Redirected != 0 || got.Passed != 0 {
+		t.Errorf("counters %+v for an excluded connection: want nothing added, redirected or passed", got)
+	}
+	other := dial(t, port)
+	roundTrip(t, other, randomBytes(1<<10, 4))
+	if got := counters(t, a); got.SocketsAdded != 2 || got.Redirected == 0 {
+		t.Errorf("counters %+v after an ordinary connection: want 2 sockets added and messages redirected", got)
+	}
 }

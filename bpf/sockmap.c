@@ -79,6 +79,8 @@ struct {
 // goes on TCP when its peer is not in sock_hash (as in the window between
 // the client's ACTIVE_ESTABLISHED and the server child's
 // PASSIVE_ESTABLISHED) or when its peer has fallen behind (queue_limit).
+// User space sets it on a socket before connecting it (Accel.Exclude) to
+// keep the connection out of the sockmap altogether.
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -233,6 +235,10 @@ int loopgate_sockops(struct bpf_sock_ops *skops)
 
 	struct bpf_sock *sk = skops->sk;
 	if (!sk)
+		return 1;
+	// A socket user space marked before connecting (Accel.Exclude) stays
+	// out, and so does its server end, which goes in only after it.
+	if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && bpf_sk_storage_get(&on_tcp, sk, 0, 0))
 		return 1;
 	// A server's socket goes in only after its client's: the client's
 	// ACTIVE_ESTABLISHED always comes first (it sends the handshake's last

@@ -65,7 +65,9 @@ type Config struct {
 	// once. Default 2 s.
 	ConnectTimeout time.Duration
 	// MaxConnsPerBackend bounds the keep-alive pool to one backend process:
-	// the most requests that process sees at once. Default 512.
+	// the most requests that process sees at once. With Sockmap, uploads
+	// larger than its QueueLimit have a pool of their own with the same
+	// bound. Default 512.
 	MaxConnsPerBackend int
 	// MaxTunnelsPerBackend bounds the WebSocket tunnels open at once to one
 	// backend process. A tunnel leaves MaxConnsPerBackend's pool once the

@@ -83,6 +83,7 @@ type exchange struct {
 
 	b      Backend
 	up     *upstream
+	pool   *poolOps // the pool of up that handle came from
 	handle any
 	conn   net.Conn
 	br     *bufio.Reader
@@ -157,9 +158,9 @@ func (x *exchange) finish() {
 	}
 	if x.handle != nil {
 		if x.backendOK && x.bodyEnd && x.consumed && x.br != nil && x.br.Buffered() == 0 {
-			x.up.put(x.handle)
+			x.up.put(x.pool, x.handle)
 		} else {
-			x.up.drop(x.handle)
+			x.up.drop(x.pool, x.handle)
 		}
 	}
 	if x.br != nil {
@@ -257,7 +258,7 @@ func (x *exchange) releaseUnused() {
 // dropConn closes the current backend connection after a failed attempt.
 func (x *exchange) dropConn() {
 	if x.handle != nil {
-		x.up.drop(x.handle)
+		x.up.drop(x.pool, x.handle)
 		x.handle, x.conn = nil, nil
 	}
 	if x.br != nil {

@@ -215,7 +215,8 @@ func (x *exchange) connect() (answered bool, st stage, err error) {
 	if !ok {
 		return x.answerQueueFull(), stageNone, nil
 	}
-	handle, conn, lastUse, err := up.get()
+	pool := up.pool(x.bulkUpload())
+	handle, conn, lastUse, err := up.get(pool)
 	if counted {
 		x.leaveQueue()
 	}
@@ -236,14 +237,14 @@ func (x *exchange) connect() (answered bool, st stage, err error) {
 		// backend, or the connection was idle long enough for the
 		// backend's keep-alive timeout to have closed it (Node's is 5 s):
 		// do not risk a connection the backend has closed.
-		up.drop(handle)
+		up.drop(pool, handle)
 		up.flushIdle()
-		if handle, conn, _, err = up.get(); err != nil {
+		if handle, conn, _, err = up.get(pool); err != nil {
 			b.Unreachable()
 			return false, stageRedial, fmt.Errorf("connecting to %s: %w", b.Addr(), err)
 		}
 	}
-	x.handle, x.conn = handle, conn
+	x.pool, x.handle, x.conn = pool, handle, conn
 	x.backendOK = true
 	if x.stream != nil {
 		x.stream.attach(conn)

@@ -49,7 +49,7 @@ func (rt *route) load() AppLoad {
 	defer rt.upsMu.Unlock()
 	live := rt.ups[:0]
 	for _, u := range rt.ups {
-		open, busy := u.hc.ConnsCount(), int(u.busy.Load())
+		open, busy := u.conns(), int(u.busy.Load())
 		if u.closed.Load() && open == 0 && busy == 0 {
 			continue
 		}

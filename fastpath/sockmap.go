@@ -1,6 +1,7 @@
 // The eBPF sockmap as forwarding sees it: a backend connection that
 // carries a large response body is released from the sockmap's TCP
-// fallback (bpf.Accel.Release) and closed after the body.
+// fallback (bpf.Accel.Release) and closed after the body; a large upload
+// goes over a connection kept out of the sockmap (bpf.Accel.Exclude).
 
 package fastpath
 
@@ -20,6 +21,21 @@ type Sockmap interface {
 	// falls behind, the backend's end leaves the sockmap and sends the
 	// rest over plain TCP instead of the sockmap's costlier TCP path.
 	Release(local, remote netip.AddrPort) error
+	// Exclude keeps the socket fd, before it connects, out of the
+	// sockmap: the bulk pool's connections (upstream.go) stay plain TCP.
+	Exclude(fd int) error
+}
+
+// bulkUpload reports a request body large enough for the backend, reading
+// it, to fall behind the sockmap's queue limit: it goes over a connection
+// of the bulk pool, which the sockmap leaves alone. Once the writer's end
+// of an accelerated connection goes over to the sockmap's TCP path it
+// cannot leave it safely (the backend may answer at any time), and that
+// path costs more per byte than plain TCP; a body of unknown length
+// (chunked) takes the main pool.
+func (x *exchange) bulkUpload() bool {
+	sm := x.s.cfg.Sockmap
+	return sm != nil && x.reqBody == reqBodySized && x.reqLen > int64(sm.QueueLimit())
 }
 
 // bulkBody decides, once the response head is in, whether the body is

@@ -5,6 +5,7 @@ package fastpath
 import (
 	"net"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -48,8 +49,28 @@ type upstream struct {
 	owner atomic.Pointer[route]
 	// h2 is the h2c pool (h2c.go), made by the first request to an app
 	// with backendProtocol="h2c"; nil until then.
-	h2  atomic.Pointer[h2cPool]
-	cfg *Config
+	h2 atomic.Pointer[h2cPool]
+	// bulk is the pool for uploads larger than the sockmap's QueueLimit,
+	// whose connections stay out of the sockmap (sockmap.go); nil without
+	// Config.Sockmap. Its connections count in busy and it has its own
+	// MaxConnsPerBackend.
+	bulk *bulkPool
+	cfg  *Config
+}
+
+// bulkPool is a second keep-alive pool to the same process.
+type bulkPool struct {
+	hc  fasthttp.HostClient
+	ops poolOps
+}
+
+// conns counts the upstream's open HTTP/1.1 connections, both pools.
+func (u *upstream) conns() int {
+	n := u.hc.ConnsCount()
+	if u.bulk != nil {
+		n += u.bulk.hc.ConnsCount()
+	}
+	return n
 }
 
 // poolOps reaches HostClient's exported pool methods, whose connection type
@@ -83,8 +104,25 @@ func newPoolOps[C pooledConn](acquire func(time.Duration, bool) (C, error), rele
 
 func newUpstream(addr string, cfg *Config) *upstream {
 	u := &upstream{cfg: cfg}
-	d := net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1}
-	u.hc = fasthttp.HostClient{
+	initPool(&u.hc, &u.ops, addr, cfg, nil)
+	if sm := cfg.Sockmap; sm != nil {
+		u.bulk = &bulkPool{}
+		initPool(&u.bulk.hc, &u.bulk.ops, addr, cfg, func(_, _ string, rc syscall.RawConn) error {
+			var err error
+			if cerr := rc.Control(func(fd uintptr) { err = sm.Exclude(int(fd)) }); cerr != nil {
+				return cerr
+			}
+			return err
+		})
+	}
+	return u
+}
+
+// initPool sets up a keep-alive pool to addr whose connections are dialed
+// with control (nil: none) run on each socket before it connects.
+func initPool(hc *fasthttp.HostClient, ops *poolOps, addr string, cfg *Config, control func(network, address string, rc syscall.RawConn) error) {
+	d := net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1, Control: control}
+	*hc = fasthttp.HostClient{
 		Addr: addr,
 		Dial: func(a string) (net.Conn, error) {
 			c, err := d.Dial("tcp", a)
@@ -108,14 +146,23 @@ func newUpstream(addr string, cfg *Config) *upstream {
 		DisablePathNormalizing:        true,
 		NoDefaultUserAgentHeader:      true,
 	}
-	u.ops = newPoolOps(u.hc.AcquireConn, u.hc.ReleaseConn, u.hc.CloseConn)
-	return u
+	*ops = newPoolOps(hc.AcquireConn, hc.ReleaseConn, hc.CloseConn)
+}
+
+// pool returns the pool a request takes its connection from: the bulk
+// pool for an upload the sockmap would carry at a loss (sockmap.go), else
+// the main one.
+func (u *upstream) pool(bulkUpload bool) *poolOps {
+	if bulkUpload && u.bulk != nil {
+		return &u.bulk.ops
+	}
+	return &u.ops
 }
 
 // get returns a pooled or freshly dialed connection to the backend, with
 // the time it was last released (zero: dialed for this request).
-func (u *upstream) get() (handle any, conn net.Conn, lastUse time.Time, err error) {
-	handle, conn, lastUse, err = u.ops.acquire()
+func (u *upstream) get(p *poolOps) (handle any, conn net.Conn, lastUse time.Time, err error) {
+	handle, conn, lastUse, err = p.acquire()
 	if err == nil {
 		u.busy.Add(1)
 	}
@@ -124,13 +171,13 @@ func (u *upstream) get() (handle any, conn net.Conn, lastUse time.Time, err erro
 
 // put returns a connection whose last exchange ended cleanly to the pool,
 // or closes it when the upstream is already closed.
-func (u *upstream) put(handle any) {
+func (u *upstream) put(p *poolOps, handle any) {
 	u.busy.Add(-1)
 	if u.closed.Load() {
-		u.ops.discard(handle)
+		p.discard(handle)
 		return
 	}
-	u.ops.release(handle)
+	p.release(handle)
 }
 
 // What detachTunnel did with a tunnel's connection.
@@ -153,7 +200,7 @@ func (u *upstream) detachTunnel(handle any, conn net.Conn) int {
 		return tunnelsFull
 	}
 	bc.Detach()
-	u.drop(handle) // the pool counts it no more; its Close does nothing
+	u.drop(&u.ops, handle) // the pool counts it no more; its Close does nothing
 	return tunnelDetached
 }
 
@@ -164,21 +211,26 @@ func (u *upstream) closeTunnel(conn net.Conn) {
 }
 
 // drop closes a connection that cannot carry another request.
-func (u *upstream) drop(handle any) {
+func (u *upstream) drop(p *poolOps, handle any) {
 	u.busy.Add(-1)
-	u.ops.discard(handle)
+	p.discard(handle)
 }
 
 // flushIdle closes every idle pooled connection: after one of them turned
 // out stale, the others (as old or older) likely are too, and the retry
 // must use a fresh connection.
-func (u *upstream) flushIdle() { u.hc.CloseIdleConnections() }
+func (u *upstream) flushIdle() {
+	u.hc.CloseIdleConnections()
+	if u.bulk != nil {
+		u.bulk.hc.CloseIdleConnections()
+	}
+}
 
 // Close implements supervisor.Upstream: the process is retired and drained,
 // so its idle connections are closed and busy ones are closed when released.
 func (u *upstream) Close() {
 	u.closed.Store(true)
-	u.hc.CloseIdleConnections()
+	u.flushIdle()
 	u.Drain()
 }
 
