@@ -299,6 +299,13 @@ type trackedConn struct {
 	// a parkable connection, held for idleRead; owned by the serving
 	// goroutine.
 	idleDeadline time.Time
+	// headDeadline is the first read deadline set after idleRead returned
+	// the first bytes of a request (fasthttp's deadline for the rest of its
+	// head), held until a read needs it (headPending): most heads come whole
+	// in that first read. headNext: the next deadline set is that one.
+	headDeadline time.Time
+	headPending  atomic.Bool
+	headNext     atomic.Bool
 
 	holdClose atomic.Bool // the next Close does nothing: a polled tunnel goes on with it (tunnelpoll.go)
 }
@@ -307,6 +314,9 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	if c.park != nil {
 		if since := c.idleSince.Load(); since != 0 {
 			return c.idleRead(p, since)
+		}
+		if c.headPending.CompareAndSwap(true, false) {
+			_ = c.Conn.SetReadDeadline(c.headDeadline)
 		}
 	}
 	return c.guard.read(p, c.ClientConn.Read)

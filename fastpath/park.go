@@ -166,14 +166,20 @@ func (c *trackedConn) idleRead(p []byte, since int64) (int, error) {
 	park := time.Unix(0, since).Add(parkAfter)
 	idle := c.idleDeadline
 	c.idleDeadline = time.Time{}
-	if !idle.IsZero() && !idle.After(park) {
-		// fasthttp's idle deadline comes first: leave it be.
+	c.headPending.Store(false)
+	// fasthttp's idle deadline may come first: then it is the one, and
+	// its passing no reason to park.
+	idleFirst := !idle.IsZero() && !idle.After(park)
+	if idleFirst {
 		_ = c.Conn.SetReadDeadline(idle)
-		return c.guard.read(p, c.ClientConn.Read)
+	} else {
+		_ = c.Conn.SetReadDeadline(park)
 	}
-	_ = c.Conn.SetReadDeadline(park)
 	n, err := c.guard.read(p, c.ClientConn.Read)
-	if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+	if n > 0 {
+		c.headNext.Store(true)
+	}
+	if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || idleFirst {
 		return n, err
 	}
 	_ = c.Conn.SetReadDeadline(time.Time{})
@@ -181,15 +187,33 @@ func (c *trackedConn) idleRead(p []byte, since int64) (int, error) {
 	return 0, errParked
 }
 
-// SetReadDeadline sets the read deadline, except fasthttp's deadline for
-// a parkable connection's wait for its next request, which idleRead
-// applies (or the park deadline before it).
+// SetReadDeadline sets the read deadline, except, on a parkable
+// connection, fasthttp's deadline for the wait for its next request, which
+// idleRead applies (or the park deadline before it), and the deadline for
+// the rest of a head whose first bytes idleRead returned, which the next
+// read applies, if there is one before the next idle wait.
 func (c *trackedConn) SetReadDeadline(t time.Time) error {
-	if c.park != nil && c.idleSince.Load() != 0 {
-		c.idleDeadline = t
-		return nil
+	if c.park != nil {
+		if c.idleSince.Load() != 0 {
+			c.idleDeadline = t
+			return nil
+		}
+		if c.headNext.CompareAndSwap(true, false) {
+			c.headDeadline = t
+			c.headPending.Store(true)
+			return nil
+		}
+		c.headPending.Store(false)
 	}
 	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline sets both deadlines, a held head deadline (SetReadDeadline)
+// no longer pending.
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	c.headNext.Store(false)
+	c.headPending.Store(false)
+	return c.ClientConn.SetDeadline(t)
 }
 
 // parkNow puts c, whose serving goroutine is ending, in the poller; false

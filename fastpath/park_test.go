@@ -143,3 +143,44 @@ func TestParkedIdleTimeout(t *testing.T) {
 		t.Errorf("closed %v after being parked, --idle-timeout 2s", d)
 	}
 }
+
+// A keep-alive request whose head comes in pieces, the last more than
+// parkAfter after the first, still has --header-read-timeout for its head:
+// the park deadline of the wait that returned the first piece does not cut
+// it (trackedConn holds fasthttp's head deadline until a read needs it), and
+// a head never finished gets 408 at the header timeout.
+func TestKeepAliveHeadInPiecesHasHeaderTimeout(t *testing.T) {
+	const headerTimeout = 3 * time.Second
+	_, addr := parkRig(t, Config{HeaderReadTimeout: headerTimeout, IdleTimeout: time.Minute})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	parkGet(t, c, br)
+	if _, err := io.WriteString(c, "GET /p HTTP/1.1\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(parkAfter + parkAfter/2)
+	if _, err := io.WriteString(c, "Host: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	var first fasthttp.Response
+	if err := first.Read(br); err != nil || first.StatusCode() != 200 {
+		t.Fatalf("head in two pieces %v apart: %d, %v; want 200", parkAfter+parkAfter/2, first.StatusCode(), err)
+	}
+	if _, err := io.WriteString(c, "GET /p HTTP/1.1\r\nHost: a\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(4 * headerTimeout))
+	var resp fasthttp.Response
+	if err := resp.Read(br); err != nil {
+		t.Fatalf("unfinished head: %v after %v, want a 408", err, time.Since(start))
+	}
+	took := time.Since(start)
+	if resp.StatusCode() != fasthttp.StatusRequestTimeout || took < headerTimeout-time.Second {
+		t.Errorf("unfinished head: %d after %v, want 408 after about %v", resp.StatusCode(), took, headerTimeout)
+	}
+}
