@@ -109,7 +109,8 @@ func (x *exchange) tryH2C() (done bool, st stage, err error) {
 		}
 	}
 
-	cc, err := x.up.h2c().get(s.ctx, h2cWait{enter: x.enterStreamQueue, leave: x.leaveQueue, timeout: x.s.cfg.BackendQueueTimeout})
+	pool := x.up.h2c()
+	cc, err := pool.get(s.ctx, h2cWait{enter: x.enterStreamQueue, leave: x.leaveQueue, timeout: x.s.cfg.BackendQueueTimeout})
 	if err != nil {
 		x.endH2C()
 		switch {
@@ -125,6 +126,8 @@ func (x *exchange) tryH2C() (done bool, st stage, err error) {
 		x.b.Unreachable()
 		return false, stageConnect, fmt.Errorf("connecting to %s: %w", x.b.Addr(), err)
 	}
+	s.pool = pool
+	pool.streams.Add(1)
 	// requestTimeout counts from here: the wait for a stream has its own
 	// bound, as the wait for an HTTP/1.1 connection.
 	s.start()

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -44,6 +45,9 @@ type h2cPool struct {
 	conns []*h2cClient
 	dial  chan struct{} // closed when the dial in progress ends; nil when none
 	done  bool
+	// streams counts the requests holding a stream now, from get to the
+	// stream's end (h2cStream.end): an h2c app's busy count, for metrics.
+	streams atomic.Int64
 
 	// changed is closed when a connection's state changes (a stream
 	// ends, the app allows more, it closes) or the pool is drained: a

@@ -78,6 +78,10 @@ func TestH2CStreamQueue(t *testing.T) {
 		go get("/x", waiting)
 	}
 	waitFor(t, func() bool { return rt.queue.waiting.Load() == 2 }, "queueLength requests waiting for a stream")
+	// The metrics see the streams as busy, the two as queued.
+	if l, _ := h.srv.AppLoad(rt.name); l.Streams != h2cMaxConns || l.InFlight-int64(l.UpstreamBusy+l.Streams) != 2 {
+		t.Errorf("app load %+v: want %d streams and 2 requests queued", l, h2cMaxConns)
+	}
 	full := make(chan result, 1)
 	get("/x", full)
 	if r := <-full; r.code != 503 || r.retryAfter != "1" {
@@ -106,4 +110,5 @@ func TestH2CStreamQueue(t *testing.T) {
 			t.Errorf("a request that held a stream: %+v", r)
 		}
 	}
+	waitFor(t, func() bool { l, _ := h.srv.AppLoad(rt.name); return l.Streams == 0 && l.InFlight == 0 }, "no stream counted once all are done")
 }

@@ -33,6 +33,7 @@ type h2cStream struct {
 	slack   int64        // bytes that may be held unread above the client's socket (see finSlack)
 	body    *h2cBody     // nil without a request body
 	resp    *http.Response
+	pool    *h2cPool // whose streams count this one, once it has a stream
 	ended   bool
 }
 
@@ -150,6 +151,9 @@ func (s *h2cStream) end() {
 	}
 	s.ended = true
 	s.done.Store(true)
+	if s.pool != nil {
+		s.pool.streams.Add(-1)
+	}
 	if s.timer != nil {
 		s.timer.Stop()
 	}

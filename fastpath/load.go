@@ -13,6 +13,10 @@ type AppLoad struct {
 	UpstreamOpen int
 	// UpstreamBusy counts those carrying a request or a tunnel now.
 	UpstreamBusy int
+	// Streams counts the requests holding an HTTP/2 stream to the app's
+	// processes now (backendProtocol="h2c"): its busy count, as its
+	// requests hold no connection of their own.
+	Streams int
 }
 
 // AppLoad returns the load of the app whose Name is name; ok is false when
@@ -50,11 +54,16 @@ func (rt *route) load() AppLoad {
 	live := rt.ups[:0]
 	for _, u := range rt.ups {
 		open, busy := u.conns(), int(u.busy.Load())
-		if u.closed.Load() && open == 0 && busy == 0 {
+		streams := 0
+		if p := u.h2.Load(); p != nil {
+			streams = int(p.streams.Load())
+		}
+		if u.closed.Load() && open == 0 && busy == 0 && streams == 0 {
 			continue
 		}
 		l.UpstreamOpen += open
 		l.UpstreamBusy += busy
+		l.Streams += streams
 		live = append(live, u)
 	}
 	clear(rt.ups[len(live):])

@@ -65,12 +65,12 @@ func (srv *server) frontGauges() (int64, int) {
 }
 
 // appLoad feeds the scrape-time per-app gauges of the front server.
-func (srv *server) appLoad(app string) (int64, int, int) {
+func (srv *server) appLoad(app string) (int64, int, int, int) {
 	if srv.front == nil {
-		return 0, 0, 0
+		return 0, 0, 0, 0
 	}
 	l, _ := srv.front.AppLoad(app)
-	return l.InFlight, l.UpstreamOpen, l.UpstreamBusy
+	return l.InFlight, l.UpstreamOpen, l.UpstreamBusy, l.Streams
 }
 
 // statusLine is the one-line summary for `systemctl status`.

@@ -43,11 +43,11 @@ func pageFixture(t *testing.T) (*Server, string) {
 		},
 	}
 	m := metrics.New(metrics.Options{Version: "v1.4.0", Apps: []string{"/", "/api"},
-		AppLoad: func(app string) (int64, int, int) {
+		AppLoad: func(app string) (int64, int, int, int) {
 			if app == "/" {
-				return 3, 8, 3
+				return 3, 8, 3, 0
 			}
-			return 0, 0, 0
+			return 0, 0, 0, 0
 		}})
 	s := New(Options{Snapshot: func() status.Snapshot { return snap }, Gatherer: m.Registry(), SampleEvery: 5 * time.Second})
 	s.SetHealth(Serving)

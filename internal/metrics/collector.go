@@ -39,7 +39,7 @@ var (
 	descAppInFlight = prometheus.NewDesc("loopgate_app_requests_in_flight",
 		"Requests routed to the app and not yet answered (waiting for a backend, forwarded or tunnelled), by app.", []string{"app"}, nil)
 	descAppQueued = prometheus.NewDesc("loopgate_app_requests_queued",
-		"Requests routed to the app that hold no backend connection yet: waiting for a backend to start or for a free connection (--backend-max-conns), by app. With loopgate_app_requests_in_flight, the concurrency signal for autoscaling.", []string{"app"}, nil)
+		"Requests routed to the app that hold no backend connection (h2c: stream) yet: waiting for a backend to start or for a free connection (--backend-max-conns) or stream, by app. With loopgate_app_requests_in_flight, the concurrency signal for autoscaling.", []string{"app"}, nil)
 	descUpstreamConns = prometheus.NewDesc("loopgate_upstream_connections",
 		"Keep-alive connections open from loopgate to the app's backend processes, by app and state (busy: carrying a request or WebSocket tunnel; idle: pooled).", []string{"app", "state"}, nil)
 	descClientConns = prometheus.NewDesc("loopgate_client_connections",
@@ -86,11 +86,12 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.o.AppLoad != nil {
 		for _, app := range c.o.Apps {
-			inFlight, open, busy := c.o.AppLoad(app)
+			inFlight, open, busy, streams := c.o.AppLoad(app)
 			ch <- prometheus.MustNewConstMetric(descAppInFlight, prometheus.GaugeValue, float64(inFlight), app)
-			// In flight without a busy backend connection: queued (or being
-			// answered by loopgate itself, which takes microseconds).
-			ch <- prometheus.MustNewConstMetric(descAppQueued, prometheus.GaugeValue, float64(max(inFlight-int64(busy), 0)), app)
+			// In flight without a busy backend connection or an h2c
+			// stream: queued (or being answered by loopgate itself, which
+			// takes microseconds).
+			ch <- prometheus.MustNewConstMetric(descAppQueued, prometheus.GaugeValue, float64(max(inFlight-int64(busy+streams), 0)), app)
 			// The two counts are read one after the other, so a connection
 			// being handed out may show as busy before it shows as open.
 			ch <- prometheus.MustNewConstMetric(descUpstreamConns, prometheus.GaugeValue, float64(max(open-busy, 0)), app, "idle")

@@ -71,11 +71,13 @@ type Options struct {
 	// Front reports the front server's requests in flight and open client
 	// connections at scrape time. nil means those gauges are not exported.
 	Front func() (inFlight int64, openConns int)
-	// AppLoad reports one app's requests in flight and its upstream
+	// AppLoad reports one app's requests in flight, its upstream
 	// connections to its backend processes, open and (of those) busy,
-	// summed over the processes' pools. Called for each name in Apps at
-	// every scrape; nil means those per-app gauges are not exported.
-	AppLoad func(app string) (inFlight int64, open, busy int)
+	// summed over the processes' pools, and the requests holding an h2c
+	// stream (backendProtocol="h2c": they hold no connection of their
+	// own). Called for each name in Apps at every scrape; nil means those
+	// per-app gauges are not exported.
+	AppLoad func(app string) (inFlight int64, open, busy, streams int)
 }
 
 // Metrics holds loopgate's metrics and the registry they are exposed from.

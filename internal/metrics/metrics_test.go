@@ -30,11 +30,11 @@ func newTest() *Metrics {
 		Apps:     []string{"/", "/api"},
 		Snapshot: snapshot,
 		Front:    func() (int64, int) { return 4, 9 },
-		AppLoad: func(app string) (int64, int, int) {
+		AppLoad: func(app string) (int64, int, int, int) {
 			if app == "/" {
-				return 3, 5, 2
+				return 3, 5, 2, 0
 			}
-			return 0, 1, 0
+			return 5, 1, 0, 3 // an h2c app: 3 requests on streams
 		},
 	})
 }
@@ -154,9 +154,9 @@ func TestSnapshotMetrics(t *testing.T) {
 		{"loopgate_requests_in_flight", nil, 4},
 		{"loopgate_client_connections", nil, 9},
 		{"loopgate_app_requests_in_flight", map[string]string{"app": "/"}, 3},
-		{"loopgate_app_requests_in_flight", map[string]string{"app": "/api"}, 0},
-		{"loopgate_app_requests_queued", map[string]string{"app": "/"}, 1}, // 3 in flight, 2 on a backend connection
-		{"loopgate_app_requests_queued", map[string]string{"app": "/api"}, 0},
+		{"loopgate_app_requests_in_flight", map[string]string{"app": "/api"}, 5},
+		{"loopgate_app_requests_queued", map[string]string{"app": "/"}, 1},    // 3 in flight, 2 on a backend connection
+		{"loopgate_app_requests_queued", map[string]string{"app": "/api"}, 2}, // 5 in flight, 3 on an h2c stream
 		{"loopgate_upstream_connections", map[string]string{"app": "/", "state": "busy"}, 2},
 		{"loopgate_upstream_connections", map[string]string{"app": "/", "state": "idle"}, 3},
 		{"loopgate_upstream_connections", map[string]string{"app": "/api", "state": "busy"}, 0},
