@@ -34,7 +34,8 @@ import (
 // is gone; the client is read until it ends or the linger passes). With
 // TunnelIdleTimeout both sides are closed after that long without a byte
 // either way; a write to the client that waits SendTimeout closes both at
-// once, the client's with a reset.
+// once, the client's with a reset, as does a write to the app that waits
+// requestTimeout, the app's with a reset.
 type polledTunnel struct {
 	x      *exchange
 	s      *Server
@@ -184,12 +185,24 @@ func (t *polledTunnel) pump(d int) {
 			drop := d == dirC2B && t.drop
 			t.mu.Unlock()
 			if !drop {
+				// As the goroutine relay: the client has
+				// --send-timeout to take each write, the app
+				// requestTimeout.
 				if d == dirB2C {
-					// As the goroutine relay: the client has
-					// --send-timeout to take each write.
 					setDeadline(t.client.SetWriteDeadline, t.s.cfg.SendTimeout)
+				} else {
+					setDeadline(t.dst[d].SetWriteDeadline, t.x.spec.RequestTimeout)
 				}
 				if _, werr := t.dst[d].Write(buf[:n]); werr != nil {
+					if d == dirC2B && errors.Is(werr, os.ErrDeadlineExceeded) {
+						bufPool.Put(bp)
+						t.x.logStalledApp()
+						if bc, ok := t.dst[d].(*sockio.BackendConn); ok {
+							_ = bc.TCPConn.SetLinger(0)
+						}
+						t.closeAll()
+						return
+					}
 					if d == dirC2B {
 						t.mu.Lock()
 						t.drop = true // the backend is gone: read the client to its end

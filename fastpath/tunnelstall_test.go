@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/loopgate/loopgate/configload"
+	"github.com/loopgate/loopgate/internal/sockio"
 )
 
 // TestTunnelClientStopsReading: a WebSocket tunnel whose client stops
@@ -103,6 +106,113 @@ func TestTunnelClientStopsReading(t *testing.T) {
 			_, err = io.Copy(io.Discard, client)
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				t.Errorf("the client's connection still open after the app's closed")
+			}
+			waitFor(t, func() bool { return b.released.Load() == 1 && srv.InFlight() == 0 }, "the tunnel's exchange ends")
+		})
+	}
+}
+
+// TestTunnelAppStopsReading: the other way round, a tunnel whose app stops
+// reading while the client keeps sending is closed, both sides, once a
+// write to the app has waited requestTimeout (the app's inactivity bound):
+// the app's connection is reset, the client's ends, the exchange ends.
+func TestTunnelAppStopsReading(t *testing.T) {
+	const requestTimeout = 2 * time.Second
+	for _, mode := range []string{"plain", "TLS"} {
+		t.Run(mode, func(t *testing.T) {
+			upgraded := make(chan time.Time, 1)
+			appSawEnd := make(chan time.Time, 1)
+			addr := rawBackend(t, func(c net.Conn) {
+				br := newReader(c)
+				if _, err := readRawRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+					"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+				upgraded <- time.Now()
+				// Reads nothing more: watches its connection end.
+				for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+					if st := sockio.PeerEnded(c); st.Reset || st.Finished {
+						appSawEnd <- time.Now()
+						return
+					}
+				}
+			})
+			var (
+				srv    *Server
+				client net.Conn
+				b      *fakeBackend
+			)
+			if mode == "plain" {
+				h := newHarness(t, Config{}, "/")
+				h.setSpec("/", func(s *configload.AppSpec) { s.RequestTimeout = requestTimeout })
+				b, srv = h.backend("/", addr), h.srv
+				c, err := net.Dial("tcp", h.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				client = c
+			} else {
+				h := newTLSHarness(t, Config{})
+				h.setSpec(func(s *configload.AppSpec) { s.RequestTimeout = requestTimeout })
+				up := newUpstream(addr, &h.srv.cfg)
+				t.Cleanup(up.Close)
+				b = &fakeBackend{addr: addr, token: "h2-token", pid: 77, up: up}
+				h.app.addBackend(b)
+				srv = h.srv
+				c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: h.roots, NextProtos: []string{"http/1.1"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				client = c
+			}
+			t.Cleanup(func() { client.Close() })
+			_ = client.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(client, wsUpgrade); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReaderSize(client, 16)
+			if r, err := http.ReadResponse(br, &http.Request{Method: "GET"}); err != nil || r.StatusCode != 101 {
+				t.Fatalf("upgrade: %v %v", r, err)
+			}
+			var start time.Time
+			select {
+			case start = <-upgraded:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the app never got the upgrade")
+			}
+			clientEnded := make(chan error, 1)
+			go func() {
+				// The client reads (nothing comes) to see its end.
+				_ = client.SetReadDeadline(time.Now().Add(requestTimeout + 20*time.Second))
+				_, err := io.Copy(io.Discard, br)
+				clientEnded <- err
+			}()
+			go func() {
+				chunk := []byte(strings.Repeat("c", 32<<10))
+				_ = client.SetWriteDeadline(time.Now().Add(requestTimeout + 20*time.Second))
+				for {
+					if _, err := client.Write(chunk); err != nil {
+						return
+					}
+				}
+			}()
+			select {
+			case ended := <-appSawEnd:
+				if d := ended.Sub(start); d < requestTimeout-500*time.Millisecond {
+					t.Errorf("the app's connection ended %v after the upgrade, before requestTimeout %v could pass", d, requestTimeout)
+				}
+			case <-time.After(requestTimeout + 15*time.Second):
+				t.Fatalf("the app's connection still open %v after it stopped reading a client that keeps sending (requestTimeout %v)",
+					time.Since(start), requestTimeout)
+			}
+			select {
+			case err := <-clientEnded:
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					t.Errorf("the client's connection still open after the app's ended")
+				}
+			case <-time.After(requestTimeout + 25*time.Second):
+				t.Fatal("the client's read never ended")
 			}
 			waitFor(t, func() bool { return b.released.Load() == 1 && srv.InFlight() == 0 }, "the tunnel's exchange ends")
 		})

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/loopgate/loopgate/internal/sockio"
 )
 
 // bufPool holds the 32 KiB buffers of body pumps and WebSocket tunnels.
@@ -65,7 +67,9 @@ const tunnelLinger = time.Second
 // killed process), the other side is sent the end of its stream at once,
 // after everything already relayed to it, and both connections are closed
 // when it answers with its own end or tunnelLinger passes. A client that
-// takes nothing for SendTimeout is reset and the backend closed at once.
+// takes nothing for SendTimeout is reset and the backend closed at once;
+// an app that takes nothing for requestTimeout is reset, and the client
+// gets its end.
 // The hijacked
 // connection's Close does nothing until this function returns (fasthttp
 // closes it then), so the connection under it is the one half-closed and
@@ -122,8 +126,17 @@ func (x *exchange) tunnel(hj net.Conn) {
 		_ = client.SetReadDeadline(time.Now().Add(tunnelLinger))
 		done <- n
 	}()
-	in, clientEnded, _ := relay(x.conn, hj, client, idle, 0) // client → backend
+	// client → backend; a write the app takes nothing of for
+	// requestTimeout (its inactivity bound) ends the tunnel too.
+	in, clientEnded, appStalled := relay(x.conn, hj, client, idle, x.spec.RequestTimeout)
 	idle.end()
+	if appStalled {
+		// The app is reset (nothing sent to it would be read), which
+		// ends the read of it above: the client gets what was relayed,
+		// then its end.
+		x.logStalledApp()
+		x.resetBackend()
+	}
 	x.bytesIn = in
 	endWrite(x.conn)
 	_ = x.conn.SetReadDeadline(time.Now().Add(tunnelLinger))
@@ -242,6 +255,22 @@ func relay(dst net.Conn, src io.Reader, srcConn net.Conn, idle *tunnelIdle, stal
 			return total, true, false
 		}
 	}
+}
+
+// logStalledApp logs a tunnel ended because the app took nothing of what
+// the client sent for requestTimeout.
+func (x *exchange) logStalledApp() {
+	x.s.log.Debug().Str("app", x.route.name).Int("pid", x.pid).Dur("request_timeout", x.spec.RequestTimeout).
+		Msg("WebSocket tunnel closed: the app took nothing for requestTimeout")
+}
+
+// resetBackend makes the tunnel's backend connection close with a reset
+// and closes it.
+func (x *exchange) resetBackend() {
+	if bc, ok := x.conn.(*sockio.BackendConn); ok {
+		_ = bc.TCPConn.SetLinger(0)
+	}
+	x.closeBackend()
 }
 
 // logStalledClient logs a tunnel ended because its client took nothing of
