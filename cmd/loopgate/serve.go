@@ -17,7 +17,6 @@ import (
 	"github.com/cloudflare/tableflip"
 	"github.com/rs/zerolog"
 
-	"github.com/loopgate/loopgate/bpf"
 	"github.com/loopgate/loopgate/configload"
 	"github.com/loopgate/loopgate/fastpath"
 	"github.com/loopgate/loopgate/internal/admin"
@@ -68,56 +67,6 @@ func backendEnviron(environ []string) []string {
 	return out
 }
 
-// startAccel applies --accel. With "on" a failure is fatal (the error is
-// returned); with "auto" it is logged and serve goes on over plain TCP.
-func startAccel(mode string, log zerolog.Logger) (*bpf.Accel, status.Accel, error) {
-	st := status.Accel{Mode: mode}
-	if mode == "off" {
-		st.Reason = "disabled with --accel off"
-		return nil, st, nil
-	}
-	err := bpf.Probe()
-	var acc *bpf.Accel
-	if err == nil {
-		var opts bpf.Options
-		opts.CgroupPath, st.CgroupNote = accelCgroup()
-		if st.CgroupNote != "" {
-			log.Warn().Str("event", "accel_cgroup_root").Str("reason", st.CgroupNote).
-				Msg("eBPF sockmap acceleration attached to the cgroup v2 root: connections of every local process to a backend port qualify, not only loopgate's")
-		}
-		acc, err = bpf.Load(opts)
-	}
-	if err != nil {
-		if mode == "on" {
-			return nil, st, fmt.Errorf("--accel on: eBPF sockmap acceleration unavailable: %w", err)
-		}
-		st.Reason = err.Error()
-		log.Warn().Str("event", "accel_unavailable").Err(err).Msg("eBPF sockmap acceleration unavailable; forwarding over plain loopback TCP (--accel off silences this)")
-		return nil, st, nil
-	}
-	st.Active = true
-	st.Cgroup = acc.CgroupPath()
-	log.Info().Str("event", "accel_on").Str("cgroup", acc.CgroupPath()).
-		Msg("eBPF sockmap acceleration on: loopback traffic between loopgate and its backends (processes in this cgroup) bypasses the TCP stack")
-	return acc, st, nil
-}
-
-// accelCgroup picks the cgroup the sockops program is attached to:
-// loopgate's own, which holds the backends' cgroups (internal/cgroup puts
-// them below it) and nothing loopgate did not start unless the service
-// manager put it there, so other local processes' connections to a backend
-// port stay on TCP. An upgrade's new process is forked by the old one and
-// shares its cgroup; as PID 1 of a container it is the container's cgroup.
-// When its own cgroup cannot be found it returns "" (the mount's root) and
-// why.
-func accelCgroup() (dir, why string) {
-	dir, err := bpf.OwnCgroup()
-	if err != nil {
-		return "", err.Error()
-	}
-	return dir, ""
-}
-
 // server is everything a running serve holds.
 type server struct {
 	cfg      *serveConfig
@@ -128,9 +77,9 @@ type server struct {
 	front    *fastpath.Server
 	admin    *admin.Server
 	adminLn  net.Listener
-	accel    *bpf.Accel
+	accel    *accelLoader    // nil with --accel off
+	accelSt  status.Accel    // with --accel off
 	control  *control.Server // nil without --control
-	accelSt  status.Accel
 	started  time.Time
 	draining atomic.Bool
 
@@ -196,18 +145,17 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 	}()
 	cfg.Front.ListenFunc = srv.listenFunc()
 
-	srv.accel, srv.accelSt, err = startAccel(cfg.Accel, log)
-	if err != nil {
-		log.Error().Err(err).Msg("not starting")
-		return exitFailure
-	}
-	defer srv.closeAccel()
-
+	// The eBPF programs load while the rest starts (about 80 ms here):
+	// requests before they are attached go over plain TCP.
 	var ports supervisor.PortRegistry
-	if srv.accel != nil {
+	if cfg.Accel == "off" {
+		srv.accelSt = status.Accel{Mode: "off", Reason: "disabled with --accel off"}
+	} else {
+		srv.accel = loadAccel(cfg.Accel, log)
 		ports = srv.accel
 		cfg.Front.Sockmap = srv.accel
 	}
+	defer srv.closeAccel()
 	names := make([]string, len(specs))
 	for i, s := range specs {
 		names[i] = s.VirtualPath
@@ -274,6 +222,16 @@ func serve(cfg *serveConfig, environ []string, log zerolog.Logger, sink *logsetu
 				failc <- err
 			}
 		}()
+	}
+	if cfg.Accel == "on" {
+		// --accel on refuses to run without the fast path: ready (and
+		// taking over from an upgrade's old process) only once it is
+		// attached.
+		if err := srv.accel.wait(); err != nil {
+			log.Error().Err(err).Msg("not starting")
+			srv.kill()
+			return exitFailure
+		}
 	}
 	inherited := srv.upg != nil && srv.upg.HasParent()
 	if inherited {

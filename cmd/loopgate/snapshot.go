@@ -100,9 +100,7 @@ func (srv *server) snapshot() status.Snapshot {
 		s.Listeners = srv.listeners()
 	}
 	if srv.accel != nil {
-		if c, err := srv.accel.Counters(); err == nil {
-			s.Acceleration.Redirected, s.Acceleration.Passed, s.Acceleration.Fallbacks, s.Acceleration.Released = c.Redirected, c.Passed, c.Fallbacks, c.Released
-		}
+		s.Acceleration = srv.accel.status()
 	}
 	if srv.sup == nil {
 		return s
