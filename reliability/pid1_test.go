@@ -15,7 +15,8 @@ import (
 // a container started without --init, and has the backend leave an orphan
 // behind that exits 200 ms later. The orphan is re-parented to PID 1; it
 // must be reaped, not left a zombie, and loopgate must serve and stop as
-// usual.
+// usual; and it must leave alone the cgroup of a loopgate beside it, whose
+// pid it cannot see.
 func TestPID1ReapsOrphans(t *testing.T) {
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Skip("no unshare(1)")
@@ -24,7 +25,20 @@ func TestPID1ReapsOrphans(t *testing.T) {
 		t.Skipf("cannot make a PID namespace here: %v %s", err, out)
 	}
 	dir := appDir(t, "", nil)
+	// A loopgate beside it in the same cgroup, which the namespaced one
+	// cannot see in its /proc: its cgroup must not be swept as left.
+	beside := startLoopgate(t, loopgatetest.Options{Args: []string{"--accel", "off", appDir(t, "", nil)}})
+	if code, _, err := get(client(t, 10*time.Second), beside.URL("/")); err != nil || code != 200 {
+		t.Fatalf("loopgate beside: %d %v", code, err)
+	}
+	besidePIDs := beside.WaitReady(t, 1, 10*time.Second)
 	l := startLoopgate(t, loopgatetest.Options{Args: []string{"--accel", "off", dir}, Wrap: []string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child"}})
+	if swept := l.WaitLog(0, func(x loopgatetest.Line) bool { return x.Str("event") == "cgroup_swept" }); swept != nil {
+		t.Errorf("loopgate in a PID namespace swept a cgroup: %v", swept)
+	}
+	if !loopgatetest.Alive(besidePIDs[0]) {
+		t.Errorf("the backend of the loopgate beside (pid %d) was killed", besidePIDs[0])
+	}
 	init := childOf(t, l.PID())
 	c := client(t, 10*time.Second)
 	for range 5 {

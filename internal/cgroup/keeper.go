@@ -105,6 +105,7 @@ func runKeeper(dir string, in, status *os.File) int {
 // the process groups the old one knew.
 type keeper struct {
 	exe, dir string
+	lock     *os.File        // the tree's lock, passed on to each keeper (lock.go)
 	lost     func(err error) // Options.KeeperLost
 
 	mu      sync.Mutex
@@ -115,14 +116,14 @@ type keeper struct {
 	done    chan struct{} // closed when watch has returned
 }
 
-// startKeeper starts exe as the keeper of dir and waits for it to say it
-// runs.
-func startKeeper(exe, dir string, lost func(error)) (*keeper, error) {
-	w, proc, exited, err := spawnKeeper(exe, dir)
+// startKeeper starts exe as the keeper of dir, holding lock with
+// loopgate, and waits for it to say it runs.
+func startKeeper(exe, dir string, lock *os.File, lost func(error)) (*keeper, error) {
+	w, proc, exited, err := spawnKeeper(exe, dir, lock)
 	if err != nil {
 		return nil, err
 	}
-	k := &keeper{exe: exe, dir: dir, lost: lost, w: w, proc: proc, pgids: map[int]bool{}, done: make(chan struct{})}
+	k := &keeper{exe: exe, dir: dir, lock: lock, lost: lost, w: w, proc: proc, pgids: map[int]bool{}, done: make(chan struct{})}
 	go k.watch(exited)
 	return k, nil
 }
@@ -145,7 +146,7 @@ func (k *keeper) watch(exited <-chan struct{}) {
 		}
 		k.mu.Unlock()
 		time.Sleep(pause)
-		w, proc, ex, err := spawnKeeper(k.exe, k.dir)
+		w, proc, ex, err := spawnKeeper(k.exe, k.dir, k.lock)
 		k.mu.Lock()
 		if k.closing {
 			k.mu.Unlock()
@@ -177,9 +178,10 @@ func (k *keeper) watch(exited <-chan struct{}) {
 	}
 }
 
-// spawnKeeper starts one keeper process and waits (bounded) for it to say
-// it runs. exited is closed when it has exited and been reaped.
-func spawnKeeper(exe, dir string) (w *os.File, proc *os.Process, exited <-chan struct{}, err error) {
+// spawnKeeper starts one keeper process, which inherits lock (if not nil)
+// as descriptor 4 and holds it until it exits, and waits (bounded) for it
+// to say it runs. exited is closed when it has exited and been reaped.
+func spawnKeeper(exe, dir string, lock *os.File) (w *os.File, proc *os.Process, exited <-chan struct{}, err error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("keeper: %w", err)
@@ -195,6 +197,9 @@ func spawnKeeper(exe, dir string) (w *os.File, proc *os.Process, exited <-chan s
 	cmd.Env = append(os.Environ(), keeperEnv+"="+dir)
 	cmd.Stdin = r
 	cmd.ExtraFiles = []*os.File{sw}
+	if lock != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, lock)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
 	r.Close()

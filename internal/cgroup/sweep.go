@@ -47,6 +47,10 @@ func sweep(mnt, home string) []Swept {
 		return nil
 	}
 	v1 := v1Homes()
+	// In a PID namespace below the host's the pids in the names are
+	// another namespace's, and a loopgate older than the lock may run
+	// unseen: only the lock can tell there.
+	nested := nestedPIDNamespace()
 	var swept []Swept
 	for _, e := range entries {
 		pid, ok := treeOwner(e.Name())
@@ -54,7 +58,14 @@ func sweep(mnt, home string) []Swept {
 			continue
 		}
 		dir := filepath.Join(home, e.Name())
-		if !stale(mnt, dir, pid) {
+		// Held while the tree is swept, so that its loopgate, had it
+		// only just made it, makes it again (makeOwn).
+		lock := tryLockTree(dir)
+		if lock == nil {
+			continue // its loopgate or keeper runs
+		}
+		if nested || !stale(mnt, dir, pid) {
+			lock.Close()
 			continue
 		}
 		s := Swept{Dir: dir}
@@ -65,7 +76,11 @@ func sweep(mnt, home string) []Swept {
 				s.Err = err
 			}
 		}
+		lock.Close()
 		swept = append(swept, s)
+	}
+	if nested {
+		return swept // mirrors have no lock
 	}
 	// cgroup v1 mirrors (v1.go) whose tree is gone: their loopgate was
 	// killed between removing the one and the other. A v1 cgroup may be
@@ -104,8 +119,10 @@ func sweep(mnt, home string) []Swept {
 	return swept
 }
 
-// stale reports whether the tree dir, named for loopgate pid, was left by
-// a loopgate that is gone. It is not, when
+// stale reports whether the tree dir, named for loopgate pid, whose lock
+// nobody holds, was left by a loopgate that is gone. (A tree made by a
+// loopgate older than the lock is never locked: these checks alone keep a
+// running one's.) It is not, when
 //   - its leaf (where loopgate and its keeper run after moveToLeaf) holds
 //     a process: cgroup.events says so whatever PID namespace they are in;
 //   - a keeper of it runs (comm loopgate-keeper, its environment naming
@@ -152,6 +169,20 @@ func keeperOf(match func(dir string) bool) bool {
 		}
 	}
 	return false
+}
+
+// initPIDNamespace is the inode number of the host's PID namespace
+// (PROC_PID_INIT_INO, include/linux/proc_ns.h), fixed since Linux 3.8.
+const initPIDNamespace = "pid:[4026531836]"
+
+// nestedPIDNamespace reports whether this process runs in a PID namespace
+// below the host's, where /proc (with --mount-proc, as a container's) shows
+// only the namespace's processes and the pids of loopgates outside it mean
+// nothing. NSpid in /proc/self/status cannot tell: it lists the pids only
+// down from the namespace of the /proc mount.
+func nestedPIDNamespace() bool {
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	return err != nil || ns != initPIDNamespace
 }
 
 // startTime is when process pid began (to a second), false if it is gone.

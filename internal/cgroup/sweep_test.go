@@ -60,7 +60,8 @@ func deadPID(t *testing.T) int {
 }
 
 // TestSweep: a tree whose loopgate is gone is killed and removed; one whose
-// loopgate runs, or whose keeper runs, is not touched; a pid reused by a
+// loopgate runs, or whose keeper runs, or whose lock is held (its loopgate
+// runs in a PID namespace where its pid means nothing here), is not touched; a pid reused by a
 // process that began after the tree was made does not keep it.
 func TestSweep(t *testing.T) {
 	needCgroups(t)
@@ -106,11 +107,20 @@ func TestSweep(t *testing.T) {
 
 	// A dead loopgate whose keeper still runs.
 	kept, keptProc := staleTree(t, home, "loopgate-"+strconv.Itoa(deadPID(t))+".94", false)
-	w, kproc, exited, err := spawnKeeper("/proc/self/exe", kept)
+	w, kproc, exited, err := spawnKeeper("/proc/self/exe", kept, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { w.Close(); <-exited }()
+
+	// A running loopgate whose pid this process cannot see (it runs in
+	// another PID namespace): its tree's lock is held.
+	unseen, unseenProc := staleTree(t, home, "loopgate-"+strconv.Itoa(deadPID(t))+".95", false)
+	lock, err := lockTree(unseen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
 
 	swept := map[string]Swept{}
 	for _, s := range sweep(mnt, home) {
@@ -129,7 +139,7 @@ func TestSweep(t *testing.T) {
 	if s, ok := swept[reused]; !ok || s.Err != nil {
 		t.Errorf("tree of a reused pid: swept %+v %v, want removed", s, ok)
 	}
-	for dir, pid := range map[string]int{live: liveProc, kept: keptProc} {
+	for dir, pid := range map[string]int{live: liveProc, kept: keptProc, unseen: unseenProc} {
 		if _, ok := swept[dir]; ok {
 			t.Errorf("%s swept, but its loopgate or keeper runs", dir)
 		}

@@ -37,8 +37,9 @@ type Options struct {
 // create one) with a cgroup per backend process, and the keeper process.
 // Safe for concurrent use. Close it once the backends are gone.
 type Tree struct {
-	dir    string // absolute path of loopgate-<pid>; "" without a cgroup
-	why    string // why there is no cgroup (or no keeper)
+	dir    string   // absolute path of loopgate-<pid>; "" without a cgroup
+	lock   *os.File // dir's lock (lock.go), held until Close
+	why    string   // why there is no cgroup (or no keeper)
 	keeper *keeper
 	swept  []Swept
 	v1     map[string]string // controller: this process's cgroup v1 cgroup (v1.go)
@@ -62,11 +63,11 @@ func Open(opts Options) (*Tree, error) {
 	if opts.NoCgroup {
 		whys = append(whys, "cgroups not wanted")
 	} else {
-		dir, swept, err := makeOwn()
+		dir, lock, swept, err := makeOwn()
 		if err != nil {
 			whys = append(whys, err.Error())
 		}
-		t.dir, t.swept = dir, swept
+		t.dir, t.lock, t.swept = dir, lock, swept
 		if dir != "" {
 			t.v1, t.v1Apps = v1Homes(), map[string]map[string]string{}
 		}
@@ -77,7 +78,7 @@ func Open(opts Options) (*Tree, error) {
 		// its file was replaced or deleted by an upgrade.
 		exe = "/proc/self/exe"
 	}
-	k, err := startKeeper(exe, t.dir, opts.KeeperLost)
+	k, err := startKeeper(exe, t.dir, t.lock, opts.KeeperLost)
 	if err != nil {
 		whys = append(whys, err.Error())
 	}
@@ -90,15 +91,15 @@ func Open(opts Options) (*Tree, error) {
 }
 
 // makeOwn sweeps this process's cgroup and creates loopgate-<pid> below
-// it.
-func makeOwn() (string, []Swept, error) {
+// it, locked (lock.go).
+func makeOwn() (string, *os.File, []Swept, error) {
 	mnt, err := Mount()
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	self, err := Self()
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	swept := sweep(mnt, filepath.Join(mnt, self))
 	// loopgate-<pid>, unless that is taken: by a loopgate with the same pid
@@ -107,19 +108,34 @@ func makeOwn() (string, []Swept, error) {
 	// cgroup is never reused.
 	base := filepath.Join(mnt, self, "loopgate-"+strconv.Itoa(os.Getpid()))
 	dir := base
-	for i := 1; ; i++ {
+	var lock *os.File
+	for i, tries := 1, 0; ; {
 		err := os.Mkdir(dir, 0o755)
 		if err == nil {
+			// Another loopgate's sweep may take the new, unlocked
+			// directory for a left one; it holds the lock while it
+			// removes it, and lockTree sees it gone.
+			lock, err = lockTree(dir)
+			if errors.Is(err, errTreeRemoved) && tries < 10 {
+				tries++
+				continue
+			}
+			if err != nil {
+				os.Remove(dir)
+				return "", nil, swept, err
+			}
 			break
 		}
 		if !errors.Is(err, fs.ErrExist) || i == 100 {
-			return "", swept, fmt.Errorf("creating a cgroup below %s: %w", filepath.Join(mnt, self), err)
+			return "", nil, swept, fmt.Errorf("creating a cgroup below %s: %w", filepath.Join(mnt, self), err)
 		}
 		dir = base + "." + strconv.Itoa(i)
+		i++
 	}
 	if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
+		lock.Close()
 		os.Remove(dir)
-		return "", swept, fmt.Errorf("%s is not a cgroup v2 directory: %w", dir, err)
+		return "", nil, swept, fmt.Errorf("%s is not a cgroup v2 directory: %w", dir, err)
 	}
 	// The apps' cgroups get the memory controller where loopgate's has it
 	// (its parent enabled it for loopgate's cgroup), so Usage reads
@@ -128,7 +144,7 @@ func makeOwn() (string, []Swept, error) {
 	if c, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers")); err == nil && slices.Contains(strings.Fields(string(c)), "memory") {
 		_ = os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory"), 0)
 	}
-	return dir, swept, nil
+	return dir, lock, swept, nil
 }
 
 // Swept lists the cgroups of gone loopgates that Open killed and removed.
@@ -307,6 +323,9 @@ func (t *Tree) Close() error {
 	}
 	if t.keeper != nil {
 		t.keeper.close()
+	}
+	if t.lock != nil {
+		t.lock.Close()
 	}
 	return err
 }
