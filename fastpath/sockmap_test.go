@@ -1,0 +1,126 @@
+package fastpath
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// fakeSockmap records what forwarding asks of the sockmap.
+type fakeSockmap struct {
+	mu       sync.Mutex
+	released []netip.AddrPort // the remote (backend) end of each Release
+	excluded int
+}
+
+func (f *fakeSockmap) QueueLimit() int { return 4 << 20 }
+
+func (f *fakeSockmap) Release(_, remote netip.AddrPort) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.released = append(f.released, remote)
+	return nil
+}
+
+func (f *fakeSockmap) Exclude(int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.excluded++
+	return nil
+}
+
+func (f *fakeSockmap) counts() (released, excluded int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.released), f.excluded
+}
+
+// TestSockmapBulkBodies: with a Sockmap, a response body larger than its
+// QueueLimit (Content-Length or chunked) gets its backend connection
+// released and that connection is not reused; a smaller one keeps the
+// pooled connection. An upload larger than QueueLimit goes over a
+// connection the sockmap excluded before it connected, a smaller one over
+// the ordinary pool.
+func TestSockmapBulkBodies(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		got, _ := io.Copy(io.Discard, r.Body)
+		w.Header().Set("X-Conn", r.RemoteAddr)
+		w.Header().Set("X-Got", strconv.FormatInt(got, 10))
+		if r.URL.Path != "/chunked" {
+			w.Header().Set("Content-Length", strconv.Itoa(n))
+		}
+		chunk := bytes.Repeat([]byte("b"), 64<<10)
+		for left := n; left > 0; left -= len(chunk) {
+			if _, err := w.Write(chunk[:min(left, len(chunk))]); err != nil {
+				return
+			}
+			if r.URL.Path == "/chunked" {
+				w.(http.Flusher).Flush()
+			}
+		}
+	}))
+	t.Cleanup(backend.Close)
+	sm := &fakeSockmap{}
+	h := newHarness(t, Config{Sockmap: sm}, "/")
+	h.backend("/", strings.TrimPrefix(backend.URL, "http://"))
+	c := h.client()
+	do := func(method, path string, body int) (conn string) {
+		t.Helper()
+		var rd io.Reader
+		if body > 0 {
+			rd = bytes.NewReader(make([]byte, body))
+		}
+		req, _ := http.NewRequest(method, h.url(path), rd)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		n, err := io.Copy(io.Discard, resp.Body)
+		want, _ := strconv.Atoi(req.URL.Query().Get("n"))
+		if err != nil || resp.StatusCode != 200 || n != int64(want) || resp.Header.Get("X-Got") != strconv.Itoa(body) {
+			t.Fatalf("%s %s: %d, %d bytes back, backend got %s, %v; want 200, %d, %d", method, path, resp.StatusCode, n, resp.Header.Get("X-Got"), err, want, body)
+		}
+		return resp.Header.Get("X-Conn")
+	}
+
+	small := do("GET", "/?n=1048576", 0)
+	if again := do("GET", "/?n=1048576", 0); again != small {
+		t.Errorf("two 1 MiB responses: backend connections %s then %s, want the pooled one reused", small, again)
+	}
+	if r, _ := sm.counts(); r != 0 {
+		t.Errorf("1 MiB responses: %d released, want none", r)
+	}
+	big := do("GET", "/?n=5242880", 0)
+	if r, _ := sm.counts(); r != 1 || sm.released[0].String() != strings.TrimPrefix(backend.URL, "http://") {
+		t.Errorf("a 5 MiB response: released %v, want the backend connection to %s once", sm.released, backend.URL)
+	}
+	if next := do("GET", "/?n=10", 0); next == big {
+		t.Errorf("the connection released for a 5 MiB response (%s) was reused", big)
+	}
+	do("GET", "/chunked?n=5242880", 0)
+	if r, _ := sm.counts(); r != 2 {
+		t.Errorf("a 5 MiB chunked response: %d released in all, want 2", r)
+	}
+	do("POST", "/?n=10", 1<<20)
+	if _, e := sm.counts(); e != 0 {
+		t.Errorf("a 1 MiB upload: %d connections excluded from the sockmap, want none", e)
+	}
+	up := do("POST", "/?n=10", 5<<20)
+	if _, e := sm.counts(); e != 1 {
+		t.Errorf("a 5 MiB upload: %d connections excluded from the sockmap, want 1", e)
+	}
+	if again := do("POST", "/?n=10", 5<<20); again != up {
+		t.Errorf("two 5 MiB uploads: connections %s then %s, want the bulk pool's reused", up, again)
+	}
+	if _, e := sm.counts(); e != 1 {
+		t.Errorf("a second 5 MiB upload dialed again: %d exclusions, want 1", e)
+	}
+}
