@@ -5,6 +5,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -138,6 +139,7 @@ var bodyRows = []bodyRow{
 // measureBodies returns one table per large-body row.
 func measureBodies(c config, ts map[string]*target, loadCPU int) ([]*table, error) {
 	var out []*table
+	var errs []error
 	for _, br := range bodyRows {
 		t := &table{title: br.title, ref: "nginx",
 			targets: c.rowTargets("direct", "loopgate", "loopgate-sockmap", "nginx", "haproxy", "haproxy-splice"),
@@ -175,12 +177,10 @@ func measureBodies(c config, ts map[string]*target, loadCPU int) ([]*table, erro
 			}
 			return v, nil
 		})
-		if err != nil {
-			return nil, err
-		}
+		errs = append(errs, err)
 		out = append(out, t)
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
 func what(br bodyRow) string {

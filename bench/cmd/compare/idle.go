@@ -31,7 +31,7 @@ const (
 
 // measureIdle returns, for each proxy target, the bytes of RSS (all its
 // processes) per idle keep-alive client connection, one request each.
-func measureIdle(c config, ts map[string]*target) (map[string]float64, error) {
+func measureIdle(c config, ts map[string]*target) (map[string]float64, []string) {
 	req := harness.GET("bench.example", "/")
 	return measureHeld(c, ts, "idle keep-alive connections", func(nc net.Conn, br *bufio.Reader) error {
 		if _, err := nc.Write(req); err != nil {
@@ -48,7 +48,7 @@ func measureIdle(c config, ts map[string]*target) (map[string]float64, error) {
 
 // measureTunnels returns, for each proxy target, the bytes of RSS per idle
 // WebSocket tunnel to the backend's /ws echo, after one message each.
-func measureTunnels(c config, ts map[string]*target) (map[string]float64, error) {
+func measureTunnels(c config, ts map[string]*target) (map[string]float64, []string) {
 	req := harness.GET("bench.example", "/ws", "Upgrade: websocket", "Connection: Upgrade",
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13")
 	return measureHeld(c, ts, "idle WebSocket tunnels", func(nc net.Conn, br *bufio.Reader) error {
@@ -74,42 +74,51 @@ func measureTunnels(c config, ts map[string]*target) (map[string]float64, error)
 }
 
 // measureHeld opens two steps of idleStep connections to each proxy, each
-// made ready by open, and returns the RSS per connection of the second.
-func measureHeld(c config, ts map[string]*target, what string, open func(net.Conn, *bufio.Reader) error) (map[string]float64, error) {
+// made ready by open, and returns the RSS per connection of the second,
+// and a line for each proxy where that failed.
+func measureHeld(c config, ts map[string]*target, what string, open func(net.Conn, *bufio.Reader) error) (map[string]float64, []string) {
 	out := map[string]float64{}
+	var failed []string
 	for _, name := range c.rowTargets(proxies...) {
-		t := ts[name]
-		var conns []net.Conn
-		closeAll := func() {
-			for _, nc := range conns {
-				nc.Close()
-			}
+		v, err := heldRSS(ts[name], what, open)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "compare: %s: %s: %v\n", name, what, err)
+			failed = append(failed, fmt.Sprintf("%s: failed: %v", name, err))
+		} else {
+			out[name] = v
 		}
-		var rss [2]int64
-		for step := range 2 {
-			fmt.Fprintf(os.Stderr, "compare: %d %s to %s (step %d of 2)\n", idleStep, what, name, step+1)
-			for range idleStep {
-				nc, err := net.DialTimeout("tcp", t.addr, 5*time.Second)
-				if err != nil {
-					closeAll()
-					return nil, fmt.Errorf("%s: %s: %w", name, what, err)
-				}
-				conns = append(conns, nc)
-				_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-				if err := open(nc, bufio.NewReaderSize(nc, 512)); err != nil {
-					closeAll()
-					return nil, fmt.Errorf("%s: %s: %w", name, what, err)
-				}
-				_ = nc.SetDeadline(time.Time{})
-			}
-			time.Sleep(idleHold)
-			rss[step] = rssKB(t.proxyPIDs())
-		}
-		closeAll()
-		out[name] = float64(rss[1]-rss[0]) * 1024 / idleStep
 		time.Sleep(time.Second)
 	}
-	return out, nil
+	return out, failed
+}
+
+// heldRSS is measureHeld for one target.
+func heldRSS(t *target, what string, open func(net.Conn, *bufio.Reader) error) (float64, error) {
+	var conns []net.Conn
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	var rss [2]int64
+	for step := range 2 {
+		fmt.Fprintf(os.Stderr, "compare: %d %s to %s (step %d of 2)\n", idleStep, what, t.name, step+1)
+		for range idleStep {
+			nc, err := net.DialTimeout("tcp", t.addr, 5*time.Second)
+			if err != nil {
+				return 0, fmt.Errorf("after %d: %w", len(conns), err)
+			}
+			conns = append(conns, nc)
+			_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+			if err := open(nc, bufio.NewReaderSize(nc, 512)); err != nil {
+				return 0, fmt.Errorf("after %d: %w", len(conns)-1, err)
+			}
+			_ = nc.SetDeadline(time.Time{})
+		}
+		time.Sleep(idleHold)
+		rss[step] = rssKB(t.proxyPIDs())
+	}
+	return float64(rss[1]-rss[0]) * 1024 / idleStep, nil
 }
 
 // rssKB sums VmRSS over pids.

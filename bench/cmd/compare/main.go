@@ -173,9 +173,7 @@ func run() error {
 		return err
 	}
 	rep := report{cfg: c, machine: describeMachine(), targets: c.rowTargets("direct", "loopgate", "loopgate-sockmap", "nginx", "haproxy")}
-	if err := measureRows(c, &rep, ts, bins, tmp, serverCPU, loadCPU); err != nil {
-		return err
-	}
+	measureRows(c, &rep, ts, bins, tmp, serverCPU, loadCPU)
 	md := rep.markdown()
 	fmt.Print(md)
 	if err := os.MkdirAll(c.out, 0o755); err != nil {
@@ -188,18 +186,22 @@ func run() error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "compare: wrote %s and %s\n", filepath.Join(c.out, "latest.md"), filepath.Join(c.out, "latest.svg"))
+	if len(rep.failures) > 0 {
+		return fmt.Errorf("%d measurement(s) failed (listed in latest.md):\n%s", len(rep.failures), strings.Join(rep.failures, "\n"))
+	}
 	return nil
 }
 
-// measureRows measures c's rows into rep, in the order of allRows.
-func measureRows(c config, rep *report, ts map[string]*target, bins harness.Binaries, tmp string, serverCPU, loadCPU int) error {
-	var err error
+// measureRows measures c's rows into rep, in the order of allRows. A row
+// that fails does not stop the others: its error goes into rep.failures.
+func measureRows(c config, rep *report, ts map[string]*target, bins harness.Binaries, tmp string, serverCPU, loadCPU int) {
 	for _, row := range allRows {
 		if !slices.Contains(c.rows, row) {
 			continue
 		}
 		var t *table
-		var ts2 []*table
+		var tables []*table
+		var err error
 		switch row {
 		case "get":
 			rep.results, err = measureGET(c, ts, loadCPU)
@@ -208,23 +210,29 @@ func measureRows(c config, rep *report, ts map[string]*target, bins harness.Bina
 		case "handshake":
 			t, err = measureHandshakes(c, ts, loadCPU)
 		case "bodies":
-			ts2, err = measureBodies(c, ts, loadCPU)
+			tables, err = measureBodies(c, ts, loadCPU)
 		case "coldstart":
 			t, err = measureColdStart(c, bins, tmp, serverCPU)
 		case "idle":
-			rep.idle, err = measureIdle(c, ts)
+			var failed []string
+			rep.idle, failed = measureIdle(c, ts)
+			rep.idleNotes = failed
+			rep.failures = append(rep.failures, failed...)
 		case "tunnels":
-			rep.tunnels, err = measureTunnels(c, ts)
+			var failed []string
+			rep.tunnels, failed = measureTunnels(c, ts)
+			rep.tunnelNotes = failed
+			rep.failures = append(rep.failures, failed...)
 		}
 		if err != nil {
-			return err
+			fmt.Fprintf(os.Stderr, "compare: row %s: %v\n", row, err)
+			rep.failures = append(rep.failures, fmt.Sprintf("row %s: %v", row, err))
 		}
 		if t != nil {
-			ts2 = append(ts2, t)
+			tables = append(tables, t)
 		}
-		rep.tables = append(rep.tables, ts2...)
+		rep.tables = append(rep.tables, tables...)
 	}
-	return nil
 }
 
 // ensurePackages installs nginx, haproxy and wrk when a row needs them and

@@ -15,6 +15,9 @@ type report struct {
 	idle    map[string]float64 // bytes of RSS per idle keep-alive connection, by proxy target
 	tunnels map[string]float64 // bytes of RSS per idle WebSocket tunnel, by proxy target
 	tables  []*table           // the other rows
+	// idleNotes and tunnelNotes say which proxies' idle measurement failed;
+	// failures lists every failed measurement.
+	idleNotes, tunnelNotes, failures []string
 }
 
 func median(xs []float64) float64 {
@@ -82,6 +85,9 @@ func (r report) markdown() string {
 		r.cfg.reps)
 	fmt.Fprintf(&b, "- Proxies: one worker/thread each, upstream keep-alive, no access log, X-Forwarded-For and X-Forwarded-Proto added. "+
 		"loopgate runs with `--access-log=false`; `loopgate-sockmap` is `--accel on` (eBPF sockmap between loopgate and the backend).\n")
+	for _, f := range r.failures {
+		fmt.Fprintf(&b, "- Failed: %s\n", f)
+	}
 	for _, bd := range r.cfg.bodies {
 		res, ok := r.results[bd.Name]
 		if !ok {
@@ -111,7 +117,7 @@ func (r report) markdown() string {
 	for _, t := range r.tables {
 		t.markdown(&b)
 	}
-	if len(r.idle) > 0 {
+	if len(r.idle)+len(r.idleNotes) > 0 {
 		fmt.Fprintf(&b, "\n## Idle keep-alive connections\n\n%d connections to each proxy, one request each, held %v; then %d more, held %v: "+
 			"the growth of the proxy's RSS (all its processes, VmRSS) over the second step, per connection; a count, not a time, so the machine's load does not change it.\n\n",
 			idleStep, idleHold, idleStep, idleHold)
@@ -121,8 +127,11 @@ func (r report) markdown() string {
 				fmt.Fprintf(&b, "| %s | %.0f | %s |\n", t, v, ratio(v, r.idle["nginx"]))
 			}
 		}
+		for _, n := range r.idleNotes {
+			fmt.Fprintf(&b, "\n%s\n", n)
+		}
 	}
-	if len(r.tunnels) > 0 {
+	if len(r.tunnels)+len(r.tunnelNotes) > 0 {
 		fmt.Fprintf(&b, "\n## Idle WebSocket tunnels\n\nThe same with WebSocket tunnels to the backend's /ws echo, one message each: %d, then %d more, "+
 			"each step held %v; RSS growth per tunnel over the second step.\n\n", idleStep, idleStep, idleHold)
 		fmt.Fprintf(&b, "| target | RSS per idle tunnel, bytes | × nginx |\n|---|---:|---:|\n")
@@ -130,6 +139,9 @@ func (r report) markdown() string {
 			if v, ok := r.tunnels[t]; ok {
 				fmt.Fprintf(&b, "| %s | %.0f | %s |\n", t, v, ratio(v, r.tunnels["nginx"]))
 			}
+		}
+		for _, n := range r.tunnelNotes {
+			fmt.Fprintf(&b, "\n%s\n", n)
 		}
 	}
 	fmt.Fprintf(&b, "\n## Every repetition\n\nGET rows: req/s @%d conns / p99 µs @%d conns / p50 µs @1 conn / proxy CPU µs per request / errors, in measurement order.\n\n", r.cfg.conns, r.cfg.conns)

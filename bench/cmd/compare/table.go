@@ -5,6 +5,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -33,9 +34,11 @@ type table struct {
 }
 
 // measureTable measures every target of t reps times, interleaved in a
-// rotated order, with one.
+// rotated order, with one. A failed measurement is noted under the table
+// and returned, after the others are done.
 func measureTable(c config, t *table, one func(name string) (map[string]float64, error)) error {
 	t.reps = map[string][]map[string]float64{}
+	var errs []error
 	for rep := 0; rep < c.reps; rep++ {
 		order := slices.Clone(t.targets)
 		k := rep % len(order)
@@ -44,12 +47,17 @@ func measureTable(c config, t *table, one func(name string) (map[string]float64,
 			fmt.Fprintf(os.Stderr, "compare: rep %d/%d %s: %s\n", rep+1, c.reps, t.title, name)
 			v, err := one(name)
 			if err != nil {
-				return fmt.Errorf("%s, %s: %w", t.title, name, err)
+				// One failure leaves the other targets' numbers standing.
+				err = fmt.Errorf("%s, %s, repetition %d: %w", t.title, name, rep+1, err)
+				fmt.Fprintf(os.Stderr, "compare: %v\n", err)
+				t.notes = append(t.notes, fmt.Sprintf("Failed: %v", err))
+				errs = append(errs, err)
+				continue
 			}
 			t.reps[name] = append(t.reps[name], v)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // median returns the median of key over target's repetitions, and whether
