@@ -144,7 +144,7 @@ func measureBodies(c config, ts map[string]*target, loadCPU int) ([]*table, erro
 		t := &table{title: br.title, ref: "nginx",
 			targets: c.rowTargets("direct", "loopgate", "loopgate-sockmap", "nginx", "haproxy", "haproxy-splice"),
 			method: fmt.Sprintf("A Go client on CPU 1, %d keep-alive connections, each %s one after another for %v (a transfer under way then is finished and counted) "+
-				"after a %v run not counted; reads and writes of 256 KiB. CPU: the proxy's utime+stime over the run per MiB moved. "+
+				"after a %v run not counted; reads and writes of 256 KiB. CPU: the proxy's utime+stime over the run per MiB moved (10 ms ticks: a user-space 0 is less than one tick). "+
 				"`haproxy-splice` is HAProxy with `option splice-auto`.", br.conns, what(br), c.duration, c.warmup),
 			metrics: []metric{
 				{key: "mibs", head: "MiB/s", format: "%.0f", chart: br.title + ": MiB/s (higher is better)"},

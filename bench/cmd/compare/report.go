@@ -86,7 +86,7 @@ func (r report) markdown() string {
 	fmt.Fprintf(&b, "- Proxies: one worker/thread each, upstream keep-alive, no access log, X-Forwarded-For and X-Forwarded-Proto added. "+
 		"loopgate runs with `--access-log=false`; `loopgate-sockmap` is `--accel on` (eBPF sockmap between loopgate and the backend).\n")
 	for _, f := range r.failures {
-		fmt.Fprintf(&b, "- Failed: %s\n", f)
+		fmt.Fprintf(&b, "- Failed: %s\n", strings.ReplaceAll(f, "\n", "; "))
 	}
 	for _, bd := range r.cfg.bodies {
 		res, ok := r.results[bd.Name]
