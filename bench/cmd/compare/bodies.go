@@ -152,7 +152,7 @@ func measureBodies(c config, ts map[string]*target, loadCPU int) ([]*table, erro
 				{key: "user", head: "user-space µs/MiB", format: "%.0f"},
 				{key: "errors", head: "errors", format: "%.0f", noRatio: true},
 			}}
-		err := measureTable(c, t, func(name string) (map[string]float64, error) {
+		err := measureTable(c, ts, t, func(name string) (map[string]float64, error) {
 			tg := ts[name]
 			args := []string{"bytes", "-addr", tg.addr, "-target", br.target, "-size", strconv.Itoa(br.size),
 				"-conns", strconv.Itoa(br.conns), "-upload=" + strconv.FormatBool(br.upload)}

@@ -33,7 +33,7 @@ func measureColdStart(c config, bins harness.Binaries, tmp string, serverCPU int
 		},
 		notes: []string{"nginx and HAProxy: n/a (they start no app). ANCM polls the app's port every 250 ms."}}
 	n := 0
-	err := measureTable(c, t, func(name string) (map[string]float64, error) {
+	err := measureTable(c, nil, t, func(name string) (map[string]float64, error) {
 		n++
 		accel := "off"
 		if name == "loopgate-sockmap" {

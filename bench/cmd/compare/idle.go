@@ -82,7 +82,7 @@ func measureHeld(c config, ts map[string]*target, what string, open func(net.Con
 	for _, name := range c.rowTargets(proxies...) {
 		v, err := heldRSS(ts[name], what, open)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "compare: %s: %s: %v\n", name, what, err)
+			fmt.Fprintf(os.Stderr, "compare: %s: %s: %v\nthe end of its output:\n%s", name, what, err, ts[name].logTail())
 			failed = append(failed, fmt.Sprintf("%s: failed: %v", name, err))
 		} else {
 			out[name] = v

@@ -36,7 +36,7 @@ type table struct {
 // measureTable measures every target of t reps times, interleaved in a
 // rotated order, with one. A failed measurement is noted under the table
 // and returned, after the others are done.
-func measureTable(c config, t *table, one func(name string) (map[string]float64, error)) error {
+func measureTable(c config, ts map[string]*target, t *table, one func(name string) (map[string]float64, error)) error {
 	t.reps = map[string][]map[string]float64{}
 	var errs []error
 	for rep := 0; rep < c.reps; rep++ {
@@ -50,6 +50,9 @@ func measureTable(c config, t *table, one func(name string) (map[string]float64,
 				// One failure leaves the other targets' numbers standing.
 				err = fmt.Errorf("%s, %s, repetition %d: %w", t.title, name, rep+1, err)
 				fmt.Fprintf(os.Stderr, "compare: %v\n", err)
+				if tg := ts[name]; tg != nil {
+					fmt.Fprintf(os.Stderr, "compare: the end of %s's output:\n%s", name, tg.logTail())
+				}
 				t.notes = append(t.notes, fmt.Sprintf("Failed: %v", err))
 				errs = append(errs, err)
 				continue

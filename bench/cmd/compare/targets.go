@@ -17,6 +17,20 @@ type target struct {
 	tlsAddr    string       // the TLS listener; "" for direct
 	proxyPIDs  func() []int // nil for direct
 	backendPID int
+	log        func() string // the end of the proxy's output; nil for direct
+}
+
+// logTail returns the last lines of the proxy's output ("" for direct),
+// to go with a failure.
+func (t *target) logTail() string {
+	if t.log == nil {
+		return ""
+	}
+	s := t.log()
+	if i := len(s) - 4000; i > 0 {
+		s = s[i:]
+	}
+	return s
 }
 
 // pids returns the proxy's processes, none for direct.
@@ -72,7 +86,7 @@ func startTargets(c config, bins harness.Binaries, tmp string, cpu int) (map[str
 				return nil, stop, err
 			}
 			stops = append(stops, p.Stop)
-			t.addr, t.tlsAddr, t.proxyPIDs = p.Addr, p.TLSAddr, p.PIDs
+			t.addr, t.tlsAddr, t.proxyPIDs, t.log = p.Addr, p.TLSAddr, p.PIDs, p.Log
 		case "loopgate", "loopgate-sockmap":
 			accel := "off"
 			if name == "loopgate-sockmap" {
@@ -94,7 +108,7 @@ func startTargets(c config, bins harness.Binaries, tmp string, cpu int) (map[str
 				return nil, stop, err
 			}
 			pid := lg.PID()
-			t.addr, t.tlsAddr, t.proxyPIDs = lg.Addr, lg.TLSAddr, func() []int { return []int{pid} }
+			t.addr, t.tlsAddr, t.proxyPIDs, t.log = lg.Addr, lg.TLSAddr, func() []int { return []int{pid} }, lg.Log
 		}
 		if err := harness.Warm(t.addr, harness.GET("bench.example", "/"), 13); err != nil {
 			return nil, stop, fmt.Errorf("%s: %w", name, err)

@@ -122,7 +122,7 @@ func measureHandshakes(c config, ts map[string]*target, loadCPU int) (*table, er
 			{key: "share", head: "% resumed", format: "%.1f", noRatio: true},
 			{key: "errors", head: "errors", format: "%.0f", noRatio: true},
 		}}
-	err := measureTable(c, t, func(name string) (map[string]float64, error) {
+	err := measureTable(c, ts, t, func(name string) (map[string]float64, error) {
 		tg := ts[name]
 		v := map[string]float64{}
 		for _, resume := range []bool{false, true} {

@@ -103,7 +103,7 @@ func measureWrk(c config, ts map[string]*target, tls bool, loadCPU int) (*table,
 	if tls {
 		t.method += " The certificate is ECDSA P-256; wrk (OpenSSL 3) negotiates TLS 1.3 with X25519, once per connection."
 	}
-	err := measureTable(c, t, func(name string) (map[string]float64, error) {
+	err := measureTable(c, ts, t, func(name string) (map[string]float64, error) {
 		tg := ts[name]
 		addr := tg.addr
 		if tls {
