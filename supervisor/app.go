@@ -1,10 +1,13 @@
+// An app and its process slots (App, slot and the task records), its
+// construction, its accessors, and the helpers the app goroutine uses:
+// helper goroutines, lifecycle log events, the diagnostic log, OOM kill
+// and recycle counts.
+
 package supervisor
 
 import (
 	"context"
-	"maps"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,50 +16,6 @@ import (
 
 	"github.com/loopgate/loopgate/configload"
 )
-
-// mode is what a view tells Acquire to do when it holds no ready process.
-type mode uint8
-
-const (
-	modeIdle     mode = iota // nothing runs or starts: ask the owner to start
-	modeStarting             // a start is under way: wait for it
-	modeReady                // procs holds the ready processes
-	modeFailed               // the last start failed; a newcomer starts again
-	modeBlocked              // rapid-fail window full: StartFailed at once
-	modeOffline              // app_offline.htm: Offline at once
-	modeStopping             // shutting down: Stopping at once
-	modeStopped              // stopped by an operator: Stopped at once
-)
-
-// state is how a mode shows in AppStatus: a failed start that the window
-// does not block shows as idle, since the next request starts again.
-func (m mode) state() State {
-	switch m {
-	case modeStarting:
-		return StateStarting
-	case modeReady:
-		return StateReady
-	case modeBlocked:
-		return StateCrashLoop
-	case modeOffline:
-		return StateOffline
-	case modeStopping:
-		return StateStopping
-	case modeStopped:
-		return StateStopped
-	}
-	return StateIdle
-}
-
-// view is an immutable snapshot of an app's routing state, published by the
-// app goroutine through an atomic pointer so Acquire takes no lock and
-// allocates nothing. changed is closed when a newer view replaces it.
-type view struct {
-	procs   []*Process
-	mode    mode
-	epoch   uint64 // number of the latest start begun
-	changed chan struct{}
-}
 
 // App is one app (one web.config, one virtual path) and its process slots.
 // It is safe for concurrent use. One goroutine (run) owns its state
@@ -156,11 +115,6 @@ type pendingStop struct {
 	reason string
 }
 
-type statusSnap struct {
-	st    AppStatus
-	procs []*Process // parallel to st.Processes
-}
-
 func newApp(s *Supervisor, spec *configload.AppSpec) *App {
 	a := &App{
 		s:           s,
@@ -210,150 +164,6 @@ func (a *App) Spec() *configload.AppSpec { return a.spec.Load() }
 // an empty or unreadable file). Valid after Acquire returned Offline. The
 // caller must not modify it.
 func (a *App) OfflinePage() []byte { return *a.page.Load() }
-
-// Acquire returns a ready process (Ready) or says why there is none. The
-// first call starts the app; concurrent callers share that start. It blocks
-// only while a start is under way (each of its two attempts bounded by
-// startupTimeLimit) or until ctx is done, which returns (nil, Stopping).
-// Requests rotate round robin over the ready processes. On a ready app it
-// takes no lock and allocates nothing.
-func (a *App) Acquire(ctx context.Context) (*Process, Outcome) {
-	var need uint64 // the start epoch whose failure this caller reports
-	for {
-		v := a.view.Load()
-		switch v.mode {
-		case modeReady:
-			n := uint32(len(v.procs))
-			for range n {
-				p := v.procs[a.rr.Add(1)%n]
-				if p.acquire() {
-					return p, Ready
-				}
-			}
-			// Every process in this view was retired since it was loaded; a
-			// newer view is already published.
-		case modeBlocked:
-			return nil, StartFailed
-		case modeStopping:
-			return nil, Stopping
-		case modeStopped:
-			return nil, Stopped
-		case modeOffline:
-			if !a.pollOffline() {
-				return nil, Offline
-			}
-			// The file looked gone; the owner publishes a new view either way.
-		case modeStarting:
-			if need == 0 {
-				need = v.epoch
-			}
-		case modeIdle:
-			if need == 0 {
-				need = v.epoch + 1
-			}
-			a.kick()
-		case modeFailed:
-			if need == 0 {
-				need = v.epoch + 1
-			}
-			if v.epoch >= need {
-				return nil, StartFailed
-			}
-			a.kick()
-		}
-		select {
-		case <-v.changed:
-		case <-ctx.Done():
-			return nil, Stopping
-		}
-	}
-}
-
-func (a *App) kick() {
-	select {
-	case a.wake <- struct{}{}:
-	default:
-	}
-}
-
-// Usage reads the CPU time and memory of the app's processes from their
-// cgroups. It reports false without cgroups (Options.Contain unset or not
-// possible here). It reads a few files: call it for /status and metrics,
-// not per request.
-func (a *App) Usage() (Usage, bool) {
-	u, err := a.s.tree.Usage(a.vpath)
-	if err != nil {
-		return Usage{}, false
-	}
-	return Usage{CPU: u.CPU, MemoryBytes: u.Memory}, true
-}
-
-// Status returns a copy of the app's state.
-func (a *App) Status() AppStatus {
-	sn := a.status.Load()
-	st := sn.st
-	st.Processes = slices.Clone(sn.st.Processes)
-	st.RecyclesByReason = maps.Clone(sn.st.RecyclesByReason)
-	for i, p := range sn.procs {
-		if p != nil {
-			st.Processes[i].Requests = p.requests.Load()
-		}
-	}
-	st.Starts = a.starts.Load()
-	return st
-}
-
-// publishStatus stores a fresh status snapshot. Called by run after every
-// change (and once by newApp).
-func (a *App) publishStatus() {
-	spec := a.spec.Load()
-	st := AppStatus{
-		Name:                a.vpath,
-		VirtualPath:         a.vpath,
-		Dir:                 spec.Dir,
-		ConfigError:         a.configError,
-		LastStartError:      a.lastStartError,
-		StartFailures:       a.startFailures,
-		Release:             a.release,
-		Crashes:             a.crashes,
-		Restarts:            a.restarts,
-		RapidFailBlocks:     a.blocks,
-		Recycles:            a.recycles,
-		RecyclesByReason:    make(map[string]uint64, len(RecycleReasons)),
-		ConfigReloadsOK:     a.reloadsOK,
-		ConfigReloadsFailed: a.reloadsFailed,
-		Offline:             a.offline,
-		NotReady:            a.notReady(),
-	}
-	for _, r := range RecycleReasons {
-		st.RecyclesByReason[r] = a.recyclesBy[r]
-	}
-	sn := &statusSnap{st: st}
-	sn.st.State = a.mode().state()
-	for _, sl := range a.slots {
-		ps := ProcessStatus{Slot: sl.idx, Restarts: sl.restarts, LastExit: sl.lastExit}
-		switch {
-		case sl.cur != nil:
-			ps.State = StateReady
-			ps.PID, ps.Port, ps.Started = sl.cur.pid, sl.cur.port, sl.cur.started
-		case sl.start != nil:
-			ps.State = StateStarting
-		case a.stopping:
-			ps.State = StateStopping
-		case a.stopped:
-			ps.State = StateStopped
-		case a.offline:
-			ps.State = StateOffline
-		case sl.crashloop:
-			ps.State = StateCrashLoop
-		default:
-			ps.State = StateIdle
-		}
-		sn.st.Processes = append(sn.st.Processes, ps)
-		sn.procs = append(sn.procs, sl.cur)
-	}
-	a.status.Store(sn)
-}
 
 // claimOOMKill reports whether the kernel's OOM killer has killed a
 // process of the app since the last claim: with a memoryLimit, the reason
