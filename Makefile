@@ -53,8 +53,9 @@ bench:
 bench-compare:
 	$(GO) run ./bench/cmd/compare
 
-# Hot-path micro-benchmarks (-count=6) against bench/baseline.txt: fails on
-# any allocation or a significant slowdown beyond 15 %. Not part of test.
+# Hot-path micro-benchmarks, the working tree against the commit named in
+# bench/baseline-ref, run alternately (6 rounds): fails on any allocation or a
+# significant slowdown beyond 15 %. Not part of test.
 bench-guard:
 	$(GO) run ./bench/cmd/guard
 

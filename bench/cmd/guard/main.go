@@ -1,24 +1,30 @@
 // Command guard is the latency guard maintainers run before merging a
-// hot-path change (`make bench-guard`). It runs the hot-path
-// micro-benchmarks with -count=6, compares them with the committed
-// baseline (bench/baseline.txt) through benchstat, and fails when
+// hot-path change (`make bench-guard`). It builds the hot-path
+// micro-benchmarks twice, from the working tree and from the reference
+// commit named in bench/baseline-ref, runs the two builds alternately
+// (-count rounds of one run each), compares them through benchstat, and
+// fails when
 //
-//   - any of them allocates (allocs/op above 0 in any run): the forward
-//     path, header rewrite, routing and backend pick allocate nothing per
-//     request, or
+//   - any run of the working tree's allocates (allocs/op above 0): the
+//     forward path, header rewrite, routing and backend pick allocate
+//     nothing per request, or
 //   - benchstat finds a significant (p < 0.05) sec/op increase beyond
-//     -threshold (default 15 %, the noise of a shared 2-core machine) in a
-//     CPU-bound benchmark: header rewrite, routing, backend pick.
+//     -threshold (default 15 %) in a CPU-bound benchmark: header rewrite,
+//     routing, backend pick.
 //
-// A slowdown is measured twice before it fails the guard (see run).
+// Both sides are measured on the same machine at the same moments, so a
+// shared machine's drift (a neighbour's load, another CPU model, a slower
+// day) moves both alike: numbers recorded on another day would fail a
+// change that costs nothing, or pass one that does. A slowdown is still
+// measured twice before it fails the guard (see run).
 //
 // BenchmarkForward (a request through loopgate and back over loopback) is
 // checked for allocations only: its time is dominated by wake-ups and
 // varies by ±40 % on a shared host, so a timing gate on it would only
 // cry wolf. Its trend is what `make bench-compare` is for.
 //
-// `go run ./bench/cmd/guard -update` records a new baseline; commit it
-// with the change that justified it.
+// `go run ./bench/cmd/guard -update` makes HEAD the reference; commit
+// bench/baseline-ref with the change that justified it.
 package main
 
 import (
@@ -52,8 +58,8 @@ var timed = regexp.MustCompile(`^(HeaderRewrite|Route|AcquireRelease)(/|-|$)`)
 func main() {
 	count := flag.Int("count", 6, "runs of each benchmark")
 	threshold := flag.Float64("threshold", 15, "largest tolerated significant sec/op increase, in percent")
-	baseline := flag.String("baseline", "bench/baseline.txt", "committed baseline results")
-	update := flag.Bool("update", false, "write the baseline instead of comparing with it")
+	baseline := flag.String("baseline", "bench/baseline-ref", "file naming the reference commit")
+	update := flag.Bool("update", false, "make HEAD the reference commit instead of comparing with it")
 	flag.Parse()
 	if err := run(*count, *threshold, *baseline, *update); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-guard:", err)
@@ -62,83 +68,179 @@ func main() {
 }
 
 func run(count int, threshold float64, baseline string, update bool) error {
-	results, err := runSuites(count)
+	if update {
+		head, err := gitOut("rev-parse", "--verify", "HEAD^{commit}")
+		if err != nil {
+			return err
+		}
+		text := "# The commit bench-guard compares the working tree with (go run ./bench/cmd/guard -update).\n" + head + "\n"
+		if err := os.WriteFile(baseline, []byte(text), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "bench-guard: %s names %s; commit it with the change that justifies it\n", baseline, head)
+		return nil
+	}
+	ref, err := readRef(baseline)
 	if err != nil {
 		return err
 	}
-	if update {
-		if err := os.WriteFile(baseline, results, 0o644); err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "bench-guard: wrote %s; commit it with the change that justifies it\n", baseline)
-		return nil
+	tmp, err := os.MkdirTemp("", "bench-guard-")
+	if err != nil {
+		return err
 	}
-	if _, err := os.Stat(baseline); err != nil {
-		return fmt.Errorf("no baseline: %w (record one with go run ./bench/cmd/guard -update)", err)
+	defer os.RemoveAll(tmp)
+	refBins, curBins, err := build(tmp, ref)
+	if err != nil {
+		return err
 	}
-	allocs, slower, err := compare(baseline, results, threshold)
+	refOut, curOut, err := runRounds(count, refBins, curBins)
+	if err != nil {
+		return err
+	}
+	allocs, slower, err := compare(tmp, ref, refOut, curOut, threshold)
 	if err != nil {
 		return err
 	}
 	if len(allocs) == 0 && len(slower) > 0 {
-		// A slowdown must show twice: a neighbour's burst of load moves a
-		// 25 ns benchmark's median by 15 % now and then, a real regression
-		// stays.
+		// A slowdown must show twice: a burst of load in one round moves
+		// a 25 ns benchmark's median by 15 % now and then, a real
+		// regression stays.
 		fmt.Fprintf(os.Stderr, "bench-guard: %s; measuring again to rule out a busy moment\n", strings.Join(slower, "; "))
-		if results, err = runSuites(count); err != nil {
+		if refOut, curOut, err = runRounds(count, refBins, curBins); err != nil {
 			return err
 		}
 		again := slower
-		if allocs, slower, err = compare(baseline, results, threshold); err != nil {
+		if allocs, slower, err = compare(tmp, ref, refOut, curOut, threshold); err != nil {
 			return err
 		}
 		slower = persistent(again, slower)
 	}
 	if failures := append(allocs, slower...); len(failures) > 0 {
-		return fmt.Errorf("the hot path got worse:\n  %s", strings.Join(failures, "\n  "))
+		return fmt.Errorf("the hot path got worse than at %.12s:\n  %s", ref, strings.Join(failures, "\n  "))
 	}
-	fmt.Fprintf(os.Stderr, "bench-guard: ok: no allocation, no significant slowdown beyond %.0f %%\n", threshold)
+	fmt.Fprintf(os.Stderr, "bench-guard: ok: no allocation, no significant slowdown beyond %.0f %% against %.12s\n", threshold, ref)
 	return nil
 }
 
-// runSuites runs every suite and returns the benchmark output.
-func runSuites(count int) ([]byte, error) {
-	var results bytes.Buffer
-	for _, s := range suites {
-		fmt.Fprintf(os.Stderr, "bench-guard: go test -bench '%s' -count %d %s\n", s.bench, count, s.pkg)
-		cmd := exec.Command("go", "test", "-run", "^$", "-bench", s.bench, "-benchmem", "-count", strconv.Itoa(count), s.pkg)
-		cmd.Stdout, cmd.Stderr = &results, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return nil, fmt.Errorf("benchmarks in %s failed: %w\n%s", s.pkg, err, results.String())
-		}
+// readRef reads the reference commit from file: its first line that is
+// not a comment, which must name a commit of this repository.
+func readRef(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("no reference commit: %w (make HEAD the reference with go run ./bench/cmd/guard -update)", err)
 	}
-	return results.Bytes(), nil
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		ref, err := gitOut("rev-parse", "--verify", line+"^{commit}")
+		if err != nil {
+			return "", fmt.Errorf("%s: %q is not a commit of this repository (a shallow clone lacks it: git fetch --unshallow): %w", file, line, err)
+		}
+		return ref, nil
+	}
+	return "", fmt.Errorf("%s names no commit", file)
 }
 
-// compare prints benchstat's table of baseline against results and
-// returns the allocation and timing failures.
-func compare(baseline string, results []byte, threshold float64) (allocs, slower []string, err error) {
-	tmp, err := os.MkdirTemp("", "bench-guard-")
+func gitOut(args ...string) (string, error) {
+	var out, errb bytes.Buffer
+	cmd := exec.Command("git", args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+// testBin is one suite's test binary and the package directory it runs in
+// (benchmarks may read files beside their package).
+type testBin struct{ path, dir string }
+
+// build extracts the reference commit into tmp/ref (git archive: the
+// repository's worktrees are left alone) and compiles each suite's test
+// binary there and in the working tree.
+func build(tmp, ref string) (refBins, curBins []testBin, err error) {
+	refTree := filepath.Join(tmp, "ref")
+	if err := os.Mkdir(refTree, 0o755); err != nil {
+		return nil, nil, err
+	}
+	archive := exec.Command("sh", "-c", `git archive "$1" | tar -x -C "$2"`, "sh", ref, refTree)
+	if out, err := archive.CombinedOutput(); err != nil {
+		return nil, nil, fmt.Errorf("extracting %.12s: %w\n%s", ref, err, out)
+	}
+	cwd, err := os.Getwd()
 	if err != nil {
 		return nil, nil, err
 	}
-	defer os.RemoveAll(tmp)
+	for i, s := range suites {
+		for _, side := range []struct {
+			name, root string
+			bins       *[]testBin
+		}{{"ref", refTree, &refBins}, {"cur", cwd, &curBins}} {
+			bin := filepath.Join(tmp, fmt.Sprintf("%s-%d.test", side.name, i))
+			fmt.Fprintf(os.Stderr, "bench-guard: building %s (%s)\n", s.pkg, side.name)
+			cmd := exec.Command("go", "test", "-c", "-o", bin, s.pkg)
+			cmd.Dir, cmd.Stderr = side.root, os.Stderr
+			if err := cmd.Run(); err != nil {
+				return nil, nil, fmt.Errorf("building %s's benchmarks (%s): %w", s.pkg, side.name, err)
+			}
+			*side.bins = append(*side.bins, testBin{bin, filepath.Join(side.root, s.pkg)})
+		}
+	}
+	return refBins, curBins, nil
+}
+
+// runRounds runs count rounds of every suite, each round one run of the
+// reference's build and one of the working tree's, in an order that
+// alternates between rounds, and returns the two sides' outputs.
+func runRounds(count int, refBins, curBins []testBin) (refOut, curOut []byte, err error) {
+	var refBuf, curBuf bytes.Buffer
+	for round := 0; round < count; round++ {
+		fmt.Fprintf(os.Stderr, "bench-guard: round %d of %d\n", round+1, count)
+		for i, s := range suites {
+			order := []struct {
+				bin testBin
+				out *bytes.Buffer
+			}{{refBins[i], &refBuf}, {curBins[i], &curBuf}}
+			if round%2 == 1 {
+				order[0], order[1] = order[1], order[0]
+			}
+			for _, o := range order {
+				cmd := exec.Command(o.bin.path, "-test.run", "^$", "-test.bench", s.bench, "-test.benchmem", "-test.count", "1")
+				cmd.Dir, cmd.Stdout, cmd.Stderr = o.bin.dir, o.out, os.Stderr
+				if err := cmd.Run(); err != nil {
+					return nil, nil, fmt.Errorf("benchmarks in %s failed: %w\n%s", s.pkg, err, o.out.String())
+				}
+			}
+		}
+	}
+	return refBuf.Bytes(), curBuf.Bytes(), nil
+}
+
+// compare prints benchstat's table of the reference's results against
+// the working tree's and returns the allocation and timing failures.
+func compare(tmp, ref string, refOut, curOut []byte, threshold float64) (allocs, slower []string, err error) {
 	// benchstat labels columns by file name.
+	base := filepath.Join(tmp, fmt.Sprintf("ref-%.12s.txt", ref))
 	current := filepath.Join(tmp, "current.txt")
-	if err := os.WriteFile(current, results, 0o644); err != nil {
+	if err := os.WriteFile(base, refOut, 0o644); err != nil {
 		return nil, nil, err
 	}
-	text, err := benchstat("text", baseline, current)
+	if err := os.WriteFile(current, curOut, 0o644); err != nil {
+		return nil, nil, err
+	}
+	text, err := benchstat("text", base, current)
 	if err != nil {
 		return nil, nil, err
 	}
 	fmt.Print(text)
-	table, err := benchstat("csv", baseline, current)
+	table, err := benchstat("csv", base, current)
 	if err != nil {
 		return nil, nil, err
 	}
 	slower, err = timingFailures(table, threshold)
-	return allocFailures(results), slower, err
+	return allocFailures(curOut), slower, err
 }
 
 // persistent keeps the failures of now whose benchmark also failed before.
