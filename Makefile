@@ -44,8 +44,10 @@ run: build example
 race:
 	CGO_ENABLED=1 $(GO) test -count=1 -race ./supervisor/... ./fastpath/... ./pairing/... ./internal/...
 
+# The micro-benchmarks bench/README.md lists. bpf's sockmap rows need root
+# (CAP_BPF and a cgroup v2 to attach to); without it they skip and its tcp rows run.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./fastpath/... ./supervisor/... ./bench/...
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./fastpath/... ./supervisor/... ./bpf/... ./pairing/... ./internal/metrics/... ./bench/...
 
 # loopgate vs nginx vs HAProxy on this machine (installs them from Debian as
 # root when missing); writes bench/results/latest.md and latest.svg.
