@@ -23,21 +23,15 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,11 +88,6 @@ func (t *tally) bad(kind string, err error) {
 	}
 	t.mu.Unlock()
 }
-
-const offlinePage = "<html><body>down for maintenance (soak)</body></html>"
-
-// errOffline marks the expected 503 while app_offline.htm is present.
-var errOffline = errors.New("503 app_offline")
 
 func run() error {
 	bin, err := filepath.Abs(*loopgateBin)
@@ -360,109 +349,6 @@ sampling:
 	return nil
 }
 
-// fetch GETs url and returns the body; a 503 with the offline page is
-// errOffline.
-func fetch(c *http.Client, url string) (string, error) {
-	resp, err := c.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode == http.StatusServiceUnavailable && string(b) == offlinePage {
-		return "", errOffline
-	}
-	if resp.StatusCode != 200 {
-		return "", fmt.Errorf("status %d: %.100q", resp.StatusCode, b)
-	}
-	return string(b), nil
-}
-
-// upload POSTs 1 MiB of random bytes and checks the count and sum the app
-// computed.
-func upload(c *http.Client, url string) error {
-	body := make([]byte, 1<<20)
-	rand.Read(body)
-	var sum uint32
-	for _, b := range body {
-		sum += uint32(b)
-	}
-	resp, err := c.Post(url, "application/octet-stream", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode == http.StatusServiceUnavailable && string(b) == offlinePage {
-		return errOffline
-	}
-	if want := fmt.Sprintf("n=%d sum=%d", len(body), sum); resp.StatusCode != 200 || string(b) != want {
-		return fmt.Errorf("upload: %d %q, want %q", resp.StatusCode, b, want)
-	}
-	return nil
-}
-
-// wsSession opens a WebSocket, echoes 50 messages and closes it.
-func wsSession(front string) error {
-	cfg, err := websocket.NewConfig("ws://"+front+"/ws", "http://"+front)
-	if err != nil {
-		return err
-	}
-	cfg.Dialer = nil
-	ws, err := websocket.DialConfig(cfg)
-	var de *websocket.DialError
-	if errors.As(err, &de) {
-		return de.Err // ErrBadStatus: the upgrade was refused
-	}
-	if err != nil {
-		return err
-	}
-	defer ws.Close()
-	_ = ws.SetDeadline(time.Now().Add(20 * time.Second))
-	var msg string
-	for i := range 50 {
-		want := "message " + strconv.Itoa(i)
-		if err := websocket.Message.Send(ws, want); err != nil {
-			return err
-		}
-		if err := websocket.Message.Receive(ws, &msg); err != nil {
-			return err
-		}
-		if msg != want {
-			return fmt.Errorf("echo %q, want %q", msg, want)
-		}
-	}
-	return nil
-}
-
-// proc is a sample of loopgate's resource use.
-type proc struct {
-	rssKB   int64
-	fds     int
-	threads int
-}
-
-func procSample(pid int) proc {
-	var p proc
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-				p.rssKB, _ = strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			}
-			if v, ok := strings.CutPrefix(line, "Threads:"); ok {
-				p.threads, _ = strconv.Atoi(strings.TrimSpace(v))
-			}
-		}
-	}
-	if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err == nil {
-		p.fds = len(fds)
-	}
-	return p
-}
-
 func sortedKeys(m map[string]int64) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -476,94 +362,4 @@ func sortedKeys(m map[string]int64) []string {
 		}
 	}
 	return keys
-}
-
-// loopgate is the running loopgate serve.
-type loopgate struct {
-	cmd          *exec.Cmd
-	front, admin string
-	done         chan struct{}
-}
-
-func startLoopgate(bin, appDir string) (*loopgate, error) {
-	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-		"--log-format", "json", "--access-log=false", appDir)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	l := &loopgate{cmd: cmd, done: make(chan struct{})}
-	ready := make(chan struct{})
-	go func() {
-		defer close(l.done)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		var once sync.Once
-		for sc.Scan() {
-			var line map[string]any
-			if json.Unmarshal(sc.Bytes(), &line) != nil {
-				continue
-			}
-			switch line["event"] {
-			case "listening":
-				if l.front == "" {
-					l.front, _ = line["addr"].(string)
-				}
-			case "admin":
-				l.admin, _ = line["addr"].(string)
-			case "ready":
-				once.Do(func() { close(ready) })
-			}
-			if lvl, _ := line["level"].(string); lvl == "error" || lvl == "warn" {
-				fmt.Printf("soak: loopgate %s: %s %v\n", lvl, line["message"], line["error"])
-			}
-		}
-	}()
-	select {
-	case <-ready:
-		return l, nil
-	case <-l.done:
-		cmd.Wait()
-		return nil, errors.New("loopgate exited before it was ready")
-	case <-time.After(15 * time.Second):
-		cmd.Process.Kill()
-		cmd.Wait()
-		return nil, errors.New("loopgate not ready within 15 s")
-	}
-}
-
-// status is the app line of /status.
-func (l *loopgate) status() string {
-	resp, err := http.Get("http://" + l.admin + "/status")
-	if err != nil {
-		return err.Error()
-	}
-	defer resp.Body.Close()
-	var s struct {
-		Apps []struct {
-			State                                      string
-			Starts, Crashes, Recycles, RapidFailBlocks uint64
-			ConfigReloadsOK                            uint64 `json:"config_reloads_ok"`
-		} `json:"apps"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil || len(s.Apps) == 0 {
-		return fmt.Sprintf("unreadable /status: %v", err)
-	}
-	a := s.Apps[0]
-	return fmt.Sprintf("state %s, %d starts, %d crashes, %d recycles, %d config reloads, %d rapid-fail blocks",
-		a.State, a.Starts, a.Crashes, a.Recycles, a.ConfigReloadsOK, a.RapidFailBlocks)
-}
-
-// stop stops loopgate gracefully (SIGTERM), bounded.
-func (l *loopgate) stop() {
-	l.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-l.done:
-	case <-time.After(40 * time.Second):
-		l.cmd.Process.Kill()
-	}
-	l.cmd.Wait()
 }
