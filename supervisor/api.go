@@ -119,7 +119,7 @@ type Options struct {
 const (
 	RecycleConfig = "config" // web.config changed
 	RecycleManual = "manual" // an operator asked (App.Recycle, `loopgate recycle`)
-	// The app pool settings (pool.go).
+	// The app pool settings (pool.go; the pings, ping.go).
 	RecycleTime     = "time"     // the process was up for periodicRestartTime
 	RecycleRequests = "requests" // it served periodicRestartRequests requests
 	RecycleMemory   = "memory"   // its tree used more than periodicRestartPrivateMemory
