@@ -24,7 +24,10 @@
 // refuses a head ended by a bare LF), requestline.go applies the version
 // rules and resolves the path's dot segments, app.go routes it on that
 // path, exchange.go holds its state,
-// forward.go runs the attempts (acquire, connect, send, read the head),
+// forward.go runs the attempts (acquire, connect, send, read the head;
+// queue.go bounds the requests waiting for a backend connection, upstream.go
+// pools those connections, sockmap.go keeps a large body's connection off
+// the sockmap's TCP fallback),
 // retry.go decides retries in one function, retryable; headers.go and
 // requesthead.go rewrite the head,
 // upload.go streams the request body (reqtrailers.go: the client's
