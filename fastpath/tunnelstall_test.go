@@ -48,42 +48,7 @@ func TestTunnelClientStopsReading(t *testing.T) {
 					}
 				}
 			})
-			var (
-				srv    *Server
-				client net.Conn
-				b      *fakeBackend
-			)
-			if mode == "plain" {
-				h := newHarness(t, Config{SendTimeout: sendTimeout}, "/")
-				b = h.backend("/", addr)
-				srv = h.srv
-				c, err := net.Dial("tcp", h.addr)
-				if err != nil {
-					t.Fatal(err)
-				}
-				client = c
-			} else {
-				h := newTLSHarness(t, Config{SendTimeout: sendTimeout})
-				up := newUpstream(addr, &h.srv.cfg)
-				t.Cleanup(up.Close)
-				b = &fakeBackend{addr: addr, token: "h2-token", pid: 77, up: up}
-				h.app.addBackend(b)
-				srv = h.srv
-				c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: h.roots, NextProtos: []string{"http/1.1"}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				client = c
-			}
-			t.Cleanup(func() { client.Close() })
-			_ = client.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.WriteString(client, wsUpgrade); err != nil {
-				t.Fatal(err)
-			}
-			r, err := http.ReadResponse(bufio.NewReaderSize(client, 16), &http.Request{Method: "GET"})
-			if err != nil || r.StatusCode != 101 {
-				t.Fatalf("upgrade: %v %v", r, err)
-			}
+			srv, client, _, b := openPlainOrTLSTunnel(t, mode, Config{SendTimeout: sendTimeout}, nil, addr)
 			// From here the client reads nothing while the app floods.
 			var start time.Time
 			select {
@@ -103,7 +68,7 @@ func TestTunnelClientStopsReading(t *testing.T) {
 			// The client's connection is closed too: reading what was
 			// queued for it ends (EOF or a reset), it does not wait.
 			_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
-			_, err = io.Copy(io.Discard, client)
+			_, err := io.Copy(io.Discard, client)
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				t.Errorf("the client's connection still open after the app's closed")
 			}
@@ -138,43 +103,7 @@ func TestTunnelAppStopsReading(t *testing.T) {
 					}
 				}
 			})
-			var (
-				srv    *Server
-				client net.Conn
-				b      *fakeBackend
-			)
-			if mode == "plain" {
-				h := newHarness(t, Config{}, "/")
-				h.setSpec("/", func(s *configload.AppSpec) { s.RequestTimeout = requestTimeout })
-				b, srv = h.backend("/", addr), h.srv
-				c, err := net.Dial("tcp", h.addr)
-				if err != nil {
-					t.Fatal(err)
-				}
-				client = c
-			} else {
-				h := newTLSHarness(t, Config{})
-				h.setSpec(func(s *configload.AppSpec) { s.RequestTimeout = requestTimeout })
-				up := newUpstream(addr, &h.srv.cfg)
-				t.Cleanup(up.Close)
-				b = &fakeBackend{addr: addr, token: "h2-token", pid: 77, up: up}
-				h.app.addBackend(b)
-				srv = h.srv
-				c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: h.roots, NextProtos: []string{"http/1.1"}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				client = c
-			}
-			t.Cleanup(func() { client.Close() })
-			_ = client.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.WriteString(client, wsUpgrade); err != nil {
-				t.Fatal(err)
-			}
-			br := bufio.NewReaderSize(client, 16)
-			if r, err := http.ReadResponse(br, &http.Request{Method: "GET"}); err != nil || r.StatusCode != 101 {
-				t.Fatalf("upgrade: %v %v", r, err)
-			}
+			srv, client, br, b := openPlainOrTLSTunnel(t, mode, Config{}, func(s *configload.AppSpec) { s.RequestTimeout = requestTimeout }, addr)
 			var start time.Time
 			select {
 			case start = <-upgraded:
@@ -217,4 +146,55 @@ func TestTunnelAppStopsReading(t *testing.T) {
 			waitFor(t, func() bool { return b.released.Load() == 1 && srv.InFlight() == 0 }, "the tunnel's exchange ends")
 		})
 	}
+}
+
+// openPlainOrTLSTunnel opens a WebSocket tunnel to the app at addr through a server
+// with cfg, over a plain or a TLS ("TLS") client connection, the app's spec
+// edited by spec (nil: as it is): it returns the server, the client's
+// connection (its deadline 10 s away), the reader the 101 was read from
+// and the app's backend.
+func openPlainOrTLSTunnel(t *testing.T, mode string, cfg Config, spec func(*configload.AppSpec), addr string) (*Server, net.Conn, *bufio.Reader, *fakeBackend) {
+	t.Helper()
+	var (
+		srv    *Server
+		client net.Conn
+		b      *fakeBackend
+	)
+	if mode == "plain" {
+		h := newHarness(t, cfg, "/")
+		if spec != nil {
+			h.setSpec("/", spec)
+		}
+		b, srv = h.backend("/", addr), h.srv
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		client = c
+	} else {
+		h := newTLSHarness(t, cfg)
+		if spec != nil {
+			h.setSpec(spec)
+		}
+		up := newUpstream(addr, &h.srv.cfg)
+		t.Cleanup(up.Close)
+		b = &fakeBackend{addr: addr, token: "h2-token", pid: 77, up: up}
+		h.app.addBackend(b)
+		srv = h.srv
+		c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: h.roots, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		client = c
+	}
+	t.Cleanup(func() { client.Close() })
+	_ = client.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(client, wsUpgrade); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReaderSize(client, 16)
+	if r, err := http.ReadResponse(br, &http.Request{Method: "GET"}); err != nil || r.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", r, err)
+	}
+	return srv, client, br, b
 }
