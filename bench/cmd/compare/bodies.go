@@ -157,12 +157,7 @@ func measureBodies(c config, ts map[string]*target, loadCPU int) ([]*table, erro
 			args := []string{"bytes", "-addr", tg.addr, "-target", br.target, "-size", strconv.Itoa(br.size),
 				"-conns", strconv.Itoa(br.conns), "-upload=" + strconv.FormatBool(br.upload)}
 			var r bytesResult
-			if err := runLoadgen(loadCPU, &r, append(args, "-duration", c.warmup.String())...); err != nil {
-				return nil, err
-			}
-			cpu, err := cpuDuring(tg.pids(), func() error {
-				return runLoadgen(loadCPU, &r, append(args, "-duration", c.duration.String())...)
-			})
+			cpu, err := measureLoadgen(c, tg.pids(), loadCPU, &r, args)
 			if err != nil {
 				return nil, err
 			}

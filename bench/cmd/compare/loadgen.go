@@ -74,6 +74,18 @@ func runLoadgen(cpu int, out any, args ...string) error {
 	return json.Unmarshal(stdout.Bytes(), out)
 }
 
+// measureLoadgen runs the load generator with args for c.warmup, not
+// counted, then for c.duration, whose result it decodes into out, and
+// returns the CPU time pids used during that second run.
+func measureLoadgen(c config, pids []int, loadCPU int, out any, args []string) (harness.CPU, error) {
+	if err := runLoadgen(loadCPU, out, append(args, "-duration", c.warmup.String())...); err != nil {
+		return harness.CPU{}, err
+	}
+	return cpuDuring(pids, func() error {
+		return runLoadgen(loadCPU, out, append(args, "-duration", c.duration.String())...)
+	})
+}
+
 // cpuDuring returns the CPU time pids used while load ran.
 func cpuDuring(pids []int, load func() error) (harness.CPU, error) {
 	c0, err := harness.SumCPUTimes(pids...)

@@ -128,12 +128,7 @@ func measureHandshakes(c config, ts map[string]*target, loadCPU int) (*table, er
 		for _, resume := range []bool{false, true} {
 			args := []string{"handshake", "-addr", tg.tlsAddr, "-conns", strconv.Itoa(handshakeConns), "-resume=" + strconv.FormatBool(resume)}
 			var r handshakeResult
-			if err := runLoadgen(loadCPU, &r, append(args, "-duration", c.warmup.String())...); err != nil {
-				return nil, err
-			}
-			cpu, err := cpuDuring(tg.pids(), func() error {
-				return runLoadgen(loadCPU, &r, append(args, "-duration", c.duration.String())...)
-			})
+			cpu, err := measureLoadgen(c, tg.pids(), loadCPU, &r, args)
 			if err != nil {
 				return nil, err
 			}
