@@ -47,14 +47,7 @@ func TestOnlyTheAttachedCgroupIsAccelerated(t *testing.T) {
 		t.Fatalf("CgroupPath() = %q, want %q", a.CgroupPath(), attach)
 	}
 
-	echo := startScopeChild(t, inside, "echo")
-	port, err := strconv.ParseUint(echo.line(t), 10, 16)
-	if err != nil {
-		t.Fatalf("echo child: %v", err)
-	}
-	if err := a.AddPort(uint16(port)); err != nil {
-		t.Fatal(err)
-	}
+	echo, port := startAcceleratedEcho(t, a, inside)
 
 	// The outside client: connects, echoes 3 x 1000 bytes, holds the
 	// connection open while the map is read.
@@ -112,14 +105,7 @@ func TestLeafBelowAttachedCgroupIsAccelerated(t *testing.T) {
 	backend := makeCgroup(t, filepath.Join(makeCgroup(t, filepath.Join(tree, "root")), "p1"))
 	leaf := makeCgroup(t, filepath.Join(own, "loopgate-1.self"))
 
-	echo := startScopeChild(t, backend, "echo")
-	port, err := strconv.ParseUint(echo.line(t), 10, 16)
-	if err != nil {
-		t.Fatalf("echo child: %v", err)
-	}
-	if err := a.AddPort(uint16(port)); err != nil {
-		t.Fatal(err)
-	}
+	echo, port := startAcceleratedEcho(t, a, backend)
 	before := counters(t, a)
 	in := startScopeChild(t, leaf, "client", strconv.Itoa(int(port)))
 	if got := in.line(t); got != "ok" {
@@ -163,6 +149,21 @@ type scopeProc struct {
 	stdin io.WriteCloser
 	out   *bufio.Reader
 	lines chan string
+}
+
+// startAcceleratedEcho starts an echo child in cgroup dir and adds its
+// port to a's sockmap ports: the child and its port.
+func startAcceleratedEcho(tb testing.TB, a *Accel, dir string) (*scopeProc, uint64) {
+	tb.Helper()
+	echo := startScopeChild(tb, dir, "echo")
+	port, err := strconv.ParseUint(echo.line(tb), 10, 16)
+	if err != nil {
+		tb.Fatalf("echo child: %v", err)
+	}
+	if err := a.AddPort(uint16(port)); err != nil {
+		tb.Fatal(err)
+	}
+	return echo, port
 }
 
 // startScopeChild starts this test binary as LOOPGATE_BPF_CHILD=role
