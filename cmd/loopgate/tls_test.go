@@ -26,17 +26,25 @@ func servedSerial(t *testing.T, addr string) int64 {
 	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
 }
 
-// TestTLSCertificatesReloadOnSIGHUP: the HTTPS listener serves the
-// certificate files, and SIGHUP makes new handshakes use the new ones.
-func TestTLSCertificatesReloadOnSIGHUP(t *testing.T) {
+// startTLSServe starts loopgate serving HTTPS with a certificate of serial
+// number 1: the process, its TLS address and the certificate's files.
+func startTLSServe(t *testing.T) (in *loopgatetest.Process, tlsAddr, certFile, keyFile string) {
+	t.Helper()
 	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	loopgatetest.WriteCert(t, certFile, keyFile, 1)
-	in := loopgatetest.Start(t, loopgatetest.Options{Args: []string{"--tls-listen", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile, backendApp(t, "")}})
-	tlsAddr := in.WaitLog(0, func(l loopgatetest.Line) bool { return l.Str("event") == "listening" && l["tls"] == true }).Str("addr")
+	in = loopgatetest.Start(t, loopgatetest.Options{Args: []string{"--tls-listen", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile, backendApp(t, "")}})
+	tlsAddr = in.WaitLog(0, func(l loopgatetest.Line) bool { return l.Str("event") == "listening" && l["tls"] == true }).Str("addr")
 	if tlsAddr == "" {
 		t.Fatal("no TLS listening line in the startup log")
 	}
+	return in, tlsAddr, certFile, keyFile
+}
+
+// TestTLSCertificatesReloadOnSIGHUP: the HTTPS listener serves the
+// certificate files, and SIGHUP makes new handshakes use the new ones.
+func TestTLSCertificatesReloadOnSIGHUP(t *testing.T) {
+	in, tlsAddr, certFile, keyFile := startTLSServe(t)
 	if got := servedSerial(t, tlsAddr); got != 1 {
 		t.Fatalf("serial %d before reload, want 1", got)
 	}
@@ -106,14 +114,7 @@ func getOverTLS(t *testing.T, addr string, cfg *tls.Config) (tls.ConnectionState
 // the process); the reloaded certificate goes to clients without a
 // ticket. No ticket allows 0-RTT early data.
 func TestTLSSessionResumption(t *testing.T) {
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	loopgatetest.WriteCert(t, certFile, keyFile, 1)
-	in := loopgatetest.Start(t, loopgatetest.Options{Args: []string{"--tls-listen", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile, backendApp(t, "")}})
-	tlsAddr := in.WaitLog(0, func(l loopgatetest.Line) bool { return l.Str("event") == "listening" && l["tls"] == true }).Str("addr")
-	if tlsAddr == "" {
-		t.Fatal("no TLS listening line in the startup log")
-	}
+	in, tlsAddr, certFile, keyFile := startTLSServe(t)
 	versions := map[string]uint16{"TLS 1.3": tls.VersionTLS13, "TLS 1.2": tls.VersionTLS12}
 	caches := map[string]*ticketCache{}
 	config := func(v string) *tls.Config {
