@@ -59,13 +59,14 @@ type connLimiter struct {
 const reclaimWait = 50 * time.Millisecond
 
 // take waits for a connection slot, closing idle connections to make room;
-// false when done closes first.
+// false when done closes first. A free slot wins over a closed done: the
+// connection was already taken from the kernel's queue, which an upgrade's
+// new process shares, so closing it would fail a request sent before
+// anything stopped.
 func (l *connLimiter) take(done <-chan struct{}, log *zerolog.Logger) bool {
 	select {
 	case l.sem <- struct{}{}:
 		return true
-	case <-done:
-		return false
 	default:
 	}
 	var t *time.Timer
