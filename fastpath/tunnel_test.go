@@ -1,6 +1,7 @@
 package fastpath
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -22,8 +23,7 @@ func echoUpgradeBackend(t *testing.T) string {
 				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 				continue
 			}
-			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-				"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+			io.WriteString(c, upgraded101)
 			buf := make([]byte, 512)
 			for {
 				n, err := br.Read(buf)
@@ -38,6 +38,22 @@ func echoUpgradeBackend(t *testing.T) string {
 			}
 		}
 	})
+}
+
+// upgraded101 is a raw backend's answer to a WebSocket upgrade.
+const upgraded101 = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+
+// answerUpgrade reads one request on a raw backend's connection c and
+// answers it 101 (upgraded101): the reader the tunnel's bytes follow on, or
+// false if no request came.
+func answerUpgrade(c net.Conn) (*bufio.Reader, bool) {
+	br := newReader(c)
+	if _, err := readRawRequest(br); err != nil {
+		return nil, false
+	}
+	io.WriteString(c, upgraded101)
+	return br, true
 }
 
 // openTunnel upgrades a new client connection and checks one echo.

@@ -29,12 +29,9 @@ func TestTunnelClientStopsReading(t *testing.T) {
 			flooding := make(chan time.Time, 1)
 			backendSawClose := make(chan time.Time, 1)
 			addr := rawBackend(t, func(c net.Conn) {
-				br := newReader(c)
-				if _, err := readRawRequest(br); err != nil {
+				if _, ok := answerUpgrade(c); !ok {
 					return
 				}
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-					"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
 				flooding <- time.Now()
 				chunk := []byte(strings.Repeat("f", 32<<10))
 				// Bounded: the test fails long before this deadline.
@@ -88,12 +85,9 @@ func TestTunnelAppStopsReading(t *testing.T) {
 			upgraded := make(chan time.Time, 1)
 			appSawEnd := make(chan time.Time, 1)
 			addr := rawBackend(t, func(c net.Conn) {
-				br := newReader(c)
-				if _, err := readRawRequest(br); err != nil {
+				if _, ok := answerUpgrade(c); !ok {
 					return
 				}
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-					"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
 				upgraded <- time.Now()
 				// Reads nothing more: watches its connection end.
 				for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {

@@ -147,12 +147,10 @@ func TestWebSocketEndPropagates(t *testing.T) {
 			endBackend := make(chan struct{})
 			backendSawEnd := make(chan time.Duration, 1)
 			addr := rawBackend(t, func(c net.Conn) {
-				br := newReader(c)
-				if _, err := readRawRequest(br); err != nil {
+				br, ok := answerUpgrade(c)
+				if !ok {
 					return
 				}
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-					"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
 				if tc.end != nil {
 					select {
 					case <-endBackend:
