@@ -6,7 +6,6 @@ package cgroup
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -227,17 +226,10 @@ func kill(dir string) error {
 	}
 	deadline := time.Now().Add(time.Second)
 	for populated(dir) && time.Now().Before(deadline) {
-		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-			if err != nil || !d.IsDir() {
-				return nil
+		eachProc(dir, func(p string) {
+			if pid, err := strconv.Atoi(p); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
 			}
-			data, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
-			for _, f := range bytes.Fields(data) {
-				if pid, err := strconv.Atoi(string(f)); err == nil {
-					syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-			return nil
 		})
 		time.Sleep(time.Millisecond)
 	}
@@ -277,13 +269,7 @@ func removeAll(dir string, wait time.Duration) error {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	var dirs []string
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
+	dirs := cgroupDirs(dir)
 	var first error
 	for i := len(dirs) - 1; i >= 0; i-- {
 		if err := os.Remove(dirs[i]); err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {

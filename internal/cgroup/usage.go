@@ -108,16 +108,25 @@ func memory(dir string) (int64, string) {
 // eachProc calls f with the PID of every process in the cgroup dir and
 // below it (cgroup v2 or v1).
 func eachProc(dir string, f func(pid string)) {
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		procs, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+	for _, d := range cgroupDirs(dir) {
+		procs, _ := os.ReadFile(filepath.Join(d, "cgroup.procs"))
 		for _, pid := range bytes.Fields(procs) {
 			f(string(pid))
 		}
+	}
+}
+
+// cgroupDirs lists the cgroup dir and every cgroup below it, each before
+// its children: removing them is done from the end.
+func cgroupDirs(dir string) []string {
+	var dirs []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
 		return nil
 	})
+	return dirs
 }
 
 // PrivateRSS is the RssAnon of process pid in bytes (0 if it is gone or

@@ -189,13 +189,7 @@ func removeV1(dir string, wait time.Duration) error {
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	var dirs []string
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
+	dirs := cgroupDirs(dir)
 	deadline := time.Now().Add(wait)
 	for i := len(dirs) - 1; i >= 0; i-- {
 		for {
