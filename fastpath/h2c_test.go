@@ -185,6 +185,10 @@ func TestH2CDrainSendsGoAway(t *testing.T) {
 	}
 	defer l.Close()
 	frames := make(chan []byte, 1) // frame types the server read, up to EOF
+	// The client's acknowledgement of the server's SETTINGS: the drain
+	// waits for it, or the ACK could follow the GOAWAY (legal, and not
+	// what is tested here).
+	acked := make(chan struct{})
 	go func() {
 		c, err := l.Accept()
 		if err != nil {
@@ -201,6 +205,7 @@ func TestH2CDrainSendsGoAway(t *testing.T) {
 		}
 		var types []byte
 		var hdr [9]byte
+		sawAck := false
 		for {
 			if _, err := io.ReadFull(br, hdr[:]); err != nil {
 				frames <- types
@@ -213,6 +218,10 @@ func TestH2CDrainSendsGoAway(t *testing.T) {
 				return
 			}
 			types = append(types, hdr[3])
+			if hdr[3] == 4 && hdr[4]&1 != 0 && !sawAck {
+				close(acked)
+				sawAck = true
+			}
 			if hdr[3] == 7 && binary.BigEndian.Uint32(payload[4:8]) != 0 {
 				types = append(types, 0xff) // not NO_ERROR
 			}
@@ -227,6 +236,11 @@ func TestH2CDrainSendsGoAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	cc.Release()
+	select {
+	case <-acked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client never acknowledged the server's SETTINGS")
+	}
 	up.Drain()
 	if _, err := up.h2c().get(ctx, h2cWait{}); !errors.Is(err, errPoolClosed) {
 		t.Errorf("get after Drain: %v", err)
