@@ -5,10 +5,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -177,5 +179,52 @@ func TestRealExitStatusFirst(t *testing.T) {
 	}
 	if _, err := strconv.Atoi(got[strings.LastIndexByte(got, ' ')+1:]); err != nil {
 		t.Errorf("last start error %q does not end with the port", got)
+	}
+}
+
+// BenchmarkRealListeners is the cost of one look at a process tree's
+// listeners, which a start that has not listened yet takes every
+// listenCheckEvery on the CPU its app is starting on.
+func BenchmarkRealListeners(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	for b.Loop() {
+		if _, err := (realOS{}).Listeners(os.Getpid()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestProcessTreeFindsDescendants: a shell's children and grandchildren
+// are found through the children files as through the parent PIDs of all
+// processes.
+func TestProcessTreeFindsDescendants(t *testing.T) {
+	cmd := exec.Command("sh", "-c", `sh -c "sleep 30 & wait" & sleep 30 & wait`)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+	}()
+	var tree []int
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if tree = processTree(cmd.Process.Pid); len(tree) == 4 {
+			break
+		}
+	}
+	// sh, its sleep, the inner sh and its sleep.
+	if len(tree) != 4 || tree[0] != cmd.Process.Pid {
+		t.Fatalf("processTree = %v, want the shell and 3 descendants", tree)
+	}
+	all := allProcessTree(cmd.Process.Pid)
+	slices.Sort(all)
+	slices.Sort(tree)
+	if !slices.Equal(all, tree) {
+		t.Fatalf("processTree = %v, allProcessTree = %v", tree, all)
 	}
 }

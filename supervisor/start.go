@@ -237,7 +237,9 @@ func (a *App) waitReady(ctx context.Context, p *Process, limit time.Duration) er
 	defer tick.Stop()
 	d := a.diag.Load()
 	backoff := minProbeBackoff
-	wrong := &wrongPortWatch{pid: p.pid, port: p.port}
+	// The first look at the listeners waits listenCheckEvery: a verdict
+	// needs wrongPortGrace anyway, and most apps listen before then.
+	wrong := &wrongPortWatch{pid: p.pid, port: p.port, next: time.Now().Add(listenCheckEvery)}
 	wrong.os, _ = a.s.os.(listenerOS)
 	exited := func() error { return &exitedError{status: p.exitStatus, port: p.port} }
 	for {
