@@ -46,6 +46,36 @@ func TestResponseRules(t *testing.T) {
 	}
 }
 
+// TestResponseRulesAnyCase: the hop-by-hop and replaced response headers
+// are dropped whatever the case of the backend's names (filterResponseHead
+// deletes them by their canonical names, which the head was read into).
+func TestResponseRulesAnyCase(t *testing.T) {
+	const resp = "HTTP/1.1 200 OK\r\n" +
+		"date: Mon, 01 Jan 2001 00:00:00 GMT\r\nKEEP-ALIVE: timeout=5\r\nproxy-CONNECTION: keep-alive\r\n" +
+		"trailer: X-Sum\r\nconnection: keep-alive\r\nx-kept: 1\r\nContent-Length: 2\r\n\r\nok"
+	h := newHarness(t, Config{}, "/")
+	addr, _ := capturingBackend(t, resp)
+	h.backend("/", addr)
+	c := dialRaw(t, h.addr)
+	for i := 0; i < 2; i++ { // the second on a response header fasthttp reuses
+		r, body := c.roundTrip(get("a", "/"))
+		if r.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("request %d: %d %q", i, r.StatusCode, body)
+		}
+		if d := r.Header.Values("Date"); len(d) != 1 || strings.Contains(d[0], "2001") {
+			t.Errorf("request %d: Date %q: want loopgate's own, once", i, d)
+		}
+		for _, hop := range []string{"Keep-Alive", "Proxy-Connection", "Trailer", "Connection"} {
+			if v := r.Header.Values(hop); len(v) > 0 {
+				t.Errorf("request %d: %s reached the client: %q", i, hop, v)
+			}
+		}
+		if r.Header.Get("X-Kept") != "1" {
+			t.Errorf("request %d: x-kept lost: %v", i, r.Header)
+		}
+	}
+}
+
 func TestResponseConnectionHeader(t *testing.T) {
 	// A backend that says Connection: close (and closes).
 	addr := rawBackend(t, func(c net.Conn) {
