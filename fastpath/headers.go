@@ -4,6 +4,7 @@
 package fastpath
 
 import (
+	"bytes"
 	"errors"
 )
 
@@ -203,28 +204,29 @@ func framingLookalike(name []byte) bool {
 	return under
 }
 
-// nextHeaderLine splits the first CRLF-terminated line off raw.
+// nextHeaderLine splits the first CRLF-terminated line off raw. (It and
+// splitHeader search with bytes.IndexByte, several bytes an instruction:
+// every request's head is scanned twice, by scanRequestHeaders and
+// appendRequestHead.)
 func nextHeaderLine(raw []byte) (line, rest []byte, err error) {
-	for i, c := range raw {
-		if c == '\n' {
-			if i == 0 || raw[i-1] != '\r' {
-				return nil, nil, errBareLF
-			}
-			return raw[:i-1], raw[i+1:], nil
-		}
+	i := bytes.IndexByte(raw, '\n')
+	switch {
+	case i < 0:
+		return nil, nil, errMalformedHdr
+	case i == 0 || raw[i-1] != '\r':
+		return nil, nil, errBareLF
 	}
-	return nil, nil, errMalformedHdr
+	return raw[:i-1], raw[i+1:], nil
 }
 
 // splitHeader splits "Name: value" and trims optional whitespace around the
 // value.
 func splitHeader(line []byte) (name, value []byte, ok bool) {
-	for i, c := range line {
-		if c == ':' {
-			return line[:i], trimOWS(line[i+1:]), i > 0
-		}
+	i := bytes.IndexByte(line, ':')
+	if i < 0 {
+		return nil, nil, false
 	}
-	return nil, nil, false
+	return line[:i], trimOWS(line[i+1:]), i > 0
 }
 
 func trimOWS(b []byte) []byte {
