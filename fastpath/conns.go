@@ -307,6 +307,10 @@ type trackedConn struct {
 	headDeadline time.Time
 	headPending  atomic.Bool
 	headNext     atomic.Bool
+	// parkDeadline is the park deadline (unix ns) idleRead left on the
+	// socket, 0 once any other read deadline replaced it: the next idle
+	// wait may keep it (parkSlack).
+	parkDeadline atomic.Int64
 
 	holdClose atomic.Bool // the next Close does nothing: a polled tunnel goes on with it (tunnelpoll.go)
 }
@@ -317,6 +321,7 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 			return c.idleRead(p, since)
 		}
 		if c.headPending.CompareAndSwap(true, false) {
+			c.parkDeadline.Store(0)
 			_ = c.Conn.SetReadDeadline(c.headDeadline)
 		}
 	}

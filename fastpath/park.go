@@ -29,6 +29,12 @@ import (
 // wrappers, the poller's entry), where nginx holds about 0.5 KiB.
 const parkAfter = time.Second
 
+// parkSlack is how much earlier than parkAfter a connection may be parked
+// when its previous idle wait's deadline is still set (idleRead): a
+// keep-alive connection busier than that sets no read deadline between
+// its requests.
+const parkSlack = parkAfter / 10
+
 // errParked ends fasthttp's serving of a connection that is being parked:
 // its read while waiting for a next request fails with it (fasthttp takes
 // that as a keep-alive connection ending and closes it without an answer;
@@ -161,7 +167,9 @@ func (pk *parking) stop() {
 // fasthttp's idle deadline (held back by SetReadDeadline) comes first.
 // Both deadlines are known without reading the clock, and only the earlier
 // is set: on this machine's virtual clock a reading costs about 150 ns and
-// a deadline set three of them and a timer change, per request.
+// a deadline set three of them and a timer change, per request. The park
+// deadline is not set at all when the previous wait's is still on the
+// socket and at most parkSlack earlier.
 func (c *trackedConn) idleRead(p []byte, since int64) (int, error) {
 	park := time.Unix(0, since).Add(parkAfter)
 	idle := c.idleDeadline
@@ -170,9 +178,16 @@ func (c *trackedConn) idleRead(p []byte, since int64) (int, error) {
 	// fasthttp's idle deadline may come first: then it is the one, and
 	// its passing no reason to park.
 	idleFirst := !idle.IsZero() && !idle.After(park)
-	if idleFirst {
+	switch set := c.parkDeadline.Load(); {
+	case idleFirst:
+		c.parkDeadline.Store(0)
 		_ = c.Conn.SetReadDeadline(idle)
-	} else {
+	case set != 0 && park.UnixNano()-set >= 0 && park.UnixNano()-set < int64(parkSlack):
+		// The park deadline of the previous wait is still set and at
+		// most parkSlack earlier: a busy connection parks that much
+		// sooner rather than pay a deadline set per request.
+	default:
+		c.parkDeadline.Store(park.UnixNano())
 		_ = c.Conn.SetReadDeadline(park)
 	}
 	n, err := c.guard.read(p, c.ClientConn.Read)
@@ -182,6 +197,7 @@ func (c *trackedConn) idleRead(p []byte, since int64) (int, error) {
 	if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || idleFirst {
 		return n, err
 	}
+	c.parkDeadline.Store(0)
 	_ = c.Conn.SetReadDeadline(time.Time{})
 	c.parkNext.Store(true)
 	return 0, errParked
@@ -205,6 +221,7 @@ func (c *trackedConn) SetReadDeadline(t time.Time) error {
 		}
 		c.headPending.Store(false)
 	}
+	c.parkDeadline.Store(0)
 	return c.Conn.SetReadDeadline(t)
 }
 
@@ -213,6 +230,7 @@ func (c *trackedConn) SetReadDeadline(t time.Time) error {
 func (c *trackedConn) SetDeadline(t time.Time) error {
 	c.headNext.Store(false)
 	c.headPending.Store(false)
+	c.parkDeadline.Store(0)
 	return c.ClientConn.SetDeadline(t)
 }
 

@@ -124,6 +124,34 @@ func TestParkIdleConnection(t *testing.T) {
 	}
 }
 
+// TestParkBusyConnection: a keep-alive connection whose requests come
+// closer together than parkAfter is never parked, though its idle waits
+// keep an earlier wait's park deadline (parkSlack), and once idle it is
+// parked no sooner than parkAfter-parkSlack after its last request.
+func TestParkBusyConnection(t *testing.T) {
+	srv, addr := parkRig(t, Config{})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for end := time.Now().Add(3 * parkAfter / 2); time.Now().Before(end); {
+		parkGet(t, c, br)
+		time.Sleep(parkSlack / 4)
+	}
+	if n := srv.park.parks.Load(); n != 0 {
+		t.Fatalf("a connection busy every %v was parked %d times", parkSlack/4, n)
+	}
+	parkGet(t, c, br)
+	last := time.Now()
+	waitParked(t, srv, 1)
+	if idle := time.Since(last); idle < parkAfter-parkSlack {
+		t.Errorf("parked after %v idle, want at least %v", idle, parkAfter-parkSlack)
+	}
+	parkGet(t, c, br) // resumed
+}
+
 // TestParkedIdleTimeout: --idle-timeout closes a parked connection.
 func TestParkedIdleTimeout(t *testing.T) {
 	srv, addr := parkRig(t, Config{IdleTimeout: 2 * time.Second})
