@@ -12,28 +12,49 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/loopgate/loopgate/bench/internal/harness"
 )
 
-// Each proxy is measured in two steps of idleStep connections (or
-// tunnels): the RSS after the second step minus the RSS after the first,
+// Each proxy is measured in two steps of half the connections (-idle-conns)
+// or tunnels (-idle-tunnels): the RSS after the second step minus the RSS
+// after the first,
 // per connection, so that memory the proxy holds or returns from what came
 // before (the load runs, loopgate's pools until a collection) cancels out.
 // Each step is held idleHold before the RSS is read: loopgate parks a
 // connection idle for a second and returns the memory of a burst of them
 // (1,024 or more) 3 s after it ends.
-const (
-	idleStep = 1500
-	idleHold = 10 * time.Second
-)
+const idleHold = 10 * time.Second
+
+// heldDescriptors is how many file descriptors the proxy with the most per
+// held connection (loopgate and nginx: a tunnel's client and app side)
+// needs for n of them, plus its listeners, logs and pools.
+func heldDescriptors(n, perConn int) int { return n*perConn + 256 }
+
+// checkHeldLimit says, before anything starts, when the open-file hard
+// limit cannot hold n connections of perConn descriptors each.
+func checkHeldLimit(flagName string, n, perConn int) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	if n < 2 || n%2 != 0 {
+		return fmt.Errorf("-%s=%d: an even count of at least 2 (two equal steps)", flagName, n)
+	}
+	if need := heldDescriptors(n, perConn); uint64(need) > lim.Max {
+		return fmt.Errorf("-%s=%d: the proxy would hold %d descriptors (%d per connection), over this machine's open-file hard limit of %d (ulimit -Hn); "+
+			"raise the limit (root with CAP_SYS_RESOURCE) or ask for at most %d", flagName, n, need, perConn, lim.Max, (int(lim.Max)-256)/perConn/2*2)
+	}
+	return nil
+}
 
 // measureIdle returns, for each proxy target, the bytes of RSS (all its
 // processes) per idle keep-alive client connection, one request each.
-func measureIdle(c config, ts map[string]*target) (map[string]float64, []string) {
+func measureIdle(c config, ts map[string]*target) (out map[string]float64, notes, failed []string) {
 	req := harness.GET("bench.example", "/")
-	return measureHeld(c, ts, "idle keep-alive connections", func(nc net.Conn, br *bufio.Reader) error {
+	return measureHeld(c, ts, c.idleConns/2, "idle keep-alive connections", func(nc net.Conn, br *bufio.Reader) error {
 		if _, err := nc.Write(req); err != nil {
 			return err
 		}
@@ -48,10 +69,10 @@ func measureIdle(c config, ts map[string]*target) (map[string]float64, []string)
 
 // measureTunnels returns, for each proxy target, the bytes of RSS per idle
 // WebSocket tunnel to the backend's /ws echo, after one message each.
-func measureTunnels(c config, ts map[string]*target) (map[string]float64, []string) {
+func measureTunnels(c config, ts map[string]*target) (out map[string]float64, notes, failed []string) {
 	req := harness.GET("bench.example", "/ws", "Upgrade: websocket", "Connection: Upgrade",
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13")
-	return measureHeld(c, ts, "idle WebSocket tunnels", func(nc net.Conn, br *bufio.Reader) error {
+	return measureHeld(c, ts, c.idleTunnels/2, "idle WebSocket tunnels", func(nc net.Conn, br *bufio.Reader) error {
 		if _, err := nc.Write(req); err != nil {
 			return err
 		}
@@ -73,27 +94,33 @@ func measureTunnels(c config, ts map[string]*target) (map[string]float64, []stri
 	})
 }
 
-// measureHeld opens two steps of idleStep connections to each proxy, each
-// made ready by open, and returns the RSS per connection of the second,
-// and a line for each proxy where that failed.
-func measureHeld(c config, ts map[string]*target, what string, open func(net.Conn, *bufio.Reader) error) (map[string]float64, []string) {
-	out := map[string]float64{}
-	var failed []string
+// measureHeld opens two steps of step connections to each proxy, each
+// made ready by open, and returns the RSS per connection of the second, a
+// line for each proxy not measured (notes) and one for each where the
+// measurement failed (failed, also in notes).
+func measureHeld(c config, ts map[string]*target, step int, what string, open func(net.Conn, *bufio.Reader) error) (out map[string]float64, notes, failed []string) {
+	out = map[string]float64{}
 	for _, name := range c.rowTargets(proxies...) {
-		v, err := heldRSS(ts[name], what, open)
+		if name == "haproxy" && 2*step > harness.HAProxyMaxConn {
+			notes = append(notes, fmt.Sprintf("haproxy: not measured: %d would pass its maxconn, %d (what this machine's descriptor limit allows it with TLS)",
+				2*step, harness.HAProxyMaxConn))
+			continue
+		}
+		v, err := heldRSS(ts[name], step, what, open)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "compare: %s: %s: %v\nthe end of its output:\n%s", name, what, err, ts[name].logTail())
 			failed = append(failed, fmt.Sprintf("%s: failed: %v", name, err))
+			notes = append(notes, failed[len(failed)-1])
 		} else {
 			out[name] = v
 		}
 		time.Sleep(time.Second)
 	}
-	return out, failed
+	return out, notes, failed
 }
 
 // heldRSS is measureHeld for one target.
-func heldRSS(t *target, what string, open func(net.Conn, *bufio.Reader) error) (float64, error) {
+func heldRSS(t *target, n int, what string, open func(net.Conn, *bufio.Reader) error) (float64, error) {
 	var conns []net.Conn
 	defer func() {
 		for _, nc := range conns {
@@ -102,8 +129,8 @@ func heldRSS(t *target, what string, open func(net.Conn, *bufio.Reader) error) (
 	}()
 	var rss [2]int64
 	for step := range 2 {
-		fmt.Fprintf(os.Stderr, "compare: %d %s to %s (step %d of 2)\n", idleStep, what, t.name, step+1)
-		for range idleStep {
+		fmt.Fprintf(os.Stderr, "compare: %d %s to %s (step %d of 2)\n", n, what, t.name, step+1)
+		for range n {
 			nc, err := net.DialTimeout("tcp", t.addr, 5*time.Second)
 			if err != nil {
 				return 0, fmt.Errorf("after %d: %w", len(conns), err)
@@ -118,7 +145,7 @@ func heldRSS(t *target, what string, open func(net.Conn, *bufio.Reader) error) (
 		time.Sleep(idleHold)
 		rss[step] = rssKB(t.proxyPIDs())
 	}
-	return float64(rss[1]-rss[0]) * 1024 / idleStep, nil
+	return float64(rss[1]-rss[0]) * 1024 / float64(n), nil
 }
 
 // rssKB sums VmRSS over pids.

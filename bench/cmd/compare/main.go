@@ -70,6 +70,9 @@ type config struct {
 	targets  []string
 	rows     []string
 	install  bool
+	// idleConns and idleTunnels: how many idle keep-alive connections and
+	// idle WebSocket tunnels each proxy holds at the end of those rows.
+	idleConns, idleTunnels int
 }
 
 var (
@@ -115,6 +118,8 @@ func run() error {
 	flag.StringVar(&bodies, "bodies", "13B,16KiB", "response bodies: 13B, 16KiB")
 	flag.StringVar(&targets, "targets", strings.Join(allTargets, ","), "targets to measure (haproxy-splice: the bodies rows only)")
 	flag.StringVar(&rows, "rows", strings.Join(allRows, ","), "rows to measure: "+strings.Join(allRows, ", "))
+	flag.IntVar(&c.idleConns, "idle-conns", 3000, "idle keep-alive connections each proxy holds at the end of the idle row (two equal steps)")
+	flag.IntVar(&c.idleTunnels, "idle-tunnels", 3000, "idle WebSocket tunnels each proxy holds at the end of the tunnels row (two equal steps; 2 descriptors each in the proxy)")
 	flag.BoolVar(&c.install, "install", true, "install nginx, haproxy and wrk with apt-get when missing (root only)")
 	flag.Parse()
 	if c.reps < 3 {
@@ -132,6 +137,12 @@ func run() error {
 		if !slices.Contains(allTargets, t) {
 			return fmt.Errorf("-targets: unknown target %q (want some of %s)", t, strings.Join(allTargets, ", "))
 		}
+	}
+	if err := checkHeldLimit("idle-conns", c.idleConns, 1); err != nil {
+		return err
+	}
+	if err := checkHeldLimit("idle-tunnels", c.idleTunnels, 2); err != nil {
+		return err
 	}
 	c.rows = strings.Split(rows, ",")
 	for _, r := range c.rows {
@@ -220,13 +231,11 @@ func measureRows(c config, rep *report, ts map[string]*target, bins harness.Bina
 			t, err = measureColdStart(c, bins, tmp, serverCPU)
 		case "idle":
 			var failed []string
-			rep.idle, failed = measureIdle(c, ts)
-			rep.idleNotes = failed
+			rep.idle, rep.idleNotes, failed = measureIdle(c, ts)
 			rep.failures = append(rep.failures, failed...)
 		case "tunnels":
 			var failed []string
-			rep.tunnels, failed = measureTunnels(c, ts)
-			rep.tunnelNotes = failed
+			rep.tunnels, rep.tunnelNotes, failed = measureTunnels(c, ts)
 			rep.failures = append(rep.failures, failed...)
 		}
 		if err != nil {

@@ -15,7 +15,8 @@ type report struct {
 	idle    map[string]float64 // bytes of RSS per idle keep-alive connection, by proxy target
 	tunnels map[string]float64 // bytes of RSS per idle WebSocket tunnel, by proxy target
 	tables  []*table           // the other rows
-	// idleNotes and tunnelNotes say which proxies' idle measurement failed;
+	// idleNotes and tunnelNotes say which proxies the idle rows did not
+	// measure, or failed to;
 	// failures lists every failed measurement.
 	idleNotes, tunnelNotes, failures []string
 }
@@ -120,7 +121,7 @@ func (r report) markdown() string {
 	if len(r.idle)+len(r.idleNotes) > 0 {
 		fmt.Fprintf(&b, "\n## Idle keep-alive connections\n\n%d connections to each proxy, one request each, held %v; then %d more, held %v: "+
 			"the growth of the proxy's RSS (all its processes, VmRSS) over the second step, per connection; a count, not a time, so the machine's load does not change it.\n\n",
-			idleStep, idleHold, idleStep, idleHold)
+			r.cfg.idleConns/2, idleHold, r.cfg.idleConns/2, idleHold)
 		fmt.Fprintf(&b, "| target | RSS per idle connection, bytes | × nginx |\n|---|---:|---:|\n")
 		for _, t := range r.targets {
 			if v, ok := r.idle[t]; ok {
@@ -133,7 +134,7 @@ func (r report) markdown() string {
 	}
 	if len(r.tunnels)+len(r.tunnelNotes) > 0 {
 		fmt.Fprintf(&b, "\n## Idle WebSocket tunnels\n\nThe same with WebSocket tunnels to the backend's /ws echo, one message each: %d, then %d more, "+
-			"each step held %v; RSS growth per tunnel over the second step.\n\n", idleStep, idleStep, idleHold)
+			"each step held %v; RSS growth per tunnel over the second step.\n\n", r.cfg.idleTunnels/2, r.cfg.idleTunnels/2, idleHold)
 		fmt.Fprintf(&b, "| target | RSS per idle tunnel, bytes | × nginx |\n|---|---:|---:|\n")
 		for _, t := range r.targets {
 			if v, ok := r.tunnels[t]; ok {

@@ -34,11 +34,11 @@ func (p *Proxy) PIDs() []int { return append([]int{p.PID()}, Children(p.PID())..
 // foreground, its files under {{dir}}, no access log, client keep-alive
 // without a request limit; the http block stays open.
 const nginxHead = `worker_processes 1;
-worker_rlimit_nofile 16384;
+worker_rlimit_nofile 20000;
 daemon off;
 pid {{dir}}/nginx.pid;
 error_log {{dir}}/error.log warn;
-events { worker_connections 8192; }
+events { worker_connections 20000; }
 http {
     access_log off;
     client_body_temp_path {{dir}}/body;
@@ -86,13 +86,16 @@ const nginxConf = nginxHead + `    upstream backend {
 }
 `
 
-// haproxyConf: one thread, maxconn within what the descriptor hard limit
-// here (20,000) allows with TLS, connections to the server kept alive and
+// HAProxyMaxConn is haproxyConf's maxconn: what the descriptor hard limit
+// here (20,000) allows with TLS. Connections past it wait unaccepted.
+const HAProxyMaxConn = 7000
+
+// haproxyConf: one thread, maxconn HAProxyMaxConn, connections to the server kept alive and
 // shared between clients (http-reuse always), no log, X-Forwarded-For
 // (option forwardfor) and X-Forwarded-Proto added.
 const haproxyConf = `global
     nbthread 1
-    maxconn 7000
+    maxconn {{maxconn}}
 defaults
     mode http
     timeout connect 2s
@@ -125,7 +128,8 @@ const nginxExtraTLS = `
         listen {{tlslisten}}` + nginxTLS + `;`
 
 func render(tmpl, dir, listen, backend string) string {
-	return strings.NewReplacer("{{dir}}", dir, "{{listen}}", listen, "{{backend}}", backend).Replace(tmpl)
+	return strings.NewReplacer("{{dir}}", dir, "{{listen}}", listen, "{{backend}}", backend,
+		"{{maxconn}}", strconv.Itoa(HAProxyMaxConn)).Replace(tmpl)
 }
 
 // StartNginx runs nginx (from PATH or /usr/sbin) with a configuration in
