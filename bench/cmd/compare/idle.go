@@ -143,9 +143,31 @@ func heldRSS(t *target, n int, what string, open func(net.Conn, *bufio.Reader) e
 			_ = nc.SetDeadline(time.Time{})
 		}
 		time.Sleep(idleHold)
-		rss[step] = rssKB(t.proxyPIDs())
+		rss[step] = settledRSSKB(t.proxyPIDs())
 	}
 	return float64(rss[1]-rss[0]) * 1024 / float64(n), nil
+}
+
+// settledRSSKB is rssKB once it has stopped moving: the same within 1 %
+// over two seconds, read at most rssSettleMax. The Go runtime gives freed
+// memory back in the background, so a reading while it does so would
+// charge the next step with what the previous one returned (a run read
+// -2,408 bytes per connection that way).
+func settledRSSKB(pids []int) int64 {
+	const rssSettleMax = 30 * time.Second
+	prev := []int64{rssKB(pids)}
+	for deadline := time.Now().Add(rssSettleMax); time.Now().Before(deadline); {
+		time.Sleep(time.Second)
+		cur := rssKB(pids)
+		prev = append(prev, cur)
+		if len(prev) >= 3 {
+			first := prev[len(prev)-3]
+			if d := cur - first; d*100 <= first && -d*100 <= first {
+				return cur
+			}
+		}
+	}
+	return prev[len(prev)-1]
 }
 
 // rssKB sums VmRSS over pids.
