@@ -278,8 +278,13 @@ func (x *exchange) send() (stage, error) {
 		_ = conn.SetReadDeadline(time.Time{})
 		_, err = conn.Write(x.head)
 	} else {
-		// One deadline for the write and the response head that follows it.
-		setDeadline(conn.SetDeadline, x.spec.RequestTimeout)
+		// One deadline for the write and the response head that follows
+		// it; a pooled connection's may be kept (BackendConn.SetTimeout).
+		if bc, ok := conn.(*sockio.BackendConn); ok {
+			_ = bc.SetTimeout(x.spec.RequestTimeout)
+		} else {
+			setDeadline(conn.SetDeadline, x.spec.RequestTimeout)
+		}
 		err = sockio.WriteAwait(conn, x.head)
 	}
 	if err != nil {

@@ -4,7 +4,9 @@
 // that finds a stale pooled connection, the gathered write (writev) of a
 // buffered response head with a body chunk, and the look at a connection
 // nobody is reading (PeerEnded: reset, FIN, bytes queued), and a client
-// connection's write timeout, armed only when a write has to wait.
+// connection's write timeout, armed only when a write has to wait, and a
+// backend connection's timeout, kept from one request to the next while
+// it would move by little (BackendConn.SetTimeout).
 //
 // It is for fastpath only, which reads as HTTP while this package reads as
 // sockets. It knows nothing of HTTP, parses nothing and owns no connection
