@@ -166,7 +166,7 @@ func connState(c net.Conn, st fasthttp.ConnState) {
 		return // a parked connection stays idle since it was
 	}
 	if st == fasthttp.StateIdle {
-		tc.idleSince.Store(time.Now().UnixNano())
+		tc.idleSince.Store(sockio.Monotonic())
 	} else {
 		tc.idleSince.Store(0)
 	}
@@ -288,7 +288,7 @@ type trackedConn struct {
 	sockio.ClientConn
 	lim       *connLimiter
 	closed    atomic.Bool
-	idleSince atomic.Int64 // unix ns since it waits for a next request; 0: new, busy or hijacked
+	idleSince atomic.Int64 // since when (sockio.Monotonic ns) it waits for a next request; 0: new, busy or hijacked
 	linger    atomic.Bool  // see lingerOnClose
 	guard     headGuard    // armed only when fasthttp reads this connection itself (not under TLS)
 
@@ -307,7 +307,7 @@ type trackedConn struct {
 	headDeadline time.Time
 	headPending  atomic.Bool
 	headNext     atomic.Bool
-	// parkDeadline is the park deadline (unix ns) idleRead left on the
+	// parkDeadline is the park deadline (sockio.Monotonic ns) idleRead left on the
 	// socket, 0 once any other read deadline replaced it: the next idle
 	// wait may keep it (parkSlack).
 	parkDeadline atomic.Int64

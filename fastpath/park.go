@@ -120,7 +120,7 @@ func (pk *parking) sweep() {
 			runtime.GC()
 			debug.FreeOSMemory()
 		}
-		cutoff := time.Now().Add(-pk.idle).UnixNano()
+		cutoff := sockio.Monotonic() - int64(pk.idle)
 		expired = expired[:0]
 		pk.lim.mu.Lock()
 		for c := range pk.lim.conns {
@@ -162,7 +162,7 @@ func (pk *parking) stop() {
 }
 
 // idleRead is a read of a connection waiting for its next request (since:
-// unix ns it went idle). It waits at most parkAfter, then fails with
+// when it went idle, sockio.Monotonic ns). It waits at most parkAfter, then fails with
 // errParked and marks the connection to be parked by its close, unless
 // fasthttp's idle deadline (held back by SetReadDeadline) comes first.
 // Both deadlines are known without reading the clock, and only the earlier
@@ -171,7 +171,8 @@ func (pk *parking) stop() {
 // deadline is not set at all when the previous wait's is still on the
 // socket and at most parkSlack earlier.
 func (c *trackedConn) idleRead(p []byte, since int64) (int, error) {
-	park := time.Unix(0, since).Add(parkAfter)
+	parkAt := since + int64(parkAfter)
+	park := sockio.MonotonicTime(parkAt)
 	idle := c.idleDeadline
 	c.idleDeadline = time.Time{}
 	c.headPending.Store(false)
@@ -182,12 +183,12 @@ func (c *trackedConn) idleRead(p []byte, since int64) (int, error) {
 	case idleFirst:
 		c.parkDeadline.Store(0)
 		_ = c.Conn.SetReadDeadline(idle)
-	case set != 0 && park.UnixNano()-set >= 0 && park.UnixNano()-set < int64(parkSlack):
+	case set != 0 && parkAt-set >= 0 && parkAt-set < int64(parkSlack):
 		// The park deadline of the previous wait is still set and at
 		// most parkSlack earlier: a busy connection parks that much
 		// sooner rather than pay a deadline set per request.
 	default:
-		c.parkDeadline.Store(park.UnixNano())
+		c.parkDeadline.Store(parkAt)
 		_ = c.Conn.SetReadDeadline(park)
 	}
 	n, err := c.guard.read(p, c.ClientConn.Read)

@@ -24,7 +24,7 @@ type BackendConn struct {
 	stale    bool
 	await    awaitState
 	raw      *RawIO
-	// timeoutAt is when (monotonic ns, see monoNow) the deadlines
+	// timeoutAt is when (Monotonic ns) the deadlines
 	// SetTimeout set for both directions pass; 0 once any other deadline
 	// replaced them.
 	timeoutAt atomic.Int64
@@ -86,12 +86,12 @@ func (bc *BackendConn) SetTimeout(d time.Duration) error {
 	if d <= 0 {
 		return bc.SetDeadline(time.Time{})
 	}
-	now := monoNow()
+	now := Monotonic()
 	if at := bc.timeoutAt.Load(); at != 0 && at-now >= int64(d) && at-now <= int64(d+timeoutSlack(d)) {
 		return nil
 	}
 	at := now + int64(d+timeoutSlack(d))
-	err := bc.TCPConn.SetDeadline(monoEpoch.Add(time.Duration(at)))
+	err := bc.TCPConn.SetDeadline(MonotonicTime(at))
 	bc.timeoutAt.Store(at)
 	return err
 }
@@ -102,13 +102,17 @@ func timeoutSlack(d time.Duration) time.Duration { return min(d/64, maxTimeoutSl
 
 const maxTimeoutSlack = 250 * time.Millisecond
 
-// monoEpoch is the origin of monoNow, with the monotonic reading that
+// monoEpoch is the origin of Monotonic, with the monotonic reading that
 // deadlines made from it keep.
 var monoEpoch = time.Now()
 
-// monoNow is the monotonic clock in nanoseconds since monoEpoch: one clock
-// reading, where time.Now takes two.
-func monoNow() int64 { return int64(time.Since(monoEpoch)) }
+// Monotonic is the monotonic clock in nanoseconds since the process
+// started: one clock reading, where time.Now takes two (and a wall clock
+// that may step).
+func Monotonic() int64 { return int64(time.Since(monoEpoch)) }
+
+// MonotonicTime is the time Monotonic read as ns, for a deadline.
+func MonotonicTime(ns int64) time.Time { return monoEpoch.Add(time.Duration(ns)) }
 
 // SetDeadline implements net.Conn; it replaces SetTimeout's deadlines.
 func (bc *BackendConn) SetDeadline(t time.Time) error {
