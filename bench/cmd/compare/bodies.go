@@ -144,12 +144,15 @@ func measureBodies(c config, ts map[string]*target, loadCPU int) ([]*table, erro
 		t := &table{title: br.title, ref: "nginx",
 			targets: c.rowTargets("direct", "loopgate", "loopgate-sockmap", "nginx", "haproxy", "haproxy-splice"),
 			method: fmt.Sprintf("A Go client on CPU 1, %d keep-alive connections, each %s one after another for %v (a transfer under way then is finished and counted) "+
-				"after a %v run not counted; reads and writes of 256 KiB. CPU: the proxy's utime+stime over the run per MiB moved (10 ms ticks: a user-space 0 is less than one tick). "+
+				"after a %v run not counted; reads and writes of 256 KiB. CPU: the proxy's utime+stime over the run per MiB moved (10 ms ticks: a user-space 0 is less than one tick), and the backend's "+
+				"(the sockmap moves kernel work between the sending and the receiving process, so a sockmap row compares on the sum). "+
 				"`haproxy-splice` is HAProxy with `option splice-auto`.", br.conns, what(br), c.duration, c.warmup),
 			metrics: []metric{
 				{key: "mibs", head: "MiB/s", format: "%.0f", chart: br.title + ": MiB/s (higher is better)"},
 				{key: "cpu", head: "proxy CPU µs/MiB", format: "%.0f", chart: br.title + ": proxy CPU µs per MiB (lower is better)"},
 				{key: "user", head: "user-space µs/MiB", format: "%.0f"},
+				{key: "backend", head: "backend CPU µs/MiB", format: "%.0f"},
+				{key: "both", head: "proxy + backend CPU µs/MiB", format: "%.0f"},
 				{key: "errors", head: "errors", format: "%.0f", noRatio: true},
 			}}
 		err := measureTable(c, ts, t, func(name string) (map[string]float64, error) {
@@ -157,7 +160,7 @@ func measureBodies(c config, ts map[string]*target, loadCPU int) ([]*table, erro
 			args := []string{"bytes", "-addr", tg.addr, "-target", br.target, "-size", strconv.Itoa(br.size),
 				"-conns", strconv.Itoa(br.conns), "-upload=" + strconv.FormatBool(br.upload)}
 			var r bytesResult
-			cpu, err := measureLoadgen(c, tg.pids(), loadCPU, &r, args)
+			cpu, backendCPU, err := measureLoadgen(c, tg.pids(), tg.backendPID, loadCPU, &r, args)
 			if err != nil {
 				return nil, err
 			}
@@ -165,10 +168,12 @@ func measureBodies(c config, ts map[string]*target, loadCPU int) ([]*table, erro
 				return nil, fmt.Errorf("no transfer completed: %s", r.FirstError)
 			}
 			mib := float64(r.Bytes) / (1 << 20)
-			v := map[string]float64{"mibs": mib / r.Elapsed.Seconds(), "errors": float64(r.Errors)}
+			v := map[string]float64{"mibs": mib / r.Elapsed.Seconds(), "errors": float64(r.Errors),
+				"backend": float64(backendCPU.Total().Nanoseconds()) / 1e3 / mib}
 			if tg.proxyPIDs != nil {
 				v["cpu"] = float64(cpu.Total().Nanoseconds()) / 1e3 / mib
 				v["user"] = float64(cpu.User.Nanoseconds()) / 1e3 / mib
+				v["both"] = v["cpu"] + v["backend"]
 			}
 			return v, nil
 		})

@@ -76,14 +76,23 @@ func runLoadgen(cpu int, out any, args ...string) error {
 
 // measureLoadgen runs the load generator with args for c.warmup, not
 // counted, then for c.duration, whose result it decodes into out, and
-// returns the CPU time pids used during that second run.
-func measureLoadgen(c config, pids []int, loadCPU int, out any, args []string) (harness.CPU, error) {
+// returns the CPU time pids used during that second run, and the time
+// backend (0: none) used.
+func measureLoadgen(c config, pids []int, backend int, loadCPU int, out any, args []string) (proxy, backendCPU harness.CPU, err error) {
 	if err := runLoadgen(loadCPU, out, append(args, "-duration", c.warmup.String())...); err != nil {
-		return harness.CPU{}, err
+		return harness.CPU{}, harness.CPU{}, err
 	}
-	return cpuDuring(pids, func() error {
-		return runLoadgen(loadCPU, out, append(args, "-duration", c.duration.String())...)
+	var backendPIDs []int
+	if backend != 0 {
+		backendPIDs = []int{backend}
+	}
+	backendCPU, err = cpuDuring(backendPIDs, func() error {
+		proxy, err = cpuDuring(pids, func() error {
+			return runLoadgen(loadCPU, out, append(args, "-duration", c.duration.String())...)
+		})
+		return err
 	})
+	return proxy, backendCPU, err
 }
 
 // cpuDuring returns the CPU time pids used while load ran.

@@ -128,7 +128,7 @@ func measureHandshakes(c config, ts map[string]*target, loadCPU int) (*table, er
 		for _, resume := range []bool{false, true} {
 			args := []string{"handshake", "-addr", tg.tlsAddr, "-conns", strconv.Itoa(handshakeConns), "-resume=" + strconv.FormatBool(resume)}
 			var r handshakeResult
-			cpu, err := measureLoadgen(c, tg.pids(), loadCPU, &r, args)
+			cpu, _, err := measureLoadgen(c, tg.pids(), 0, loadCPU, &r, args)
 			if err != nil {
 				return nil, err
 			}
