@@ -66,7 +66,8 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// MaxConnsPerBackend bounds the keep-alive pool to one backend process:
 	// the most requests that process sees at once. With Sockmap, uploads
-	// larger than its QueueLimit have a pool of their own with the same
+	// of known length that bypass it (sockmap.go: larger than its
+	// QueueLimit minus 64 KiB) have a pool of their own with the same
 	// bound. Default 512.
 	MaxConnsPerBackend int
 	// MaxTunnelsPerBackend bounds the WebSocket tunnels open at once to one
@@ -100,9 +101,10 @@ type Config struct {
 	Observer Observer
 
 	// Sockmap, if not nil, is the eBPF sockmap fast path the backend
-	// connections take (loopgate passes its *bpf.Accel): a backend
-	// connection that carries a response body larger than its QueueLimit
-	// is released from it and closed after the body (sockmap.go).
+	// connections take (loopgate passes its *bpf.Accel): a body larger
+	// than its QueueLimit minus 64 KiB keeps off its redirection
+	// (sockmap.go: a response's backend connection is released from it
+	// and closed after the body, an upload takes a pool of its own).
 	// Default: none (plain loopback TCP).
 	Sockmap Sockmap
 

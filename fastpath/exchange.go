@@ -105,14 +105,14 @@ type exchange struct {
 	bodySent atomic.Bool // the pump is writing, or wrote, the body's last byte; its report on pumpDone follows
 
 	// response body state (relay.go)
-	kind      bodyKind
-	remaining int64 // bodyFixed: bytes left; bodyChunked: bytes left in chunk
-	chunkErr  error // a chunk's trailing CRLF was bad
-	bodyEnd   bool  // the backend's body ended cleanly
-	sendArmed bool  // armSend set the client's send deadline; WriteTo has not written since
-	sendTimed bool  // armSend gave the client's writes the send timeout: nothing to renew
-	releaseAt int64 // release the connection from the sockmap once bytesOut reaches it (sockmap.go); 0: not to be
-	backendOK bool  // the backend connection can carry another request
+	kind        bodyKind
+	remaining   int64 // bodyFixed: bytes left; bodyChunked: bytes left in chunk
+	chunkErr    error // a chunk's trailing CRLF was bad
+	bodyEnd     bool  // the backend's body ended cleanly
+	sendArmed   bool  // armSend set the client's send deadline; WriteTo has not written since
+	sendTimed   bool  // armSend gave the client's writes the send timeout: nothing to renew
+	releaseLate bool  // release the connection from the sockmap once bytesOut bypasses it (sockmap.go)
+	backendOK   bool  // the backend connection can carry another request
 
 	status   int
 	bytesOut int64
@@ -157,7 +157,7 @@ func (x *exchange) finish() {
 		bufPool.Put(x.pumpBuf)
 	}
 	if x.handle != nil {
-		if x.backendOK && x.bodyEnd && x.consumed && x.br != nil && x.br.Buffered() == 0 {
+		if x.backendOK && x.bodyEnd && x.consumed && x.br != nil && x.br.Buffered() == 0 && !x.uploadOffSockmap() {
 			x.up.put(x.pool, x.handle)
 		} else {
 			x.up.drop(x.pool, x.handle)

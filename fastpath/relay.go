@@ -175,7 +175,7 @@ func (x *exchange) consume(n int) {
 	}
 	_, _ = x.br.Discard(n)
 	x.bytesOut += int64(n)
-	if x.releaseAt > 0 && x.bytesOut >= x.releaseAt {
+	if x.releaseLate && x.bypassesSockmap(x.bytesOut) {
 		x.releaseBulk()
 	}
 	switch x.kind {

@@ -1,7 +1,9 @@
-// The eBPF sockmap as forwarding sees it: a backend connection that
+// The eBPF sockmap as forwarding sees it: one decision, bypassesSockmap,
+// of which bodies keep off its redirection. A backend connection that
 // carries a large response body is released from the sockmap's TCP
 // fallback (bpf.Accel.Release) and closed after the body; a large upload
-// goes over a connection kept out of the sockmap (bpf.Accel.Exclude).
+// goes over a connection kept out of the sockmap (bpf.Accel.Exclude), or,
+// chunked, closes its redirected connection after it.
 
 package fastpath
 
@@ -26,34 +28,65 @@ type Sockmap interface {
 	Exclude(fd int) error
 }
 
-// bulkUpload reports a request body large enough for the backend, reading
-// it, to fall behind the sockmap's queue limit: it goes over a connection
-// of the bulk pool, which the sockmap leaves alone. Once the writer's end
-// of an accelerated connection goes over to the sockmap's TCP path it
-// cannot leave it safely (the backend may answer at any time), and that
-// path costs more per byte than plain TCP; a body of unknown length
-// (chunked) takes the main pool.
-func (x *exchange) bulkUpload() bool {
+// sockmapHeadroom is what shares the reader's queue with a body: the
+// request or response head (up to MaxHeaderBytes or
+// MaxResponseHeaderBytes, 16 KiB by default) and chunk framing, with room
+// to spare. In bytes.
+const sockmapHeadroom = 64 << 10
+
+// bypassesSockmap is the one decision of whether a body of n bytes keeps
+// off the sockmap's redirection: true when n exceeds QueueLimit minus
+// sockmapHeadroom (4 MiB - 64 KiB with bpf's default queue limit), the
+// least body that, with its head, can leave its reader more than
+// QueueLimit behind. A smaller body cannot push its connection onto the
+// sockmap's TCP fallback, so it stays redirected, which costs less than
+// plain TCP when the reader keeps up: 1 MiB responses took 0.75x the CPU
+// per MiB of plain TCP (loopgate plus its backend, interleaved medians,
+// bench/cmd/compare -rows bodies). Lower thresholds cost more: with 256
+// KiB, every 1 MiB response released and closed its backend connection,
+// and cost 1.11x plain TCP (the dials and the fallback path). A larger
+// body takes what costs no more than plain TCP: an upload of known length
+// a connection of the bulk pool, which the sockmap leaves alone (Exclude);
+// a response its connection released (Release) and closed after it; a
+// chunked upload, whose length is known only at its end, the redirected
+// connection it started on, which is then closed, not pooled.
+func (x *exchange) bypassesSockmap(n int64) bool {
 	sm := x.s.cfg.Sockmap
-	return sm != nil && x.reqBody == reqBodySized && x.reqLen > int64(sm.QueueLimit())
+	return sm != nil && n > int64(sm.QueueLimit())-sockmapHeadroom
 }
 
-// bulkBody decides, once the response head is in, whether the body is
-// large enough for its reader (loopgate, paced by the client) to fall
-// behind the sockmap's queue limit: a Content-Length past the limit
-// releases the connection now, a chunked or close-delimited body once
-// that many bytes went by (releaseAt, checked by consume).
+// bulkUpload reports a request body of known length that bypasses the
+// sockmap: it goes over a connection of the bulk pool. Once the writer's
+// end of a redirected connection has gone over to the sockmap's TCP path
+// it cannot leave it (the backend may answer at any time), and that path
+// costs more per byte than plain TCP, for every later request on the
+// connection too.
+func (x *exchange) bulkUpload() bool {
+	return x.reqBody == reqBodySized && x.bypassesSockmap(x.reqLen)
+}
+
+// uploadOffSockmap reports a chunked request body, streamed over a
+// redirected connection (sized ones that large took the bulk pool), that
+// may have left the backend's reader far enough behind for loopgate's end
+// to go over to the sockmap's TCP path for good: that connection is closed
+// after the exchange, not pooled.
+func (x *exchange) uploadOffSockmap() bool {
+	return x.reqBody == reqBodyChunked && x.bypassesSockmap(x.bytesIn)
+}
+
+// bulkBody decides, once the response head is in, whether the body
+// bypasses the sockmap: a Content-Length that does releases the connection
+// now, a chunked or close-delimited body once enough bytes went by
+// (releaseLate, checked by consume).
 func (x *exchange) bulkBody(size int) {
-	sm := x.s.cfg.Sockmap
-	if sm == nil || x.h2s != nil || x.bodyEnd {
+	if x.s.cfg.Sockmap == nil || x.h2s != nil || x.bodyEnd {
 		return
 	}
-	limit := sm.QueueLimit()
 	switch {
-	case x.kind == bodyFixed && size > limit:
+	case x.kind == bodyFixed && x.bypassesSockmap(int64(size)):
 		x.releaseBulk()
 	case x.kind == bodyChunked || x.kind == bodyUntilClose:
-		x.releaseAt = int64(limit)
+		x.releaseLate = true
 	}
 }
 
@@ -62,7 +95,7 @@ func (x *exchange) bulkBody(size int) {
 // body were sent (respond waited for the pump), and the connection is
 // closed, not pooled, after the body.
 func (x *exchange) releaseBulk() {
-	x.releaseAt = 0
+	x.releaseLate = false
 	x.backendOK = false
 	local, lok := x.conn.LocalAddr().(*net.TCPAddr)
 	remote, rok := x.conn.RemoteAddr().(*net.TCPAddr)

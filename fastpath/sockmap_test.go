@@ -46,7 +46,10 @@ func (f *fakeSockmap) counts() (released, excluded int) {
 // released and that connection is not reused; a smaller one keeps the
 // pooled connection. An upload larger than QueueLimit goes over a
 // connection the sockmap excluded before it connected, a smaller one over
-// the ordinary pool.
+// the ordinary pool. A chunked upload larger than QueueLimit minus the
+// headroom (its redirected connection may have gone over to the sockmap's
+// TCP path for good) closes its connection after the exchange; a smaller
+// one leaves it pooled.
 func TestSockmapBulkBodies(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
@@ -69,13 +72,17 @@ func TestSockmapBulkBodies(t *testing.T) {
 	t.Cleanup(backend.Close)
 	sm := &fakeSockmap{}
 	h := newHarness(t, Config{Sockmap: sm}, "/")
-	h.backend("/", strings.TrimPrefix(backend.URL, "http://"))
+	fb := h.backend("/", strings.TrimPrefix(backend.URL, "http://"))
 	c := h.client()
+	chunked := false // send the next bodies without a Content-Length
 	do := func(method, path string, body int) (conn string) {
 		t.Helper()
 		var rd io.Reader
 		if body > 0 {
 			rd = bytes.NewReader(make([]byte, body))
+			if chunked {
+				rd = io.MultiReader(rd) // hides the length from net/http
+			}
 		}
 		req, _ := http.NewRequest(method, h.url(path), rd)
 		resp, err := c.Do(req)
@@ -95,8 +102,16 @@ func TestSockmapBulkBodies(t *testing.T) {
 	if again := do("GET", "/?n=1048576", 0); again != small {
 		t.Errorf("two 1 MiB responses: backend connections %s then %s, want the pooled one reused", small, again)
 	}
+	for range 8 {
+		if again := do("GET", "/?n=1048576", 0); again != small {
+			t.Fatalf("1 MiB responses one after another: backend connections %s then %s, want the pooled one reused", small, again)
+		}
+	}
 	if r, _ := sm.counts(); r != 0 {
 		t.Errorf("1 MiB responses: %d released, want none", r)
+	}
+	if n := fb.up.conns(); n != 1 {
+		t.Errorf("after ten 1 MiB responses on one client connection: %d backend connections, want 1", n)
 	}
 	big := do("GET", "/?n=5242880", 0)
 	if r, _ := sm.counts(); r != 1 || sm.released[0].String() != strings.TrimPrefix(backend.URL, "http://") {
@@ -122,5 +137,24 @@ func TestSockmapBulkBodies(t *testing.T) {
 	}
 	if _, e := sm.counts(); e != 1 {
 		t.Errorf("a second 5 MiB upload dialed again: %d exclusions, want 1", e)
+	}
+
+	chunked = true
+	pooled := do("GET", "/?n=10", 0)
+	if got := do("POST", "/?n=10", 1<<20); got != pooled {
+		t.Errorf("a 1 MiB chunked upload: backend connection %s, want the pooled %s", got, pooled)
+	}
+	if next := do("GET", "/?n=10", 0); next != pooled {
+		t.Errorf("after a 1 MiB chunked upload: backend connection %s, want %s again", next, pooled)
+	}
+	bulk := do("POST", "/?n=10", 5<<20)
+	if bulk != pooled {
+		t.Errorf("a 5 MiB chunked upload: backend connection %s, want the pooled %s (its length is not known up front)", bulk, pooled)
+	}
+	if next := do("GET", "/?n=10", 0); next == bulk {
+		t.Errorf("the connection a 5 MiB chunked upload went over (%s) was pooled again", bulk)
+	}
+	if _, e := sm.counts(); e != 1 {
+		t.Errorf("chunked uploads: %d exclusions in all, want 1 (they take the main pool)", e)
 	}
 }

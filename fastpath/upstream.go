@@ -50,8 +50,8 @@ type upstream struct {
 	// h2 is the h2c pool (h2c.go), made by the first request to an app
 	// with backendProtocol="h2c"; nil until then.
 	h2 atomic.Pointer[h2cPool]
-	// bulk is the pool for uploads larger than the sockmap's QueueLimit,
-	// whose connections stay out of the sockmap (sockmap.go); nil without
+	// bulk is the pool for uploads that bypass the sockmap
+	// (bypassesSockmap), whose connections stay out of it; nil without
 	// Config.Sockmap. Its connections count in busy and it has its own
 	// MaxConnsPerBackend.
 	bulk *bulkPool

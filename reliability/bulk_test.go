@@ -27,23 +27,7 @@ import (
 func TestAccelBulkSlowClient(t *testing.T) {
 	bpftest.Require(t)
 	const size = 64 << 20
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`<?xml version="1.0" encoding="utf-8"?>
-<configuration>
-  <system.webServer>
-    <security><requestFiltering><requestLimits maxAllowedContentLength="%d" /></requestFiltering></security>
-    <aspNetCore processPath=%q shutdownTimeLimit="2" startupTimeLimit="10" processesPerApplication="1" />
-  </system.webServer>
-</configuration>
-`, 2*size, loopgatetest.Program(t, backendPkg))
-	if err := os.WriteFile(filepath.Join(dir, "web.config"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l := startLoopgate(t, loopgatetest.Options{Args: []string{"--access-log=false", "--accel", "on", dir}})
-	if code, body, err := get(client(t, 10*time.Second), l.URL("/")); err != nil || code != 200 {
-		t.Fatalf("first GET / (starts the backend): %d %q %v", code, body, err)
-	}
-	loopgatetest.KillAtCleanup(t, l.WaitReady(t, 1, 5*time.Second)...)
+	l := startAccelOn(t, 2*size)
 
 	// testbackend's /big: byte(i) in each MiB.
 	mib := make([]byte, 1<<20)
@@ -93,6 +77,93 @@ func TestAccelBulkSlowClient(t *testing.T) {
 	}
 	if now := l.Status(t).Acceleration; now.Redirected != acc.Redirected || now.Passed != acc.Passed {
 		t.Errorf("64 MiB upload: sockmap messages redirected %d, passed %d before; %d, %d after: want the upload's connection kept out of the sockmap", acc.Redirected, acc.Passed, now.Redirected, now.Passed)
+	}
+}
+
+// startAccelOn starts loopgate with --accel on in front of testbackend,
+// with maxAllowedContentLength maxBody, and has the backend started.
+func startAccelOn(t *testing.T, maxBody int) *loopgatetest.Process {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`<?xml version="1.0" encoding="utf-8"?>
+<configuration>
+  <system.webServer>
+    <security><requestFiltering><requestLimits maxAllowedContentLength="%d" /></requestFiltering></security>
+    <aspNetCore processPath=%q shutdownTimeLimit="2" startupTimeLimit="10" processesPerApplication="1" />
+  </system.webServer>
+</configuration>
+`, maxBody, loopgatetest.Program(t, backendPkg))
+	if err := os.WriteFile(filepath.Join(dir, "web.config"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := startLoopgate(t, loopgatetest.Options{Args: []string{"--access-log=false", "--accel", "on", dir}})
+	if code, body, err := get(client(t, 10*time.Second), l.URL("/")); err != nil || code != 200 {
+		t.Fatalf("first GET / (starts the backend): %d %q %v", code, body, err)
+	}
+	loopgatetest.KillAtCleanup(t, l.WaitReady(t, 1, 5*time.Second)...)
+	return l
+}
+
+// TestAccelChunkedUploadThenSmall: through --accel on, a 16 MiB chunked
+// upload to a backend that reads it only after 300 ms leaves loopgate's end
+// of that backend connection on the sockmap's TCP fallback (its length was
+// not known up front, so it took a redirected connection). The answer is
+// intact, and the small GET that follows on the same client connection is
+// redirected, not sent over that fallback: the connection was closed after
+// the upload instead of pooled.
+func TestAccelChunkedUploadThenSmall(t *testing.T) {
+	bpftest.Require(t)
+	const size = 16 << 20
+	l := startAccelOn(t, 2*size)
+	body := make([]byte, size)
+	var sum uint32
+	for i := range body {
+		body[i] = byte(i * 7)
+		sum += uint32(body[i])
+	}
+	conn := dialRaw(t, l.Front, time.Minute)
+	br := bufio.NewReader(conn)
+	roundTrip := func(req string, body []byte) string {
+		t.Helper()
+		werr := make(chan error, 1)
+		go func() {
+			_, err := io.WriteString(conn, req)
+			for b := body; err == nil && len(b) > 0; b = b[min(len(b), 256<<10):] {
+				_, err = fmt.Fprintf(conn, "%x\r\n%s\r\n", min(len(b), 256<<10), b[:min(len(b), 256<<10)])
+			}
+			if err == nil && body != nil {
+				_, err = io.WriteString(conn, "0\r\n\r\n")
+			}
+			werr <- err
+		}()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%q: reading the answer: %v", req, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%q: %s %q %v", req, resp.Status, got, err)
+		}
+		if err := <-werr; err != nil {
+			t.Fatalf("%q: sending: %v", req, err)
+		}
+		return string(got)
+	}
+	before := l.Status(t).Acceleration
+	got := roundTrip("POST /upload?ms=300 HTTP/1.1\r\nHost: bulk\r\nTransfer-Encoding: chunked\r\n\r\n", body)
+	if want := fmt.Sprintf("n=%d sum=%d", size, sum); got != want {
+		t.Fatalf("16 MiB chunked upload: backend answered %q, want %q", got, want)
+	}
+	after := l.Status(t).Acceleration
+	if after.Fallbacks <= before.Fallbacks {
+		t.Fatalf("16 MiB chunked upload to a backend that waits 300 ms: sockmap fallbacks %d before, %d after; want the upload's connection sent back to TCP (the case under test did not happen)", before.Fallbacks, after.Fallbacks)
+	}
+	if got := roundTrip("GET /pid HTTP/1.1\r\nHost: bulk\r\n\r\n", nil); got == "" {
+		t.Fatal("GET /pid after the upload: empty answer")
+	}
+	if now := l.Status(t).Acceleration; now.Passed != after.Passed || now.Redirected <= after.Redirected {
+		t.Errorf("GET after a chunked upload that fell back: sockmap messages passed %d, redirected %d before it; %d, %d after: want it redirected, not over the fallback (the upload's connection pooled again)", after.Passed, after.Redirected, now.Passed, now.Redirected)
 	}
 }
 

@@ -28,8 +28,9 @@
 //	GET  /slow?ms=N         answers "slow done pid=N\n" after N ms
 //	GET  /big?mb=N          N MiB of body (Content-Length), for slow readers
 //	GET  /stream?chunks=N   N lines, each flushed, 5 ms apart (chunked)
-//	POST /upload            reads the body and answers "n=<bytes> sum=<sum of
-//	                        the bytes mod 2^32>"
+//	POST /upload[?ms=N]     reads the body (after N ms: a reader that falls
+//	                        behind) and answers "n=<bytes> sum=<sum of the
+//	                        bytes mod 2^32>"
 //	POST /echo              answers with the request body (read whole first)
 //	GET  /ws                WebSocket echo
 //	GET  /listened          when the listener was bound, unix nanoseconds

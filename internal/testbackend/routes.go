@@ -131,6 +131,9 @@ func routes(port string, logRequests bool, sessions *sync.WaitGroup) *http.Serve
 		}
 	})
 	mux.HandleFunc("POST /upload", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("ms") && !sleep(w, r) {
+			return
+		}
 		var n int64
 		var sum uint32
 		buf := make([]byte, 32<<10)
