@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/loopgate/loopgate/internal/sockio"
@@ -111,13 +112,22 @@ func (x *exchange) startPump() {
 	}
 	go func() {
 		err := x.pump(head)
-		if err != nil {
+		if err != nil && !appClosed(err) {
 			// The request cannot complete: the backend must see it cut
 			// short, and the response read waiting on it must end.
 			_ = x.conn.Close()
 		}
 		x.pumpDone <- err
 	}()
+}
+
+// appClosed reports a pump error that says the app closed its connection
+// (the write met its reset or its end): the response read ends by itself,
+// after whatever the app answered before it closed, which a close here
+// would throw away (an app that refuses an upload with 403 or 413 and
+// closes got its client a 502 instead, about once in a hundred).
+func appClosed(err error) bool {
+	return errors.Is(err, errBodyCut) && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET))
 }
 
 // pump streams the body; head is headFields of an HTTP/1.1 client's

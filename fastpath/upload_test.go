@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -99,6 +100,75 @@ func TestTooLargeAnswerReachesUploader(t *testing.T) {
 			t.Fatalf("attempt %d: status %d, want 413", i, resp.StatusCode)
 		}
 	}
+}
+
+// TestEarlyAnswerDuringUpload: an app that answers a streamed upload
+// without reading it and closes its connection (403 for a refused upload,
+// 413 for one too large) gets its answer to the client, even when the
+// body's next write meets the app's close before the answer was read. That
+// write's EPIPE or reset used to close the connection under the response
+// read, and the client got 502.3 "closed the connection without answering"
+// in about one attempt in a hundred.
+func TestEarlyAnswerDuringUpload(t *testing.T) {
+	early := rawBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := br.ReadString('\n'); err == nil {
+			io.WriteString(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
+			// A reset right after the answer, so that the body's next
+			// write fails at once: the race is lost more often.
+			c.(*net.TCPConn).SetLinger(0)
+		}
+	})
+	h := newHarness(t, Config{}, "/")
+	h.backend("/", early)
+	body := strings.Repeat("x", smallBodyBytes+1)
+	req := fmt.Sprintf("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s", 10*len(body), body)
+	// Four clients at a time, so that the pump and the response read are
+	// scheduled in every order.
+	var wg sync.WaitGroup
+	errs := make(chan string, 4)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 250 {
+				c, err := net.Dial("tcp", h.addr)
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				r, got, err := postOnce(c, req)
+				c.Close()
+				if err != nil {
+					errs <- fmt.Sprintf("client %d attempt %d: %v", w, i, err)
+					return
+				}
+				if r.StatusCode != 403 || string(got) != "no" || !r.Close {
+					errs <- fmt.Sprintf("client %d attempt %d: %d %q, Connection: close %v", w, i, r.StatusCode, got, r.Close)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+// postOnce sends req on c and reads the response and its body.
+func postOnce(c net.Conn, req string) (*http.Response, []byte, error) {
+	if _, err := io.WriteString(c, req); err != nil {
+		return nil, nil, err
+	}
+	r, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "POST"})
+	if err != nil {
+		return nil, nil, err
+	}
+	got, err := io.ReadAll(r.Body)
+	return r, got, err
 }
 
 // TestStreamedUploadKeepsAlive: a streamed request body (over
