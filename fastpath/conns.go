@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
+	"github.com/loopgate/loopgate/configload"
 	"github.com/loopgate/loopgate/internal/sockio"
 )
 
@@ -313,6 +314,26 @@ type trackedConn struct {
 	parkDeadline atomic.Int64
 
 	holdClose atomic.Bool // the next Close does nothing: a polled tunnel goes on with it (tunnelpoll.go)
+
+	// xff is the client's X-Forwarded-For entry in each forwardedForFormat,
+	// formatted by its first request that needs it; owned by the serving
+	// goroutine.
+	xff [2][]byte
+}
+
+// forwardedFor returns the client's X-Forwarded-For entry (remote, the
+// request's RemoteAddr, in format), formatted once per connection: its
+// peer does not change, and formatting the address cost about 1.5 % of
+// loopgate's user-space CPU per small GET.
+func (c *trackedConn) forwardedFor(remote net.Addr, format configload.ForwardedForFormat) []byte {
+	i := 0
+	if format == configload.ForwardedForIP {
+		i = 1
+	}
+	if c.xff[i] == nil {
+		c.xff[i] = appendForwardedFor(nil, remote, format)
+	}
+	return c.xff[i]
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {

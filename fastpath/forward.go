@@ -258,6 +258,9 @@ func (x *exchange) send() (stage, error) {
 	ctx, conn := x.ctx, x.conn
 	in := headInput{target: x.target, token: x.b.Token(), remote: ctx.RemoteAddr(), local: ctx.LocalAddr(), https: ctx.IsTLS(), body: x.reqBody, contentLength: x.reqLen,
 		forwardedFor: x.spec.ForwardedForFormat}
+	if tc := tracked(ctx.Conn()); tc != nil {
+		in.remoteEntry = tc.forwardedFor(in.remote, in.forwardedFor)
+	}
 	if in.https && x.s.clientCAs {
 		if tc, ok := ctx.Conn().(connStater); ok {
 			if st := tc.ConnectionState(); len(st.VerifiedChains) > 0 {

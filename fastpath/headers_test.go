@@ -239,3 +239,31 @@ func TestForwardedForFormatIP(t *testing.T) {
 		t.Errorf("X-Forwarded-For %q, want the client's entry and 127.0.0.1", v)
 	}
 }
+
+// TestForwardedForFormatPerRequest: the client's entry, formatted once per
+// connection, follows the app's forwardedForFormat on each request of a
+// keep-alive connection.
+func TestForwardedForFormatPerRequest(t *testing.T) {
+	h := newHarness(t, Config{}, "/")
+	addr, got := capturingBackend(t, okResponse)
+	h.backend("/", addr)
+	c := dialRaw(t, h.addr)
+	port := strconv.Itoa(c.c.LocalAddr().(*net.TCPAddr).Port)
+	for i, tc := range []struct {
+		format configload.ForwardedForFormat
+		want   string
+	}{
+		{configload.ForwardedForIPPort, "127.0.0.1:" + port},
+		{configload.ForwardedForIP, "127.0.0.1"},
+		{configload.ForwardedForIPPort, "127.0.0.1:" + port},
+		{configload.ForwardedForIP, "127.0.0.1"},
+	} {
+		h.setSpec("/", func(s *configload.AppSpec) { s.ForwardedForFormat = tc.format })
+		if resp, _ := c.roundTrip("GET / HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 {
+			t.Fatalf("request %d: status %d", i, resp.StatusCode)
+		}
+		if v := recv(t, got).values("X-Forwarded-For"); len(v) != 1 || v[0] != tc.want {
+			t.Errorf("request %d: X-Forwarded-For %q, want %q", i, v, tc.want)
+		}
+	}
+}

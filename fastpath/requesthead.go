@@ -16,12 +16,15 @@ import (
 
 // headInput is what appendRequestHead adds to the client's headers.
 type headInput struct {
-	target     []byte // the request target (requestline.go); nil: the client's
-	token      string
-	remote     net.Addr
-	local      net.Addr // the address the client connected to: the Host of a request without one
-	https      bool
-	clientCert []byte // verified client certificate DER, or nil
+	target []byte // the request target (requestline.go); nil: the client's
+	token  string
+	remote net.Addr
+	// remoteEntry is remote as forwardedFor writes it, formatted once per
+	// connection (trackedConn.forwardedFor); nil: formatted here.
+	remoteEntry []byte
+	local       net.Addr // the address the client connected to: the Host of a request without one
+	https       bool
+	clientCert  []byte // verified client certificate DER, or nil
 	// forwardedFor is the app's forwardedForFormat: ip:port or ip alone.
 	forwardedFor configload.ForwardedForFormat
 	// body is the framing to declare: Content-Length (contentLength
@@ -68,7 +71,11 @@ func appendRequestHead(dst []byte, h *fasthttp.RequestHeader, ri *reqInfo, in *h
 	if ri.hasXFF {
 		dst = appendValues(dst, h.RawHeaders(), "x-forwarded-for")
 	}
-	dst = appendForwardedFor(dst, in.remote, in.forwardedFor)
+	if in.remoteEntry != nil {
+		dst = append(dst, in.remoteEntry...)
+	} else {
+		dst = appendForwardedFor(dst, in.remote, in.forwardedFor)
+	}
 	dst = append(dst, "\r\nX-Forwarded-Proto: "...)
 	if ri.hasXFP {
 		dst = appendValues(dst, h.RawHeaders(), "x-forwarded-proto")
