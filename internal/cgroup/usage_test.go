@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 )
 
@@ -17,7 +18,13 @@ func TestPrivateMemory(t *testing.T) {
 	}
 
 	before := PrivateRSS(os.Getpid())
-	b := make([]byte, 64<<20)
+	// Mapped here, not from the Go heap, whose pages an earlier run of the
+	// test (-count) may have left resident.
+	b, err := syscall.Mmap(-1, 0, 64<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Munmap(b)
 	for i := 0; i < len(b); i += 4096 {
 		b[i] = 1
 	}
@@ -31,7 +38,6 @@ func TestPrivateMemory(t *testing.T) {
 	if n, src := privateMemory(dir); src != "RssAnon" || n < 60<<20 {
 		t.Errorf("from cgroup.procs: %d %s", n, src)
 	}
-	b[len(b)-1] = 2 // keep b alive until here
 }
 
 // TestV1Memory: the memory use and OOM kill count of a cgroup v1 mirror
