@@ -67,8 +67,8 @@ type Config struct {
 	// MaxConnsPerBackend bounds the keep-alive pool to one backend process:
 	// the most requests that process sees at once. With Sockmap, uploads
 	// of known length that bypass it (sockmap.go: larger than its
-	// QueueLimit minus 64 KiB) have a pool of their own with the same
-	// bound. Default 512.
+	// QueueLimit minus 128 KiB with the default header limits) have a pool
+	// of their own with the same bound. Default 512.
 	MaxConnsPerBackend int
 	// MaxTunnelsPerBackend bounds the WebSocket tunnels open at once to one
 	// backend process. A tunnel leaves MaxConnsPerBackend's pool once the
@@ -102,9 +102,10 @@ type Config struct {
 
 	// Sockmap, if not nil, is the eBPF sockmap fast path the backend
 	// connections take (loopgate passes its *bpf.Accel): a body larger
-	// than its QueueLimit minus 64 KiB keeps off its redirection
-	// (sockmap.go: a response's backend connection is released from it
-	// and closed after the body, an upload takes a pool of its own).
+	// than its QueueLimit minus 128 KiB (with the default header limits)
+	// keeps off its redirection (sockmap.go: a response's backend
+	// connection is released from it and closed after the body, an upload
+	// takes a pool of its own).
 	// Default: none (plain loopback TCP).
 	Sockmap Sockmap
 

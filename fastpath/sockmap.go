@@ -28,16 +28,16 @@ type Sockmap interface {
 	Exclude(fd int) error
 }
 
-// sockmapHeadroom is what shares the reader's queue with a body: the
-// request or response head (up to MaxHeaderBytes or
-// MaxResponseHeaderBytes, 16 KiB by default) and chunk framing, with room
-// to spare. In bytes.
+// sockmapHeadroom is what shares the reader's queue with a body besides
+// the longest head loopgate accepts (MaxHeaderBytes, MaxResponseHeaderBytes):
+// the headers loopgate adds to a request and chunk framing, with room to
+// spare. In bytes.
 const sockmapHeadroom = 64 << 10
 
 // bypassesSockmap is the one decision of whether a body of n bytes keeps
-// off the sockmap's redirection: true when n exceeds QueueLimit minus
-// sockmapHeadroom (4 MiB - 64 KiB with bpf's default queue limit), the
-// least body that, with its head, can leave its reader more than
+// off the sockmap's redirection: true when n exceeds QueueLimit minus the
+// longest head and sockmapHeadroom (4 MiB - 128 KiB with the defaults),
+// the least body that, with its head, can leave its reader more than
 // QueueLimit behind. A smaller body cannot push its connection onto the
 // sockmap's TCP fallback, so it stays redirected, which costs less than
 // plain TCP when the reader keeps up: 1 MiB responses took 0.75x the CPU
@@ -51,8 +51,12 @@ const sockmapHeadroom = 64 << 10
 // chunked upload, whose length is known only at its end, the redirected
 // connection it started on, which is then closed, not pooled.
 func (x *exchange) bypassesSockmap(n int64) bool {
-	sm := x.s.cfg.Sockmap
-	return sm != nil && n > int64(sm.QueueLimit())-sockmapHeadroom
+	cfg := &x.s.cfg
+	if cfg.Sockmap == nil {
+		return false
+	}
+	head := max(cfg.MaxHeaderBytes, cfg.MaxResponseHeaderBytes) + sockmapHeadroom
+	return n > int64(cfg.Sockmap.QueueLimit()-head)
 }
 
 // bulkUpload reports a request body of known length that bypasses the

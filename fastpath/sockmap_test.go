@@ -46,7 +46,8 @@ func (f *fakeSockmap) counts() (released, excluded int) {
 // released and that connection is not reused; a smaller one keeps the
 // pooled connection. An upload larger than QueueLimit goes over a
 // connection the sockmap excluded before it connected, a smaller one over
-// the ordinary pool. A chunked upload larger than QueueLimit minus the
+// the ordinary pool. The head counts: a body that with a long head (up to
+// MaxResponseHeaderBytes) exceeds QueueLimit is released too. A chunked upload larger than QueueLimit minus the
 // headroom (its redirected connection may have gone over to the sockmap's
 // TCP path for good) closes its connection after the exchange; a smaller
 // one leaves it pooled.
@@ -56,6 +57,9 @@ func TestSockmapBulkBodies(t *testing.T) {
 		got, _ := io.Copy(io.Discard, r.Body)
 		w.Header().Set("X-Conn", r.RemoteAddr)
 		w.Header().Set("X-Got", strconv.FormatInt(got, 10))
+		if pad, _ := strconv.Atoi(r.URL.Query().Get("pad")); pad > 0 {
+			w.Header().Set("X-Pad", strings.Repeat("p", pad))
+		}
 		if r.URL.Path != "/chunked" {
 			w.Header().Set("Content-Length", strconv.Itoa(n))
 		}
@@ -71,7 +75,7 @@ func TestSockmapBulkBodies(t *testing.T) {
 	}))
 	t.Cleanup(backend.Close)
 	sm := &fakeSockmap{}
-	h := newHarness(t, Config{Sockmap: sm}, "/")
+	h := newHarness(t, Config{Sockmap: sm, MaxResponseHeaderBytes: 256 << 10}, "/")
 	fb := h.backend("/", strings.TrimPrefix(backend.URL, "http://"))
 	c := h.client()
 	chunked := false // send the next bodies without a Content-Length
@@ -120,9 +124,19 @@ func TestSockmapBulkBodies(t *testing.T) {
 	if next := do("GET", "/?n=10", 0); next == big {
 		t.Errorf("the connection released for a 5 MiB response (%s) was reused", big)
 	}
-	do("GET", "/chunked?n=5242880", 0)
+	// 4 MiB - 100 KiB of body after a 200 KiB head (MaxResponseHeaderBytes
+	// allows it): the two together can leave loopgate more than QueueLimit
+	// behind.
+	padded := do("GET", "/?n=4091904&pad=204800", 0)
 	if r, _ := sm.counts(); r != 2 {
-		t.Errorf("a 5 MiB chunked response: %d released in all, want 2", r)
+		t.Errorf("a 4 MiB - 100 KiB response with a 200 KiB head: %d released in all, want 2", r)
+	}
+	if next := do("GET", "/?n=10", 0); next == padded {
+		t.Errorf("the connection released for a 4 MiB - 100 KiB response (%s) was reused", padded)
+	}
+	do("GET", "/chunked?n=5242880", 0)
+	if r, _ := sm.counts(); r != 3 {
+		t.Errorf("a 5 MiB chunked response: %d released in all, want 3", r)
 	}
 	do("POST", "/?n=10", 1<<20)
 	if _, e := sm.counts(); e != 0 {
