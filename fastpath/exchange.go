@@ -74,12 +74,13 @@ type exchange struct {
 	route  *route
 	spec   *configload.AppSpec
 	ri     reqInfo
-	stream streamHooks // HTTP/2 only; nil for HTTP/1.1
-	h2s    *h2cStream  // the attempt's stream to an h2c app (h2c.go); nil otherwise
-	head   []byte      // request head sent to the backend (plus a small body)
-	target []byte      // the request target routed and forwarded (requestline.go): the client's, or tbuf
-	tbuf   []byte      // a target normalized by forwardedTarget
-	body   []byte      // a request body of at most smallBodyBytes
+	stream streamHooks  // HTTP/2 only; nil for HTTP/1.1
+	h2s    *h2cStream   // the attempt's stream to an h2c app (h2c.go); nil otherwise
+	head   []byte       // request head sent to the backend (plus a small body)
+	fields fieldScratch // the response head's fields while filterResponseHead reorders none
+	target []byte       // the request target routed and forwarded (requestline.go): the client's, or tbuf
+	tbuf   []byte       // a target normalized by forwardedTarget
+	body   []byte       // a request body of at most smallBodyBytes
 
 	b      Backend
 	up     *upstream

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -75,6 +76,104 @@ func TestResponseRulesAnyCase(t *testing.T) {
 		}
 	}
 }
+
+// TestResponseFieldOrder: the fields of a response reach the client in the
+// order the app sent them, same-name fields above all (RFC 9110 §5.3:
+// WWW-Authenticate's order is the app's preference), with the hop-by-hop
+// ones and Date dropped from among them. fasthttp's Del moved the last
+// field into a deleted one's place: a head ending in X-Dup: 1, X-Dup: 2
+// with a Date before them reached the client as 2, 1. Against a raw app,
+// Go's net/http, and Node's http module, which sends Connection:
+// keep-alive and Keep-Alive among its fields.
+func TestResponseFieldOrder(t *testing.T) {
+	const rawResp = "HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\nConnection: keep-alive\r\n" +
+		"WWW-Authenticate: Negotiate\r\nKeep-Alive: timeout=5\r\nWWW-Authenticate: NTLM\r\nX-A: 1\r\n" +
+		"Link: <a>; rel=preload\r\nX-B: 1\r\nLink: <b>; rel=preload\r\nX-Dup: 1\r\nX-Dup: 2\r\nContent-Length: 2\r\n\r\nok"
+	raw, _ := capturingBackend(t, rawResp)
+	goApp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h["Www-Authenticate"] = []string{"Negotiate", "NTLM"}
+		h["Link"] = []string{"<a>; rel=preload", "<b>; rel=preload"}
+		h["X-Dup"] = []string{"1", "2"}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(goApp.Close)
+	apps := map[string]string{"raw": raw, "net/http": strings.TrimPrefix(goApp.URL, "http://")}
+	if addr, ok := startNodeApp(t, fieldOrderNode); ok {
+		apps["node"] = addr
+	}
+	for name, addr := range apps {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, Config{}, "/")
+			h.backend("/", addr)
+			c := dialRaw(t, h.addr)
+			for i := range 2 { // the second on a response header fasthttp reuses
+				c.send(get("a", "/"))
+				var lines []string
+				for {
+					l, err := c.br.ReadString('\n')
+					if err != nil {
+						t.Fatal(err)
+					}
+					if l == "\r\n" {
+						break
+					}
+					lines = append(lines, strings.TrimRight(l, "\r\n"))
+				}
+				if _, err := c.br.Discard(2); err != nil { // "ok"
+					t.Fatal(err)
+				}
+				var fields []string // the ordinary fields, in order
+				byName := map[string][]string{}
+				dates := 0
+				for _, l := range lines[1:] {
+					k, v, _ := strings.Cut(l, ": ")
+					switch k = strings.ToLower(k); k {
+					case "date":
+						dates++
+						if strings.Contains(v, "2001") {
+							t.Errorf("request %d: the app's Date reached the client", i)
+						}
+					case "connection", "keep-alive":
+						t.Errorf("request %d: %s reached the client", i, l)
+					case "content-length", "content-type", "server":
+					default:
+						fields = append(fields, k+": "+v)
+						byName[k] = append(byName[k], v)
+					}
+				}
+				if dates != 1 {
+					t.Errorf("request %d: %d Date fields, want loopgate's once", i, dates)
+				}
+				for k, want := range map[string][]string{"www-authenticate": {"Negotiate", "NTLM"},
+					"link": {"<a>; rel=preload", "<b>; rel=preload"}, "x-dup": {"1", "2"}} {
+					if !slices.Equal(byName[k], want) {
+						t.Errorf("request %d: %s %q, want %q\n%s", i, k, byName[k], want, strings.Join(lines, "\n"))
+					}
+				}
+				// The raw app's whole order (net/http sorts its names).
+				want := []string{"www-authenticate: Negotiate", "www-authenticate: NTLM", "x-a: 1", "link: <a>; rel=preload",
+					"x-b: 1", "link: <b>; rel=preload", "x-dup: 1", "x-dup: 2"}
+				if name == "raw" && !slices.Equal(fields, want) {
+					t.Errorf("request %d: fields %q, want %q", i, fields, want)
+				}
+			}
+		})
+	}
+}
+
+// fieldOrderNode is TestResponseFieldOrder's Node.js app.
+const fieldOrderNode = `
+const http = require('http');
+const srv = http.createServer((req, res) => {
+  res.setHeader('WWW-Authenticate', ['Negotiate', 'NTLM']);
+  res.setHeader('Link', ['<a>; rel=preload', '<b>; rel=preload']);
+  res.setHeader('X-Dup', ['1', '2']);
+  res.setHeader('Content-Length', '2');
+  res.end('ok');
+});
+srv.listen(0, '127.0.0.1', () => console.log(srv.address().port));
+`
 
 func TestResponseConnectionHeader(t *testing.T) {
 	// A backend that says Connection: close (and closes).

@@ -308,6 +308,9 @@ func copyResponseHead(dst http.Header, rh *fasthttp.ResponseHeader) {
 		if equalFoldASCII(k, "content-length") && rh.ContentLength() < 0 {
 			continue
 		}
+		if equalFoldASCII(k, "date") {
+			continue // the backend's: the HTTP/2 server adds loopgate's
+		}
 		dst.Add(string(k), string(v))
 	}
 }

@@ -69,15 +69,27 @@ func trailerEchoApps(t *testing.T) map[string]string {
 	go1 := httptest.NewServer(http.HandlerFunc(trailerEchoGo))
 	t.Cleanup(go1.Close)
 	apps := map[string]string{"net/http": strings.TrimPrefix(go1.URL, "http://")}
+	if addr, ok := startNodeApp(t, trailerEchoNode); ok {
+		apps["node"] = addr
+	}
+	return apps
+}
+
+// startNodeApp runs script with node, which prints the port it listens on
+// as its first line, and returns the app's address; ok is false when node
+// is not on PATH (a failure with LOOPGATE_REQUIRE_SUITES=1). The app is
+// killed when the test ends.
+func startNodeApp(t *testing.T, script string) (addr string, ok bool) {
+	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		if os.Getenv("LOOPGATE_REQUIRE_SUITES") == "1" {
 			t.Fatal("node is not on PATH (make suite-deps installs it; LOOPGATE_REQUIRE_SUITES=1)")
 		}
 		t.Log("node is not on PATH: the Node.js app is left out")
-		return apps
+		return "", false
 	}
-	cmd := exec.Command(node, "-e", trailerEchoNode)
+	cmd := exec.Command(node, "-e", script)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -100,11 +112,11 @@ func trailerEchoApps(t *testing.T) map[string]string {
 		if _, err := strconv.Atoi(p); err != nil {
 			t.Fatalf("node printed %q, not its port", p)
 		}
-		apps["node"] = "127.0.0.1:" + p
+		return "127.0.0.1:" + p, true
 	case <-time.After(20 * time.Second):
 		t.Fatal("node did not print its port within 20 s")
 	}
-	return apps
+	return "", false
 }
 
 // TestRequestTrailersToHTTP1App: a client's request trailers reach an

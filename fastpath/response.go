@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"net"
+	"slices"
 
 	"github.com/valyala/fasthttp"
 )
@@ -43,7 +44,7 @@ func (x *exchange) respond() bool {
 	}
 	x.awaitPump()
 	backendClose := rh.ConnectionClose()
-	filterResponseHead(rh, x.spec.ForwardResponseConnectionHeader)
+	filterResponseHead(rh, x.spec.ForwardResponseConnectionHeader, &x.fields)
 	if !x.consumed {
 		rh.SetConnectionClose()
 	}
@@ -125,24 +126,107 @@ func (x *exchange) armSend() {
 // Keep-Alive and Proxy-Connection are hop-by-hop; the Trailer announcement
 // is dropped (the trailers themselves follow the body, see addTrailer);
 // a Server header appears only if the backend sent one; repeated headers
-// (Set-Cookie and the others) all stay. Framing headers are set by fasthttp
-// from the body the client gets.
+// (Set-Cookie and the others) all stay, in the order the backend sent
+// them. Framing headers are set by fasthttp from the body the client gets.
 //
-// rh was read with its names normalized (readHead), so the canonical
-// names below match them as they are: normalizing is off while they are
-// deleted, because Del would otherwise normalize each constant name again,
-// about 5 % of loopgate's instructions per small GET.
-func filterResponseHead(rh *fasthttp.ResponseHeader, forwardConnection bool) {
+// The backend's Date stays in rh: fasthttp writes its own Date and leaves
+// out any other (ResponseHeader.AppendBytes), and copyResponseHead skips
+// it for HTTP/2 clients. Deleting it would reorder the fields after it
+// (dropHopFields).
+func filterResponseHead(rh *fasthttp.ResponseHeader, forwardConnection bool, scratch *fieldScratch) {
 	rh.SetProtocol(strHTTP11)
-	rh.DisableNormalizing()
-	rh.Del(fasthttp.HeaderDate)
-	rh.Del(fasthttp.HeaderKeepAlive)
-	rh.Del("Proxy-Connection")
+	// The announcement is kept apart from the other fields: deleting it
+	// moves none of them.
 	rh.Del(fasthttp.HeaderTrailer)
-	if !forwardConnection {
-		rh.Del(fasthttp.HeaderConnection)
+	names := hopFields
+	if forwardConnection {
+		names = hopFields[:2]
 	}
-	rh.EnableNormalizing() // for the trailers added later (addTrailerField)
+	dropHopFields(rh, names, scratch)
+}
+
+// hopFields are the hop-by-hop fields of a response, Connection last
+// (kept with forwardResponseConnectionHeader=true).
+var hopFields = []string{fasthttp.HeaderKeepAlive, "Proxy-Connection", fasthttp.HeaderConnection}
+
+// fieldScratch holds a response head's fields while dropHopFields rebuilds
+// them; an exchange keeps one so that a rebuild allocates nothing.
+type fieldScratch struct {
+	buf  []byte
+	ends [][2]int // the end of each field's name and of its value in buf
+}
+
+// dropHopFields deletes the fields named in names from rh and keeps the
+// others in their order. fasthttp's Del moves the head's last field into
+// the place of the one it deletes, which, when the last two fields share a
+// name, reverses them (RFC 9110 §5.3: the order of same-name fields is
+// significant, e.g. WWW-Authenticate's preference, or Link). So when one
+// of names is there, the ordinary fields are copied out in order, deleted
+// and added back without it; a head without them (the usual case) is left
+// as it is after one pass over it.
+//
+// rh was read with its names normalized (readHead), so the canonical names
+// match them as they are; normalizing is off meanwhile, because Del would
+// otherwise normalize each name again (about 5 % of loopgate's
+// instructions per small GET).
+func dropHopFields(rh *fasthttp.ResponseHeader, names []string, scratch *fieldScratch) {
+	present := false
+	for k := range rh.All() {
+		if slices.Contains(names, string(k)) && !(string(k) == fasthttp.HeaderConnection && rh.ConnectionClose()) {
+			present = true
+			break
+		}
+	}
+	dropClose := slices.Contains(names, fasthttp.HeaderConnection)
+	if !present {
+		if dropClose {
+			rh.ResetConnectionClose()
+		}
+		return
+	}
+	keepClose := rh.ConnectionClose() && !dropClose
+	rh.DisableNormalizing()
+	defer rh.EnableNormalizing() // for the trailers added later (addTrailerField)
+	scratch.buf, scratch.ends = scratch.buf[:0], scratch.ends[:0]
+	for k, v := range rh.All() {
+		if specialResponseField(k) || (string(k) == fasthttp.HeaderConnection && string(v) == "close") {
+			continue // not in the ordinary fields, or the close flag
+		}
+		scratch.buf = append(scratch.buf, k...)
+		nameEnd := len(scratch.buf)
+		scratch.buf = append(scratch.buf, v...)
+		scratch.ends = append(scratch.ends, [2]int{nameEnd, len(scratch.buf)})
+	}
+	start := 0
+	for _, e := range scratch.ends {
+		rh.DelBytes(scratch.buf[start:e[0]])
+		start = e[1]
+	}
+	start = 0
+	for _, e := range scratch.ends {
+		name := scratch.buf[start:e[0]]
+		if !slices.Contains(names, string(name)) {
+			rh.AddBytesKV(name, scratch.buf[e[0]:e[1]])
+		}
+		start = e[1]
+	}
+	if keepClose {
+		rh.SetConnectionClose()
+	} else {
+		rh.ResetConnectionClose()
+	}
+}
+
+// specialResponseField reports the fields fasthttp's ResponseHeader keeps
+// apart from the ordinary ones (All yields them first), which Del and Add
+// of other names leave where they are.
+func specialResponseField(name []byte) bool {
+	switch string(name) {
+	case fasthttp.HeaderContentLength, fasthttp.HeaderContentType, fasthttp.HeaderContentEncoding,
+		fasthttp.HeaderServer, fasthttp.HeaderSetCookie, fasthttp.HeaderTrailer:
+		return true
+	}
+	return false
 }
 
 // hiddenTrailerName replaces the name "Trailer" (same length, a valid

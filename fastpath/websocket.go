@@ -47,7 +47,7 @@ func (x *exchange) startTunnel() bool {
 	x.upgraded = true
 	x.backendOK = false
 	rh.SetProtocol(strHTTP11)
-	rh.Del("Date")
+	// The backend's Date is left out by AppendBytes, which writes its own.
 	x.head = rh.AppendBytes(x.head[:0])
 	x.ctx.HijackSetNoResponse(true)
 	x.ctx.Hijack(x.tunnel)
