@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/rs/zerolog"
 
@@ -23,8 +24,11 @@ type accelLoader struct {
 	log  zerolog.Logger
 	done chan struct{} // closed when the load ended, attached or not
 
+	// acc is nil until attached, and when it could not be. Read without
+	// mu on every forwarded response (QueueLimit); stored under mu, so
+	// that a port AddPort registers is either replayed by load or added.
+	acc   atomic.Pointer[bpf.Accel]
 	mu    sync.Mutex
-	acc   *bpf.Accel // nil until attached, and when it could not be
 	st    status.Accel
 	err   error               // why it could not be attached
 	ports map[uint16]struct{} // registered before it was attached
@@ -79,7 +83,8 @@ func (l *accelLoader) load(cgroup, note string) {
 	}
 	st.Active = true
 	st.Cgroup = acc.CgroupPath()
-	l.acc, l.st, l.ports = acc, st, nil
+	l.acc.Store(acc)
+	l.st, l.ports = st, nil
 	l.log.Info().Str("event", "accel_on").Str("cgroup", acc.CgroupPath()).
 		Msg("eBPF sockmap acceleration on: loopback traffic between loopgate and its backends (processes in this cgroup) bypasses the TCP stack")
 }
@@ -94,34 +99,32 @@ func (l *accelLoader) wait() error {
 
 // attached returns the fast path, or nil while it loads or when it could
 // not be attached.
-func (l *accelLoader) attached() *bpf.Accel {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.acc
-}
+func (l *accelLoader) attached() *bpf.Accel { return l.acc.Load() }
 
 // AddPort implements supervisor.PortRegistry.
 func (l *accelLoader) AddPort(port uint16) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.acc == nil {
+	acc := l.acc.Load()
+	if acc == nil {
 		if l.ports != nil {
 			l.ports[port] = struct{}{}
 		}
 		return nil
 	}
-	return l.acc.AddPort(port)
+	return acc.AddPort(port)
 }
 
 // RemovePort implements supervisor.PortRegistry.
 func (l *accelLoader) RemovePort(port uint16) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.acc == nil {
+	acc := l.acc.Load()
+	if acc == nil {
 		delete(l.ports, port)
 		return nil
 	}
-	return l.acc.RemovePort(port)
+	return acc.RemovePort(port)
 }
 
 // QueueLimit implements fastpath.Sockmap.
@@ -151,7 +154,7 @@ func (l *accelLoader) Exclude(fd int) error {
 // status is /status's acceleration, with the counters once attached.
 func (l *accelLoader) status() status.Accel {
 	l.mu.Lock()
-	st, acc := l.st, l.acc
+	st, acc := l.st, l.acc.Load()
 	l.mu.Unlock()
 	if acc != nil {
 		if c, err := acc.Counters(); err == nil {
