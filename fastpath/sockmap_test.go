@@ -2,6 +2,7 @@ package fastpath
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // fakeSockmap records what forwarding asks of the sockmap.
@@ -170,5 +172,89 @@ func TestSockmapBulkBodies(t *testing.T) {
 	}
 	if _, e := sm.counts(); e != 1 {
 		t.Errorf("chunked uploads: %d exclusions in all, want 1 (they take the main pool)", e)
+	}
+}
+
+// TestSockmapBulkUploadKeepsTheCap: an upload for the bulk pool, while
+// MaxConnsPerBackend requests are on the process already, waits for the
+// main pool instead of opening one more connection: the bulk pool has a
+// cap of its own, and the process got MaxConnsPerBackend + 1 requests at
+// once.
+func TestSockmapBulkUploadKeepsTheCap(t *testing.T) {
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	hold := make(chan struct{})
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+		}()
+		if r.URL.Path == "/hold" {
+			<-hold
+		}
+		n, _ := io.Copy(io.Discard, r.Body)
+		io.WriteString(w, strconv.FormatInt(n, 10))
+	}))
+	t.Cleanup(backend.Close)
+	sm := &fakeSockmap{}
+	h := newHarness(t, Config{Sockmap: sm, MaxConnsPerBackend: 2}, "/")
+	fb := h.backend("/", strings.TrimPrefix(backend.URL, "http://"))
+	c := h.client()
+	type result struct {
+		body string
+		err  error
+	}
+	send := func(method, path string, size int, out chan<- result) {
+		var rd io.Reader
+		if size > 0 {
+			rd = bytes.NewReader(make([]byte, size))
+		}
+		req, _ := http.NewRequest(method, h.url(path), rd)
+		resp, err := c.Do(req)
+		if err != nil {
+			out <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			err = fmt.Errorf("status %d: %s", resp.StatusCode, b)
+		}
+		out <- result{string(b), err}
+	}
+	held := make(chan result, 2)
+	go send("GET", "/hold", 0, held)
+	go send("GET", "/hold", 0, held)
+	for deadline := time.Now().Add(10 * time.Second); fb.up.busy.Load() < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the two held requests did not reach the backend: busy %d", fb.up.busy.Load())
+		}
+	}
+	up := make(chan result, 1)
+	go send("POST", "/up", 5<<20, up)
+	time.Sleep(300 * time.Millisecond) // the upload's chance to open a third connection
+	close(hold)
+	for range 2 {
+		if r := <-held; r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	select {
+	case r := <-up:
+		if r.err != nil || r.body != strconv.Itoa(5<<20) {
+			t.Fatalf("upload: %q %v", r.body, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upload did not finish within 10 s")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if most > 2 {
+		t.Errorf("the backend had %d requests at once, over MaxConnsPerBackend (2)", most)
 	}
 }

@@ -52,8 +52,8 @@ type upstream struct {
 	h2 atomic.Pointer[h2cPool]
 	// bulk is the pool for uploads that bypass the sockmap
 	// (bypassesSockmap), whose connections stay out of it; nil without
-	// Config.Sockmap. Its connections count in busy and it has its own
-	// MaxConnsPerBackend.
+	// Config.Sockmap. Its connections count in busy, and it is taken only
+	// while busy is under MaxConnsPerBackend (pool).
 	bulk *bulkPool
 	cfg  *Config
 }
@@ -151,9 +151,13 @@ func initPool(hc *fasthttp.HostClient, ops *poolOps, addr string, cfg *Config, c
 
 // pool returns the pool a request takes its connection from: the bulk
 // pool for an upload the sockmap would carry at a loss (sockmap.go), else
-// the main one.
+// the main one. The bulk pool is taken only while fewer than
+// MaxConnsPerBackend requests are on the process (busy counts both pools):
+// otherwise its own cap would let MaxConnsPerBackend more requests reach
+// the process at once, and the upload waits for the main pool like any
+// request, redirected.
 func (u *upstream) pool(bulkUpload bool) *poolOps {
-	if bulkUpload && u.bulk != nil {
+	if bulkUpload && u.bulk != nil && u.busy.Load() < int64(u.cfg.MaxConnsPerBackend) {
 		return &u.bulk.ops
 	}
 	return &u.ops
