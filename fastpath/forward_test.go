@@ -77,6 +77,29 @@ func TestResponseRulesAnyCase(t *testing.T) {
 	}
 }
 
+// TestResponseConnectionBoth: an app that sends Connection: keep-alive and
+// Connection: close gets neither to the client, and the fields after them
+// keep their order. fasthttp keeps the first as a field and the second as
+// a flag, and resetting the flag deleted the field by moving the last one
+// into its place: X-Dup: 2 came before X-Dup: 1.
+func TestResponseConnectionBoth(t *testing.T) {
+	addr, _ := capturingBackend(t, "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nX-Dup: 1\r\nX-Dup: 2\r\n"+
+		"Connection: close\r\nContent-Length: 2\r\n\r\nok")
+	h := newHarness(t, Config{}, "/")
+	h.backend("/", addr)
+	c := dialRaw(t, h.addr)
+	r, body := c.roundTrip(get("a", "/"))
+	if r.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("%d %q", r.StatusCode, body)
+	}
+	if v := r.Header.Values("Connection"); len(v) > 0 || r.Close {
+		t.Errorf("Connection reached the client: %q (close %v)", v, r.Close)
+	}
+	if v := r.Header.Values("X-Dup"); !slices.Equal(v, []string{"1", "2"}) {
+		t.Errorf("X-Dup %q, want [1 2]", v)
+	}
+}
+
 // TestResponseFieldOrder: the fields of a response reach the client in the
 // order the app sent them, same-name fields above all (RFC 9110 §5.3:
 // WWW-Authenticate's order is the app's preference), with the hop-by-hop

@@ -171,8 +171,8 @@ type fieldScratch struct {
 // instructions per small GET).
 func dropHopFields(rh *fasthttp.ResponseHeader, names []string, scratch *fieldScratch) {
 	present := false
-	for k := range rh.All() {
-		if slices.Contains(names, string(k)) && !(string(k) == fasthttp.HeaderConnection && rh.ConnectionClose()) {
+	for k, v := range rh.All() {
+		if slices.Contains(names, string(k)) && !closeFlag(k, v) {
 			present = true
 			break
 		}
@@ -189,8 +189,8 @@ func dropHopFields(rh *fasthttp.ResponseHeader, names []string, scratch *fieldSc
 	defer rh.EnableNormalizing() // for the trailers added later (addTrailerField)
 	scratch.buf, scratch.ends = scratch.buf[:0], scratch.ends[:0]
 	for k, v := range rh.All() {
-		if specialResponseField(k) || (string(k) == fasthttp.HeaderConnection && string(v) == "close") {
-			continue // not in the ordinary fields, or the close flag
+		if specialResponseField(k) || closeFlag(k, v) {
+			continue // not among the ordinary fields
 		}
 		scratch.buf = append(scratch.buf, k...)
 		nameEnd := len(scratch.buf)
@@ -215,6 +215,13 @@ func dropHopFields(rh *fasthttp.ResponseHeader, names []string, scratch *fieldSc
 	} else {
 		rh.ResetConnectionClose()
 	}
+}
+
+// closeFlag reports the Connection: close that All yields for the close
+// flag: fasthttp keeps a Connection: close apart from the ordinary fields,
+// and any other Connection value among them.
+func closeFlag(name, value []byte) bool {
+	return string(name) == fasthttp.HeaderConnection && string(value) == "close"
 }
 
 // specialResponseField reports the fields fasthttp's ResponseHeader keeps
