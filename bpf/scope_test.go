@@ -147,7 +147,6 @@ func makeCgroup(tb testing.TB, dir string) string {
 type scopeProc struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
-	out   *bufio.Reader
 	lines chan string
 }
 

@@ -71,8 +71,7 @@ type h2cWait struct {
 
 // h2cClient is one connection of the pool.
 type h2cClient struct {
-	cc  *http.ClientConn
-	raw *h2cNetConn
+	cc *http.ClientConn
 }
 
 func newH2CPool(addr string, cfg *Config) *h2cPool {

@@ -193,21 +193,6 @@ func k8sObjects(t *testing.T, path string) map[string]any {
 	return out
 }
 
-// argDuration returns the value of --name=D in args, or def.
-func argDuration(t *testing.T, args []string, name string, def time.Duration) time.Duration {
-	t.Helper()
-	for _, a := range args {
-		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				t.Fatalf("%s: %v", a, err)
-			}
-			return d
-		}
-	}
-	return def
-}
-
 // TestKubernetesManifests decodes deploy/kubernetes into the Kubernetes
 // API types and checks what zero-downtime operation depends on: probes on
 // /readyz and /livez at the admin port, no preStop hook (--shutdown-delay
