@@ -129,6 +129,7 @@ type exchange struct {
 func (x *exchange) reset() {
 	*x = exchange{
 		s:        x.s,
+		ri:       reqInfo{lines: x.ri.lines[:0]},
 		head:     x.head[:0],
 		tbuf:     x.tbuf[:0],
 		body:     x.body[:0],

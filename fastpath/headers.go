@@ -54,8 +54,13 @@ var (
 // Connection; more is refused with 400 rather than half-honoured.
 const maxConnTokens = 16
 
-// reqInfo is what the first pass over the request headers learns.
+// reqInfo is what the pass over the request headers learns.
 type reqInfo struct {
+	// lines are the header lines of the raw block scanRequestHeaders
+	// read, in order: appendRequestHead copies them from there without
+	// searching the block again. The slice is reused from request to
+	// request (scanRequestHeaders resets the rest).
+	lines      []headLine
 	connTokens [maxConnTokens][]byte
 	nConn      int
 	hasXFF     bool
@@ -75,40 +80,56 @@ type reqInfo struct {
 // header loopgate did not; nginx drops both kinds of names), and a
 // Transfer-Encoding is a single "chunked" with no Content-Length beside it.
 func scanRequestHeaders(raw []byte, ri *reqInfo) error {
+	*ri = reqInfo{lines: ri.lines[:0]}
 	var te, cl int
 	teChunked := true
 	upgradeWS, connUpgrade := false, false
-	for len(raw) > 0 {
-		line, rest, err := nextHeaderLine(raw)
-		if err != nil {
-			return err
+	for start := 0; start < len(raw); {
+		i := bytes.IndexByte(raw[start:], '\n')
+		switch {
+		case i < 0:
+			return errMalformedHdr
+		case i == 0 || raw[start+i-1] != '\r':
+			return errBareLF
 		}
-		raw = rest
+		end := start + i - 1 // the line's CR
+		line := raw[start:end]
 		if len(line) == 0 {
 			break
 		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return errObsFold
+		// One loop finds the colon and checks that the name before it
+		// is a token.
+		colon := 0
+		for colon < len(line) && tchar[line[colon]] {
+			colon++
 		}
-		name, value, ok := splitHeader(line)
-		if !ok {
-			return errMalformedHdr
+		if colon == 0 || colon == len(line) || line[colon] != ':' {
+			return badHeaderLine(line)
 		}
-		if !isToken(name) {
-			return errBadName
-		}
+		name, value := line[:colon], trimOWS(line[colon+1:])
+		ri.lines = append(ri.lines, headLine{start: start, colon: start + colon, end: end})
+		start = end + 2
 		if framingLookalike(name) {
 			return errLookalike
 		}
-		switch {
-		case equalFoldASCII(name, "transfer-encoding"):
-			te++
-			if !equalFoldASCII(value, "chunked") {
-				teChunked = false
+		switch len(name) {
+		case len("transfer-encoding"): // and x-forwarded-proto
+			if equalFoldASCII(name, "transfer-encoding") {
+				te++
+				if !equalFoldASCII(value, "chunked") {
+					teChunked = false
+				}
+			} else if equalFoldASCII(name, "x-forwarded-proto") {
+				ri.hasXFP = true
 			}
-		case equalFoldASCII(name, "content-length"):
-			cl++
-		case equalFoldASCII(name, "connection"):
+		case len("content-length"):
+			if equalFoldASCII(name, "content-length") {
+				cl++
+			}
+		case len("connection"):
+			if !equalFoldASCII(name, "connection") {
+				break
+			}
 			for len(value) > 0 {
 				var tok []byte
 				tok, value = nextToken(value)
@@ -124,7 +145,10 @@ func scanRequestHeaders(raw []byte, ri *reqInfo) error {
 				ri.connTokens[ri.nConn] = tok
 				ri.nConn++
 			}
-		case equalFoldASCII(name, "upgrade"):
+		case len("upgrade"):
+			if !equalFoldASCII(name, "upgrade") {
+				break
+			}
 			for len(value) > 0 {
 				var tok []byte
 				tok, value = nextToken(value)
@@ -132,12 +156,14 @@ func scanRequestHeaders(raw []byte, ri *reqInfo) error {
 					upgradeWS = true
 				}
 			}
-		case equalFoldASCII(name, "host"):
-			ri.hasHost = true
-		case equalFoldASCII(name, "x-forwarded-for"):
-			ri.hasXFF = true
-		case equalFoldASCII(name, "x-forwarded-proto"):
-			ri.hasXFP = true
+		case len("host"):
+			if equalFoldASCII(name, "host") {
+				ri.hasHost = true
+			}
+		case len("x-forwarded-for"):
+			if equalFoldASCII(name, "x-forwarded-for") {
+				ri.hasXFF = true
+			}
 		}
 	}
 	if cl > 1 {
@@ -155,14 +181,21 @@ func scanRequestHeaders(raw []byte, ri *reqInfo) error {
 	return nil
 }
 
-// isToken reports whether b is an RFC 9110 token (a header name).
-func isToken(b []byte) bool {
-	for _, c := range b {
-		if !tchar[c] {
-			return false
-		}
+// headLine is where scanRequestHeaders found one header line in the raw
+// block: its name is raw[start:colon], its value (untrimmed)
+// raw[colon+1:end], and CRLF follows at end.
+type headLine struct{ start, colon, end int }
+
+// badHeaderLine says what is wrong with a header line whose name is not a
+// token followed by a colon.
+func badHeaderLine(line []byte) error {
+	if line[0] == ' ' || line[0] == '\t' {
+		return errObsFold
 	}
-	return true
+	if bytes.IndexByte(line, ':') <= 0 {
+		return errMalformedHdr
+	}
+	return errBadName
 }
 
 // tchar: RFC 9110 §5.6.2.
@@ -204,10 +237,7 @@ func framingLookalike(name []byte) bool {
 	return under
 }
 
-// nextHeaderLine splits the first CRLF-terminated line off raw. (It and
-// splitHeader search with bytes.IndexByte, several bytes an instruction:
-// every request's head is scanned twice, by scanRequestHeaders and
-// appendRequestHead.)
+// nextHeaderLine splits the first CRLF-terminated line off raw.
 func nextHeaderLine(raw []byte) (line, rest []byte, err error) {
 	i := bytes.IndexByte(raw, '\n')
 	switch {

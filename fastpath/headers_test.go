@@ -87,6 +87,18 @@ func TestRequestHeaderRules(t *testing.T) {
 			},
 		},
 		{
+			name: "the fields around dropped ones pass byte for byte, in order",
+			req: "GET / HTTP/1.1\r\nTE: trailers\r\nHost: a\r\nX-A: 1\r\nKeep-Alive: 5\r\nConnection: X-B\r\n" +
+				"X-B: 2\r\nX-C:  3\r\nx-d:4\r\nProxy-Connection: keep-alive\r\n\r\n",
+			check: func(t *testing.T, r rawRequest) {
+				want := []string{"Host: a", "X-A: 1", "X-C:  3", "x-d:4", "X-Forwarded-For: " + peer}
+				lines := r.lines()[1:]
+				if len(lines) < len(want) || !slices.Equal(lines[:len(want)], want) {
+					t.Errorf("header lines\n got %q\nwant prefix %q", lines, want)
+				}
+			},
+		},
+		{
 			name: "request target is forwarded byte for byte, but for its dot segments (requestline.go)",
 			req:  "GET /a/%2F/b/../c//d?x=%20&y=%3F/../#frag HTTP/1.1\r\nHost: a\r\n\r\n",
 			check: func(t *testing.T, r rawRequest) {
@@ -209,7 +221,6 @@ func TestHeaderRewriteAllocs(t *testing.T) {
 	dst := make([]byte, 0, 1024)
 	var ri reqInfo
 	allocs := testing.AllocsPerRun(1000, func() {
-		ri = reqInfo{}
 		if err := scanRequestHeaders(req.Header.RawHeaders(), &ri); err != nil {
 			t.Fatal(err)
 		}

@@ -35,7 +35,8 @@ type headInput struct {
 
 // appendRequestHead appends the request line and header block the backend
 // receives (see the trust model in headers.go) to dst, in HTTP/1.1 (requestline.go).
-// It allocates nothing once dst has grown to size.
+// ri is what scanRequestHeaders found in h's raw headers. It allocates
+// nothing once dst has grown to size.
 func appendRequestHead(dst []byte, h *fasthttp.RequestHeader, ri *reqInfo, in *headInput) []byte {
 	dst = append(dst, h.Method()...)
 	dst = append(dst, ' ')
@@ -52,24 +53,26 @@ func appendRequestHead(dst []byte, h *fasthttp.RequestHeader, ri *reqInfo, in *h
 		dst = append(dst, "\r\n"...)
 	}
 
+	// The client's lines, each run of kept ones copied in one piece.
 	raw := h.RawHeaders()
-	for len(raw) > 0 {
-		line, rest, err := nextHeaderLine(raw)
-		if err != nil || len(line) == 0 {
-			break
+	run := -1 // where the run of kept lines not yet copied starts
+	for _, l := range ri.lines {
+		if dropRequestHeader(raw[l.start:l.colon], trimOWS(raw[l.colon+1:l.end]), ri) {
+			if run >= 0 {
+				dst = append(dst, raw[run:l.start]...)
+				run = -1
+			}
+		} else if run < 0 {
+			run = l.start
 		}
-		raw = rest
-		name, value, _ := splitHeader(line)
-		if dropRequestHeader(name, value, ri) {
-			continue
-		}
-		dst = append(dst, line...)
-		dst = append(dst, "\r\n"...)
+	}
+	if run >= 0 {
+		dst = append(dst, raw[run:ri.lines[len(ri.lines)-1].end+2]...)
 	}
 
 	dst = append(dst, "X-Forwarded-For: "...)
 	if ri.hasXFF {
-		dst = appendValues(dst, h.RawHeaders(), "x-forwarded-for")
+		dst = appendValues(dst, raw, ri, "x-forwarded-for")
 	}
 	if in.remoteEntry != nil {
 		dst = append(dst, in.remoteEntry...)
@@ -78,7 +81,7 @@ func appendRequestHead(dst []byte, h *fasthttp.RequestHeader, ri *reqInfo, in *h
 	}
 	dst = append(dst, "\r\nX-Forwarded-Proto: "...)
 	if ri.hasXFP {
-		dst = appendValues(dst, h.RawHeaders(), "x-forwarded-proto")
+		dst = appendValues(dst, raw, ri, "x-forwarded-proto")
 	}
 	if in.https {
 		dst = append(dst, "https\r\n"...)
@@ -176,17 +179,12 @@ func equalFoldBytes(a, b []byte) bool {
 	return true
 }
 
-// appendValues appends the values of every header called name in raw, each
-// followed by ", ": the client's list that loopgate's entry extends.
-func appendValues(dst, raw []byte, name string) []byte {
-	for len(raw) > 0 {
-		line, rest, err := nextHeaderLine(raw)
-		if err != nil || len(line) == 0 {
-			break
-		}
-		raw = rest
-		n, v, _ := splitHeader(line)
-		if len(v) > 0 && equalFoldASCII(n, name) {
+// appendValues appends the values of every header called name among the
+// lines of raw, each followed by ", ": the client's list that loopgate's
+// entry extends.
+func appendValues(dst, raw []byte, ri *reqInfo, name string) []byte {
+	for _, l := range ri.lines {
+		if v := trimOWS(raw[l.colon+1 : l.end]); len(v) > 0 && equalFoldASCII(raw[l.start:l.colon], name) {
 			dst = append(dst, v...)
 			dst = append(dst, ", "...)
 		}
