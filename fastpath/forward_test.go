@@ -281,6 +281,30 @@ func TestHTTP10Client(t *testing.T) {
 	}
 }
 
+// TestHTTP10Backend: a backend that answers in HTTP/1.0 reaches the client
+// in HTTP/1.1, status and reason phrase kept, and the connection carries
+// the next request.
+func TestHTTP10Backend(t *testing.T) {
+	addr := rawBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			if _, err := readRawRequest(br); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.0 203 Fine Here\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi")
+		}
+	})
+	h := newHarness(t, Config{}, "/")
+	h.backend("/", addr)
+	c := dialRaw(t, h.addr)
+	for i := range 2 {
+		r, body := c.roundTrip(get("a", "/"))
+		if r.Proto != "HTTP/1.1" || r.Status != "203 Fine Here" || string(body) != "hi" {
+			t.Errorf("request %d: %s %q %q", i, r.Proto, r.Status, body)
+		}
+	}
+}
+
 func TestRouting(t *testing.T) {
 	h := newHarness(t, Config{}, "/", "/api", "/api/v2")
 	var got [3]chan rawRequest

@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"net"
-	"slices"
 
 	"github.com/valyala/fasthttp"
 )
@@ -134,20 +133,32 @@ func (x *exchange) armSend() {
 // it for HTTP/2 clients. Deleting it would reorder the fields after it
 // (dropHopFields).
 func filterResponseHead(rh *fasthttp.ResponseHeader, forwardConnection bool, scratch *fieldScratch) {
-	rh.SetProtocol(strHTTP11)
-	// The announcement is kept apart from the other fields: deleting it
-	// moves none of them.
-	rh.Del(fasthttp.HeaderTrailer)
-	names := hopFields
-	if forwardConnection {
-		names = hopFields[:2]
+	if string(rh.Protocol()) != "HTTP/1.1" {
+		rh.SetProtocol(strHTTP11)
 	}
-	dropHopFields(rh, names, scratch)
+	// The announcement is kept apart from the other fields (fasthttp
+	// parses and adds it into its trailer list, never among them):
+	// deleting it moves none of them, and without one there is nothing
+	// to delete.
+	if len(rh.PeekTrailerKeys()) > 0 {
+		rh.Del(fasthttp.HeaderTrailer)
+	}
+	dropHopFields(rh, forwardConnection, scratch)
 }
 
-// hopFields are the hop-by-hop fields of a response, Connection last
-// (kept with forwardResponseConnectionHeader=true).
-var hopFields = []string{fasthttp.HeaderKeepAlive, "Proxy-Connection", fasthttp.HeaderConnection}
+// hopField reports a hop-by-hop field of a response: Keep-Alive,
+// Proxy-Connection, and Connection unless it is forwarded
+// (forwardResponseConnectionHeader=true). A string switch: names rh read
+// normalized are compared as they are, without a copy.
+func hopField(name []byte, forwardConnection bool) bool {
+	switch string(name) {
+	case fasthttp.HeaderKeepAlive, "Proxy-Connection":
+		return true
+	case fasthttp.HeaderConnection:
+		return !forwardConnection
+	}
+	return false
+}
 
 // fieldScratch holds a response head's fields while dropHopFields rebuilds
 // them; an exchange keeps one so that a rebuild allocates nothing.
@@ -156,35 +167,34 @@ type fieldScratch struct {
 	ends [][2]int // the end of each field's name and of its value in buf
 }
 
-// dropHopFields deletes the fields named in names from rh and keeps the
-// others in their order. fasthttp's Del moves the head's last field into
-// the place of the one it deletes, which, when the last two fields share a
-// name, reverses them (RFC 9110 §5.3: the order of same-name fields is
-// significant, e.g. WWW-Authenticate's preference, or Link). So when one
-// of names is there, the ordinary fields are copied out in order, deleted
-// and added back without it; a head without them (the usual case) is left
+// dropHopFields deletes the hop-by-hop fields (hopField) from rh and keeps
+// the others in their order. fasthttp's Del moves the head's last field
+// into the place of the one it deletes, which, when the last two fields
+// share a name, reverses them (RFC 9110 §5.3: the order of same-name
+// fields is significant, e.g. WWW-Authenticate's preference, or Link). So
+// when one is there, the ordinary fields are copied out in order, deleted
+// and added back without it; a head without one (the usual case) is left
 // as it is after one pass over it.
 //
 // rh was read with its names normalized (readHead), so the canonical names
 // match them as they are; normalizing is off meanwhile, because Del would
 // otherwise normalize each name again (about 5 % of loopgate's
 // instructions per small GET).
-func dropHopFields(rh *fasthttp.ResponseHeader, names []string, scratch *fieldScratch) {
+func dropHopFields(rh *fasthttp.ResponseHeader, forwardConnection bool, scratch *fieldScratch) {
 	present := false
 	for k, v := range rh.All() {
-		if slices.Contains(names, string(k)) && !closeFlag(k, v) {
+		if hopField(k, forwardConnection) && !closeFlag(k, v) {
 			present = true
 			break
 		}
 	}
-	dropClose := slices.Contains(names, fasthttp.HeaderConnection)
 	if !present {
-		if dropClose {
+		if !forwardConnection {
 			rh.ResetConnectionClose()
 		}
 		return
 	}
-	keepClose := rh.ConnectionClose() && !dropClose
+	keepClose := rh.ConnectionClose() && forwardConnection
 	rh.DisableNormalizing()
 	defer rh.EnableNormalizing() // for the trailers added later (addTrailerField)
 	scratch.buf, scratch.ends = scratch.buf[:0], scratch.ends[:0]
@@ -205,7 +215,7 @@ func dropHopFields(rh *fasthttp.ResponseHeader, names []string, scratch *fieldSc
 	start = 0
 	for _, e := range scratch.ends {
 		name := scratch.buf[start:e[0]]
-		if !slices.Contains(names, string(name)) {
+		if !hopField(name, forwardConnection) {
 			rh.AddBytesKV(name, scratch.buf[e[0]:e[1]])
 		}
 		start = e[1]
