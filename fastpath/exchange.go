@@ -126,15 +126,18 @@ type exchange struct {
 	why      string // what loopgate's own answer says to a gRPC client (answer)
 }
 
+// reset makes x a zero exchange that keeps its server, its buffers and
+// its pump channel for the next request. (Zeroed in place and the kept
+// fields put back: a composite literal with them would be built whole
+// beside x and copied over it, three times the instructions.)
 func (x *exchange) reset() {
-	*x = exchange{
-		s:        x.s,
-		ri:       reqInfo{lines: x.ri.lines[:0]},
-		head:     x.head[:0],
-		tbuf:     x.tbuf[:0],
-		body:     x.body[:0],
-		pumpDone: x.pumpDone,
-	}
+	s, pumpDone := x.s, x.pumpDone
+	head, tbuf, body, lines := x.head[:0], x.tbuf[:0], x.body[:0], x.ri.lines[:0]
+	fields := fieldScratch{buf: x.fields.buf[:0], ends: x.fields.ends[:0]}
+	*x = exchange{}
+	x.s, x.pumpDone = s, pumpDone
+	x.head, x.tbuf, x.body, x.ri.lines = head, tbuf, body, lines
+	x.fields = fields
 }
 
 // emptyBody reports a request without a body to send.
