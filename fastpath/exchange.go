@@ -242,6 +242,20 @@ func (x *exchange) snapshotForObserver() {
 	x.ctx = nil
 }
 
+// shedBuffers lets go of the buffers a pooled exchange keeps for the next
+// request (the request head, a normalized target, a small body, the
+// response fields' scratch, and the Connection tokens, which point into
+// fasthttp's request buffer) when the exchange is about to be held by an
+// idle tunnel for as long as the tunnel lasts: a browser's upgrade head
+// alone, cookies and all, is often a few KiB, against the 4.6 KiB an idle
+// tunnel aims at (issue 19). The exchange grows them again when it serves
+// a request after the tunnel.
+func (x *exchange) shedBuffers() {
+	x.head, x.tbuf, x.body, x.target = nil, nil, nil, nil
+	x.fields = fieldScratch{}
+	x.ri = reqInfo{}
+}
+
 // releaseBackend ends the request's use of its backend, counted as a
 // request the backend served (or failed).
 func (x *exchange) releaseBackend() {

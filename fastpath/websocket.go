@@ -100,6 +100,7 @@ func (x *exchange) tunnel(hj net.Conn) {
 		x.closeBackend()
 		return
 	}
+	x.shedBuffers()
 	if x.startPolledTunnel(hj, client) {
 		polled = true
 		return
