@@ -2,7 +2,10 @@ package fastpath
 
 import (
 	"bufio"
+	"crypto/tls"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -21,10 +24,11 @@ func (o *countingObserver) ObserveRequest(i RequestInfo) {
 }
 
 // benchRig is a fasthttp backend, loopgate in front of it, and one
-// keep-alive client connection to each, all on loopback.
+// keep-alive client connection to each, all on loopback; frontTLS is a
+// TLS 1.3 connection to loopgate's TLS listener.
 type benchRig struct {
-	direct, front *benchClient
-	obs           *countingObserver
+	direct, front, frontTLS *benchClient
+	obs                     *countingObserver
 }
 
 type benchClient struct {
@@ -73,7 +77,14 @@ func newBenchRigFields(tb testing.TB, fields ...string) *benchRig {
 	r := &benchRig{obs: &countingObserver{}}
 	app := &fakeApp{vpath: "/"}
 	app.spec.Store(testSpec("/"))
-	srv, err := New(Config{Observer: r.obs}, []App{app}, zerolog.Nop())
+	dir := tb.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	certPEM, keyPEM, _ := newTestCA(tb, "bench CA").issue(tb, "loopgate", 1, false)
+	if os.WriteFile(certFile, certPEM, 0o600) != nil || os.WriteFile(keyFile, keyPEM, 0o600) != nil {
+		tb.Fatal("writing the certificate")
+	}
+	// TLSListen only makes New load the certificate: the listeners are the rig's.
+	srv, err := New(Config{Observer: r.obs, TLSListen: []string{"127.0.0.1:0"}, TLSCertFile: certFile, TLSKeyFile: keyFile}, []App{app}, zerolog.Nop())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -85,6 +96,11 @@ func newBenchRigFields(tb testing.TB, fields ...string) *benchRig {
 		tb.Fatal(err)
 	}
 	go srv.ServeListener(fln, false)
+	tln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go srv.ServeListener(tln, true)
 	tb.Cleanup(func() { _ = srv.Shutdown(tb.Context()) })
 
 	dial := func(addr string) *benchClient {
@@ -97,6 +113,12 @@ func newBenchRigFields(tb testing.TB, fields ...string) *benchRig {
 	}
 	r.direct = dial(bln.Addr().String())
 	r.front = dial(fln.Addr().String())
+	tc, err := tls.Dial("tcp", tln.Addr().String(), &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { tc.Close() })
+	r.frontTLS = &benchClient{c: tc, br: bufio.NewReaderSize(tc, 16<<10)}
 	return r
 }
 
@@ -169,6 +191,7 @@ func BenchmarkForward(b *testing.B) {
 	}{
 		{"path=direct/method=GET", r.direct, benchGETDirect},
 		{"path=loopgate/method=GET", r.front, benchGET},
+		{"path=loopgate-tls/method=GET", r.frontTLS, benchGET},
 		{"path=direct/method=POST1K", r.direct, benchPOSTDirect},
 		{"path=loopgate/method=POST1K", r.front, benchPOST},
 	} {

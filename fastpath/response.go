@@ -105,12 +105,14 @@ func (x *exchange) closeDelimited(client net.Conn) {
 }
 
 // armSend bounds the client's writes of the response by the send timeout.
-// A plain connection's writes carry it (sockio.ClientConn.SetWriteTimeout),
-// which reads the clock only when a write has to wait; other connections get
-// a deadline, renewed by WriteTo before each write but the first.
+// An accepted connection's writes carry it (sockio.ClientConn.SetWriteTimeout),
+// under TLS too: crypto/tls writes each record with one Write of the
+// connection under it, which reads the clock only when it has to wait. An
+// HTTP/2 stream gets a deadline, renewed by WriteTo before each write but
+// the first.
 func (x *exchange) armSend() {
 	cc := x.ctx.Conn()
-	if tc, ok := cc.(*trackedConn); ok {
+	if tc := tracked(cc); tc != nil {
 		_ = tc.SetWriteTimeout(x.s.cfg.SendTimeout)
 		x.sendTimed = true
 		return

@@ -1,6 +1,8 @@
 package fastpath
 
 import (
+	"bufio"
+	"crypto/tls"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -71,4 +73,66 @@ func TestSlowReaderCut(t *testing.T) {
 		t.Errorf("no observation of the slow reader's request")
 	}
 	t.Logf("slow reader cut after %d bytes", n)
+}
+
+// TestSlowReaderCutTLS: over TLS, too, a client that stops reading a large
+// response is disconnected SendTimeout after its buffers filled, while
+// other requests on the same listener are answered. The send timeout rides
+// on the TCP connection under crypto/tls (armSend), and a response written
+// to it before stays bounded on the next request of the connection.
+func TestSlowReaderCutTLS(t *testing.T) {
+	const size = 256 << 20
+	h := newTLSHarness(t, Config{SendTimeout: 500 * time.Millisecond, DisableHTTP2: true})
+	h.backend(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/big" {
+			io.WriteString(w, "ok")
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		buf := make([]byte, 1<<20)
+		for range size >> 20 {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	slow, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: h.roots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	_ = slow.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(slow)
+	// A small response first: the big one is the connection's second.
+	if _, err := io.WriteString(slow, get("a", "/small")); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first response: %v %v", resp, err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+	}
+	if _, err := io.WriteString(slow, get("a", "/big")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	other := h.client(false)
+	for i := 0; time.Since(start) < 2*time.Second; i++ {
+		resp, err := other.Get(h.url("/small"))
+		if err != nil {
+			t.Fatalf("other client, request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("other client, request %d: %d", i, resp.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitFor(t, func() bool { return h.srv.InFlight() == 0 }, "the slow reader's exchange ended")
+	n, _ := io.Copy(io.Discard, br)
+	if n >= size {
+		t.Errorf("the slow reader got all %d bytes: not cut", n)
+	}
+	t.Logf("slow TLS reader cut after %d bytes", n)
 }
