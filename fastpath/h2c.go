@@ -211,43 +211,32 @@ func (x *exchange) h2cTrailers(req *http.Request, body *h2cBody) {
 }
 
 // h1Trailers passes an HTTP/1.1 client's chunked trailer section on to
-// the app as HTTP/2 trailers, by the same rule (requestTrailerKept): the
-// names it announced in Trailer are announced to the app, and their values
-// in the trailer section follow the body. fasthttp reads the trailer
-// section into the request header when the body stream ends (it refuses
-// framing, routing and authentication fields there: the body fails);
-// values of a name the head already carried are told apart by count. An
-// unannounced trailer is dropped, as Go's HTTP/2 server drops it.
+// the app as HTTP/2 trailers, by the rule an HTTP/1.1 app's trailer
+// section follows (requestTrailerKept): every field of it, announced or
+// not, follows the body, and the names announced in Trailer are announced
+// to the app. fasthttp reads the trailer section into the request header
+// when the body stream ends (it refuses framing, routing and
+// authentication fields there: the body fails), after the head's fields
+// (headFields). req.Trailer is set, even empty, because the HTTP/2
+// transport sends trailers only for a request that has it: the section's
+// names are known only at the body's end.
 func (x *exchange) h1Trailers(req *http.Request, body *h2cBody) {
 	h := &x.ctx.Request.Header
-	type announced struct {
-		name   []byte
-		before int // values the head carried
-	}
-	var names []announced
+	head := headFields(h)
+	req.Trailer = http.Header{}
 	for name := range h.Trailers() {
 		if requestTrailerKept(name, nil, &x.ri) {
-			names = append(names, announced{name: append([]byte(nil), name...), before: len(h.PeekAll(string(name)))})
+			req.Trailer[http.CanonicalHeaderKey(string(name))] = nil
 		}
-	}
-	if len(names) == 0 {
-		return
-	}
-	req.Trailer = make(http.Header, len(names))
-	for _, a := range names {
-		req.Trailer[http.CanonicalHeaderKey(string(a.name))] = nil
 	}
 	// Run by the HTTP/2 client's writer goroutine at the body's clean
 	// end, after fasthttp read the trailer section and before the
 	// client reads req.Trailer.
 	body.atEOF = func() {
-		for _, a := range names {
-			k := http.CanonicalHeaderKey(string(a.name))
-			vs := h.PeekAll(string(a.name))
-			for i := a.before; i < len(vs); i++ {
-				if requestTrailerKept(a.name, vs[i], &x.ri) {
-					req.Trailer[k] = append(req.Trailer[k], string(vs[i]))
-				}
+		for name, value := range x.trailerSection(head) {
+			if requestTrailerKept(name, value, &x.ri) {
+				k := http.CanonicalHeaderKey(string(name))
+				req.Trailer[k] = append(req.Trailer[k], string(value))
 			}
 		}
 	}

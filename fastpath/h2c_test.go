@@ -6,12 +6,10 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -36,7 +34,12 @@ func (h *tlsHarness) h2cBackend(handler http.HandlerFunc) {
 	bs.Config.Protocols.SetUnencryptedHTTP2(true)
 	bs.Start()
 	h.t.Cleanup(bs.Close)
-	addr := strings.TrimPrefix(bs.URL, "http://")
+	h.h2cBackendAt(strings.TrimPrefix(bs.URL, "http://"))
+}
+
+// h2cBackendAt makes the app at addr, which speaks HTTP/2 with prior
+// knowledge, the harness's backend, and sets backendProtocol="h2c".
+func (h *tlsHarness) h2cBackendAt(addr string) {
 	up := newUpstream(addr, &h.srv.cfg)
 	h.t.Cleanup(up.Close)
 	h.app.addBackend(&fakeBackend{addr: addr, token: "h2c-token", pid: 78, up: up})
@@ -512,77 +515,4 @@ func TestH2CFlowControl(t *testing.T) {
 	if err != nil || string(b) != strconv.Itoa(total) {
 		t.Errorf("the app read %q bytes of %d: %v", b, total, err)
 	}
-}
-
-// TestH2CChunkedRequestTrailers: an HTTP/1.1 client's chunked trailer
-// section reaches an h2c app as HTTP/2 trailers (it was dropped), by the
-// rule an HTTP/2 client's trailers follow: fields the header rules drop
-// (MS-ASPNETCORE-*), fields that may not be trailers and unannounced ones
-// do not reach the app; a value the head carried under the same name is
-// not taken for the trailer's.
-func TestH2CChunkedRequestTrailers(t *testing.T) {
-	h := newTLSHarness(t, Config{})
-	h.h2cBackend(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		w.Header().Set("Seen-Bytes", strconv.FormatInt(n, 10))
-		w.Header().Set("Seen-Head-Checksum", strings.Join(r.Header.Values("X-Checksum"), ","))
-		names := make([]string, 0, len(r.Trailer))
-		for k, vs := range r.Trailer {
-			names = append(names, k+"="+strings.Join(vs, ","))
-		}
-		sort.Strings(names)
-		w.Header().Set("Seen-Trailers", strings.Join(names, ";"))
-	})
-
-	t.Run("net/http client", func(t *testing.T) {
-		for _, size := range []int{16, 64 << 10} {
-			req, _ := http.NewRequest("POST", h.url("/up"), io.MultiReader(strings.NewReader(strings.Repeat("t", size))))
-			req.Trailer = http.Header{"X-Checksum": nil, "Ms-Aspnetcore-Token": nil}
-			req.Trailer.Set("X-Checksum", "abc")
-			req.Trailer.Set("Ms-Aspnetcore-Token", "forged")
-			resp, err := h.client(false).Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.ProtoMajor != 1 || resp.Header.Get("Seen-Bytes") != strconv.Itoa(size) ||
-				resp.Header.Get("Seen-Trailers") != "X-Checksum=abc" {
-				t.Errorf("%d bytes: the app saw %v", size, resp.Header)
-			}
-		}
-	})
-
-	raw := func(t *testing.T, head, trailer string) (*http.Response, string) {
-		t.Helper()
-		c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: h.roots, NextProtos: []string{"http/1.1"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n%s\r\n5\r\nhello\r\n0\r\n%s\r\n", head, trailer)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return nil, err.Error()
-		}
-		resp.Body.Close()
-		return resp, ""
-	}
-	t.Run("raw", func(t *testing.T) {
-		// Announced, a name the head carries too, a forbidden trailer
-		// Go's server would reset the stream for, the token, and one
-		// that was not announced.
-		resp, _ := raw(t, "Trailer: X-Checksum, Cache-Control, MS-ASPNETCORE-TOKEN\r\nX-Checksum: head\r\n",
-			"X-Checksum: abc\r\nCache-Control: no-store\r\nMS-ASPNETCORE-TOKEN: forged\r\nX-Unannounced: 1\r\n")
-		if resp == nil || resp.StatusCode != 200 || resp.Header.Get("Seen-Bytes") != "5" ||
-			resp.Header.Get("Seen-Trailers") != "X-Checksum=abc" || resp.Header.Get("Seen-Head-Checksum") != "head" {
-			t.Errorf("the app saw %v", resp)
-		}
-		// A trailer that frames is refused (fasthttp, as on the HTTP/1.1
-		// path): the app never gets the body as complete.
-		resp, _ = raw(t, "Trailer: X-Checksum\r\n", "X-Checksum: abc\r\nContent-Length: 35\r\n")
-		if resp != nil && resp.Header.Get("Seen-Bytes") != "" {
-			t.Errorf("a Content-Length trailer reached the app: %v", resp.Header)
-		}
-	})
 }

@@ -7,6 +7,7 @@ package fastpath
 
 import (
 	"bufio"
+	"iter"
 	"slices"
 
 	"github.com/valyala/fasthttp"
@@ -67,12 +68,23 @@ func (x *exchange) writeRequestTrailers(w *bufio.Writer, head int) {
 		}
 		return
 	}
-	i := 0
-	for k, v := range x.ctx.Request.Header.All() {
-		if i >= head {
-			writeTrailerField(w, k, v, &x.ri)
+	for k, v := range x.trailerSection(head) {
+		writeTrailerField(w, k, v, &x.ri)
+	}
+}
+
+// trailerSection yields an HTTP/1.1 client's chunked trailer section, once
+// the body ended: the request header's fields past head, its headFields
+// before the body. requestTrailerKept is for the caller to apply.
+func (x *exchange) trailerSection(head int) iter.Seq2[[]byte, []byte] {
+	return func(yield func(name, value []byte) bool) {
+		i := 0
+		for k, v := range x.ctx.Request.Header.All() {
+			if i >= head && !yield(k, v) {
+				return
+			}
+			i++
 		}
-		i++
 	}
 }
 
