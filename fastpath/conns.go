@@ -297,9 +297,8 @@ type trackedConn struct {
 	parkNext atomic.Bool   // the next Close parks instead (an idle read failed with errParked)
 	parked   atomic.Bool   // waiting in park's poller, served by no goroutine
 	parkID   atomic.Uint64 // its id in the poller
-	// idleDeadline is fasthttp's read deadline for the next request of
-	// a parkable connection, held for idleRead; owned by the serving
-	// goroutine.
+	// idleDeadline is fasthttp's read deadline for the next request,
+	// held for idleRead; owned by the serving goroutine.
 	idleDeadline time.Time
 	// headDeadline is the first read deadline set after idleRead returned
 	// the first bytes of a request (fasthttp's deadline for the rest of its
@@ -308,10 +307,12 @@ type trackedConn struct {
 	headDeadline time.Time
 	headPending  atomic.Bool
 	headNext     atomic.Bool
-	// parkDeadline is the park deadline (sockio.Monotonic ns) idleRead left on the
-	// socket, 0 once any other read deadline replaced it: the next idle
-	// wait may keep it (parkSlack).
-	parkDeadline atomic.Int64
+	// waitDeadline is the deadline (sockio.Monotonic ns) idleRead left on
+	// the socket for a wait for a next request (the park deadline, or
+	// fasthttp's idle deadline on a connection that is not parked), 0 once
+	// any other read deadline replaced it: the next wait may keep it
+	// (parkSlack, idleSlack).
+	waitDeadline atomic.Int64
 
 	holdClose atomic.Bool // the next Close does nothing: a polled tunnel goes on with it (tunnelpoll.go)
 
@@ -337,14 +338,12 @@ func (c *trackedConn) forwardedFor(remote net.Addr, format configload.ForwardedF
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
-	if c.park != nil {
-		if since := c.idleSince.Load(); since != 0 {
-			return c.idleRead(p, since)
-		}
-		if c.headPending.CompareAndSwap(true, false) {
-			c.parkDeadline.Store(0)
-			_ = c.Conn.SetReadDeadline(c.headDeadline)
-		}
+	if since := c.idleSince.Load(); since != 0 {
+		return c.idleRead(p, since)
+	}
+	if c.headPending.CompareAndSwap(true, false) {
+		c.waitDeadline.Store(0)
+		_ = c.Conn.SetReadDeadline(c.headDeadline)
 	}
 	return c.guard.read(p, c.ClientConn.Read)
 }

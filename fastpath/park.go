@@ -162,33 +162,42 @@ func (pk *parking) stop() {
 }
 
 // idleRead is a read of a connection waiting for its next request (since:
-// when it went idle, sockio.Monotonic ns). It waits at most parkAfter, then fails with
-// errParked and marks the connection to be parked by its close, unless
-// fasthttp's idle deadline (held back by SetReadDeadline) comes first.
-// Both deadlines are known without reading the clock, and only the earlier
-// is set: on this machine's virtual clock a reading costs about 150 ns and
-// a deadline set three of them and a timer change, per request. The park
-// deadline is not set at all when the previous wait's is still on the
-// socket and at most parkSlack earlier.
+// when it went idle, sockio.Monotonic ns), under fasthttp's idle deadline
+// (held back by SetReadDeadline). A parkable connection waits at most
+// parkAfter, then fails with errParked and is marked to be parked by its
+// close, unless the idle deadline comes first. Both deadlines are known
+// without reading the clock, and only the earlier is set: a deadline set
+// costs time.Until, the netpoller's clock reading and a runtime timer
+// change. On a busy connection it is not set at all: the previous wait's
+// is kept while it is still on the socket and at most parkSlack (a
+// connection that is not parked: idleSlack) earlier.
 func (c *trackedConn) idleRead(p []byte, since int64) (int, error) {
-	parkAt := since + int64(parkAfter)
-	park := sockio.MonotonicTime(parkAt)
 	idle := c.idleDeadline
 	c.idleDeadline = time.Time{}
 	c.headPending.Store(false)
+	if c.park == nil {
+		c.armIdle(idle, since)
+		n, err := c.guard.read(p, c.ClientConn.Read)
+		if n > 0 {
+			c.headNext.Store(true)
+		}
+		return n, err
+	}
+	parkAt := since + int64(parkAfter)
+	park := sockio.MonotonicTime(parkAt)
 	// fasthttp's idle deadline may come first: then it is the one, and
 	// its passing no reason to park.
 	idleFirst := !idle.IsZero() && !idle.After(park)
-	switch set := c.parkDeadline.Load(); {
+	switch set := c.waitDeadline.Load(); {
 	case idleFirst:
-		c.parkDeadline.Store(0)
+		c.waitDeadline.Store(0)
 		_ = c.Conn.SetReadDeadline(idle)
 	case set != 0 && parkAt-set >= 0 && parkAt-set < int64(parkSlack):
 		// The park deadline of the previous wait is still set and at
 		// most parkSlack earlier: a busy connection parks that much
 		// sooner rather than pay a deadline set per request.
 	default:
-		c.parkDeadline.Store(parkAt)
+		c.waitDeadline.Store(parkAt)
 		_ = c.Conn.SetReadDeadline(park)
 	}
 	n, err := c.guard.read(p, c.ClientConn.Read)
@@ -198,31 +207,55 @@ func (c *trackedConn) idleRead(p []byte, since int64) (int, error) {
 	if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || idleFirst {
 		return n, err
 	}
-	c.parkDeadline.Store(0)
+	c.waitDeadline.Store(0)
 	_ = c.Conn.SetReadDeadline(time.Time{})
 	c.parkNext.Store(true)
 	return 0, errParked
 }
 
-// SetReadDeadline sets the read deadline, except, on a parkable
-// connection, fasthttp's deadline for the wait for its next request, which
-// idleRead applies (or the park deadline before it), and the deadline for
-// the rest of a head whose first bytes idleRead returned, which the next
-// read applies, if there is one before the next idle wait.
-func (c *trackedConn) SetReadDeadline(t time.Time) error {
-	if c.park != nil {
-		if c.idleSince.Load() != 0 {
-			c.idleDeadline = t
-			return nil
-		}
-		if c.headNext.CompareAndSwap(true, false) {
-			c.headDeadline = t
-			c.headPending.Store(true)
-			return nil
-		}
-		c.headPending.Store(false)
+// armIdle sets fasthttp's idle deadline on a connection that is not
+// parked (TLS, or parking off) for a wait that began at since, unless the
+// previous wait's is still on the socket and at most idleSlack earlier: a
+// busy connection is then closed that much sooner than --idle-timeout
+// after its last request. A zero idle is a second read of the same wait
+// (crypto/tls reading the rest of a record), which keeps what the first
+// one set.
+func (c *trackedConn) armIdle(idle time.Time, since int64) {
+	if idle.IsZero() {
+		return
 	}
-	c.parkDeadline.Store(0)
+	at := sockio.MonotonicOf(idle)
+	if set := c.waitDeadline.Load(); set != 0 && at-set >= 0 && at-set < idleSlack(at-since) {
+		return
+	}
+	c.waitDeadline.Store(at)
+	_ = c.Conn.SetReadDeadline(idle)
+}
+
+// idleSlack is how much earlier than its idle timeout (wait, in ns) a busy
+// connection that is not parked may be closed: 1/64 of it, at most
+// parkSlack, so that such a connection sets its idle deadline at most
+// every parkSlack however many requests it carries.
+func idleSlack(wait int64) int64 { return min(wait/64, int64(parkSlack)) }
+
+// SetReadDeadline sets the read deadline, except fasthttp's deadline for
+// the wait for a next request, which idleRead applies (or the park
+// deadline before it), and the deadline for the rest of a head whose
+// first bytes idleRead returned, which the next read applies, if there is
+// one before the next idle wait. Under TLS these come through crypto/tls,
+// whose Read calls Read.
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	if c.idleSince.Load() != 0 {
+		c.idleDeadline = t
+		return nil
+	}
+	if c.headNext.CompareAndSwap(true, false) {
+		c.headDeadline = t
+		c.headPending.Store(true)
+		return nil
+	}
+	c.headPending.Store(false)
+	c.waitDeadline.Store(0)
 	return c.Conn.SetReadDeadline(t)
 }
 
@@ -231,7 +264,7 @@ func (c *trackedConn) SetReadDeadline(t time.Time) error {
 func (c *trackedConn) SetDeadline(t time.Time) error {
 	c.headNext.Store(false)
 	c.headPending.Store(false)
-	c.parkDeadline.Store(0)
+	c.waitDeadline.Store(0)
 	return c.ClientConn.SetDeadline(t)
 }
 

@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -199,4 +200,65 @@ func TestTLSListener(t *testing.T) {
 	if n := dialTLS(&tls.Config{}); serial(n) != 200 {
 		t.Errorf("after a failed reload: certificate %d, want 200", serial(n))
 	}
+}
+
+// TestTLSKeepAliveDeadlines: a TLS keep-alive connection gets fasthttp's
+// idle and header deadlines though trackedConn holds them back (idleRead,
+// armIdle): busy with a request every 30 ms for twice --idle-timeout it is
+// never closed, though its waits keep an earlier wait's deadline; once idle
+// it is closed after --idle-timeout, no more than idleSlack early; and a
+// next request's head left unfinished gets 408 at --header-read-timeout,
+// long before --idle-timeout.
+func TestTLSKeepAliveDeadlines(t *testing.T) {
+	dial := func(t *testing.T, h *tlsHarness) *rawConn {
+		c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: h.roots})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return &rawConn{t: t, c: c, br: newReader(c)}
+	}
+	ok := func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) }
+
+	t.Run("idle timeout", func(t *testing.T) {
+		const idle = 1500 * time.Millisecond
+		h := newTLSHarness(t, Config{IdleTimeout: idle, HeaderReadTimeout: time.Second, DisableHTTP2: true})
+		h.backend(ok)
+		c := dial(t, h)
+		_ = c.c.SetDeadline(time.Now().Add(30 * time.Second))
+		var last time.Time
+		for end := time.Now().Add(2 * idle); time.Now().Before(end); {
+			if r, _ := c.roundTrip(get("a", "/")); r.StatusCode != 200 {
+				t.Fatalf("status %d", r.StatusCode)
+			}
+			last = time.Now()
+			time.Sleep(30 * time.Millisecond)
+		}
+		if !c.closedByPeer(idle + 3*time.Second) {
+			t.Fatalf("idle connection open %v after its last request, --idle-timeout %v", time.Since(last), idle)
+		}
+		if d := time.Since(last); d < idle-parkSlack {
+			t.Errorf("closed %v after its last request, want at least %v", d, idle-parkSlack)
+		}
+	})
+
+	t.Run("header timeout", func(t *testing.T) {
+		const headerTimeout = time.Second
+		h := newTLSHarness(t, Config{IdleTimeout: time.Minute, HeaderReadTimeout: headerTimeout, DisableHTTP2: true})
+		h.backend(ok)
+		c := dial(t, h)
+		_ = c.c.SetDeadline(time.Now().Add(30 * time.Second))
+		for range 3 {
+			if r, _ := c.roundTrip(get("a", "/")); r.StatusCode != 200 {
+				t.Fatalf("status %d", r.StatusCode)
+			}
+		}
+		c.send("GET / HTTP/1.1\r\nHost: a\r\n") // never finished
+		start := time.Now()
+		_ = c.c.SetReadDeadline(time.Now().Add(headerTimeout + 5*time.Second))
+		r, _ := c.response("GET")
+		if took := time.Since(start); r.StatusCode != 408 || took < headerTimeout-200*time.Millisecond {
+			t.Errorf("unfinished head: %d after %v, want 408 after about %v", r.StatusCode, took, headerTimeout)
+		}
+	})
 }

@@ -114,6 +114,10 @@ func Monotonic() int64 { return int64(time.Since(monoEpoch)) }
 // MonotonicTime is the time Monotonic read as ns, for a deadline.
 func MonotonicTime(ns int64) time.Time { return monoEpoch.Add(time.Duration(ns)) }
 
+// MonotonicOf is t as Monotonic ns, from t's monotonic reading when it has
+// one (time.Now's): no clock reading.
+func MonotonicOf(t time.Time) int64 { return int64(t.Sub(monoEpoch)) }
+
 // SetDeadline implements net.Conn; it replaces SetTimeout's deadlines.
 func (bc *BackendConn) SetDeadline(t time.Time) error {
 	bc.timeoutAt.Store(0)
