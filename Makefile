@@ -55,6 +55,14 @@ bench:
 bench-compare:
 	$(GO) run ./bench/cmd/compare
 
+# How low a Go proxy's CPU per small GET goes: wrk through nginx, loopgate,
+# bare fasthttp (Server + HostClient) and a one-thread epoll loop,
+# interleaved, as ratios to nginx (needs nginx and wrk: bench-compare installs
+# them). Not part of test.
+.PHONY: bench-floor
+bench-floor:
+	$(GO) run ./bench/cmd/floor
+
 # Hot-path micro-benchmarks, the working tree against the commit named in
 # bench/baseline-ref, run alternately (6 rounds): fails on any allocation or a
 # significant slowdown beyond 15 %. Not part of test.

@@ -6,73 +6,11 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os/exec"
-	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/loopgate/loopgate/bench/internal/harness"
 )
-
-// wrkResult is what one wrk run reported.
-type wrkResult struct {
-	requests int64
-	rps      float64
-	errors   int64 // non-2xx/3xx answers and socket errors
-}
-
-var (
-	reWrkRequests = regexp.MustCompile(`(\d+) requests in `)
-	reWrkRPS      = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
-	reWrkNon2xx   = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
-	reWrkSocket   = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
-)
-
-// parseWrk reads wrk's report.
-func parseWrk(out string) (wrkResult, error) {
-	var r wrkResult
-	n, rps := reWrkRequests.FindStringSubmatch(out), reWrkRPS.FindStringSubmatch(out)
-	if n == nil || rps == nil {
-		return r, fmt.Errorf("wrk output not understood:\n%s", out)
-	}
-	r.requests, _ = strconv.ParseInt(n[1], 10, 64)
-	r.rps, _ = strconv.ParseFloat(rps[1], 64)
-	if m := reWrkNon2xx.FindStringSubmatch(out); m != nil {
-		v, _ := strconv.ParseInt(m[1], 10, 64)
-		r.errors += v
-	}
-	if m := reWrkSocket.FindStringSubmatch(out); m != nil {
-		for _, s := range m[1:] {
-			v, _ := strconv.ParseInt(s, 10, 64)
-			r.errors += v
-		}
-	}
-	return r, nil
-}
-
-// runWrk runs `wrk -t1 -cconns -dd url` pinned to cpu (wrk takes whole
-// seconds).
-func runWrk(cpu int, url string, conns int, d time.Duration) (wrkResult, error) {
-	secs := max(1, int(d.Round(time.Second)/time.Second))
-	cmd := exec.Command("wrk", "-t1", "-c"+strconv.Itoa(conns), "-d"+strconv.Itoa(secs)+"s", url)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := harness.StartPinned(cmd, cpu); err != nil {
-		return wrkResult{}, fmt.Errorf("wrk: %w (apt-get install wrk)", err)
-	}
-	if err := cmd.Wait(); err != nil {
-		return wrkResult{}, fmt.Errorf("wrk: %w\n%s", err, out.String())
-	}
-	r, err := parseWrk(out.String())
-	if err == nil && r.requests == 0 {
-		err = fmt.Errorf("%w\n%s", errNoAnswer, out.String())
-	}
-	return r, err
-}
-
-// errNoAnswer is a wrk run that got no answer at all.
-var errNoAnswer = errors.New("wrk: no request answered")
 
 // wrkMetrics are the columns of both wrk tables.
 func wrkMetrics(what string) []metric {
@@ -112,20 +50,20 @@ func measureWrk(c config, ts map[string]*target, tls bool, loadCPU int) (*table,
 		url := scheme + "://" + addr + "/"
 		// The warm-up's numbers do not count, nor does a warm-up that got
 		// no answer: a neighbour holding CPU 0 for a second did that once.
-		if _, err := runWrk(loadCPU, url, c.conns, c.warmup); err != nil && !errors.Is(err, errNoAnswer) {
+		if _, err := harness.RunWrk(loadCPU, url, c.conns, c.warmup); err != nil && !errors.Is(err, harness.ErrNoAnswer) {
 			return nil, err
 		}
-		var r wrkResult
+		var r harness.WrkResult
 		cpu, err := cpuDuring(tg.pids(), func() (err error) {
-			r, err = runWrk(loadCPU, url, c.conns, c.duration)
+			r, err = harness.RunWrk(loadCPU, url, c.conns, c.duration)
 			return err
 		})
 		if err != nil {
 			return nil, err
 		}
-		v := map[string]float64{"rps": r.rps, "errors": float64(r.errors)}
+		v := map[string]float64{"rps": r.RPS, "errors": float64(r.Errors)}
 		if tg.proxyPIDs != nil {
-			per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / float64(r.requests) }
+			per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / float64(r.Requests) }
 			v["cpu"], v["user"], v["sys"] = per(cpu.Total()), per(cpu.User), per(cpu.System)
 		}
 		return v, nil

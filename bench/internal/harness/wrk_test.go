@@ -1,4 +1,4 @@
-package main
+package harness
 
 import "testing"
 
@@ -7,7 +7,7 @@ import "testing"
 func TestParseWrk(t *testing.T) {
 	for _, tc := range []struct {
 		name, out string
-		want      wrkResult
+		want      WrkResult
 	}{
 		{"clean", `Running 1s test @ http://127.0.0.1:38517/
   1 threads and 4 connections
@@ -17,7 +17,7 @@ func TestParseWrk(t *testing.T) {
   37261 requests in 1.10s, 4.73MB read
 Requests/sec:  33864.52
 Transfer/sec:      4.30MB
-`, wrkResult{requests: 37261, rps: 33864.52}},
+`, WrkResult{Requests: 37261, RPS: 33864.52}},
 		{"errors", `Running 1s test @ http://127.0.0.1:38517/nothere
   1 threads and 4 connections
   Thread Stats   Avg      Stdev     Max   +/- Stdev
@@ -28,14 +28,14 @@ Transfer/sec:      4.30MB
   Non-2xx or 3xx responses: 30549
 Requests/sec:  30105.66
 Transfer/sec:      2.87MB
-`, wrkResult{requests: 30549, rps: 30105.66, errors: 30549 + 7}},
+`, WrkResult{Requests: 30549, RPS: 30105.66, Errors: 30549 + 7}},
 	} {
-		got, err := parseWrk(tc.out)
+		got, err := ParseWrk(tc.out)
 		if err != nil || got != tc.want {
 			t.Errorf("%s: got %+v, %v; want %+v", tc.name, got, err, tc.want)
 		}
 	}
-	if _, err := parseWrk("unable to connect to 127.0.0.1:1 Connection refused\n"); err == nil {
+	if _, err := ParseWrk("unable to connect to 127.0.0.1:1 Connection refused\n"); err == nil {
 		t.Error("wrk's connection failure parsed without an error")
 	}
 }
