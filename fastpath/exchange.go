@@ -133,7 +133,7 @@ type exchange struct {
 func (x *exchange) reset() {
 	s, pumpDone := x.s, x.pumpDone
 	head, tbuf, body, lines := x.head[:0], x.tbuf[:0], x.body[:0], x.ri.lines[:0]
-	fields := fieldScratch{buf: x.fields.buf[:0], ends: x.fields.ends[:0]}
+	fields := fieldScratch{buf: x.fields.buf[:0], fields: x.fields.fields[:0]}
 	*x = exchange{}
 	x.s, x.pumpDone = s, pumpDone
 	x.head, x.tbuf, x.body, x.ri.lines = head, tbuf, body, lines

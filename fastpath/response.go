@@ -165,8 +165,33 @@ func hopField(name []byte, forwardConnection bool) bool {
 // fieldScratch holds a response head's fields while dropHopFields rebuilds
 // them; an exchange keeps one so that a rebuild allocates nothing.
 type fieldScratch struct {
-	buf  []byte
-	ends [][2]int // the end of each field's name and of its value in buf
+	buf    []byte
+	fields []fieldSpan // where each field lies in buf
+}
+
+// fieldSpan is a field in fieldScratch.buf: its name is buf[start:nameEnd],
+// its value buf[nameEnd:end].
+type fieldSpan struct{ start, nameEnd, end int }
+
+// add appends a field.
+func (f *fieldScratch) add(name, value []byte) {
+	start := len(f.buf)
+	f.buf = append(f.buf, name...)
+	nameEnd := len(f.buf)
+	f.buf = append(f.buf, value...)
+	f.fields = append(f.fields, fieldSpan{start, nameEnd, len(f.buf)})
+}
+
+// name is the name of field i.
+func (f *fieldScratch) name(i int) []byte {
+	sp := &f.fields[i]
+	return f.buf[sp.start:sp.nameEnd]
+}
+
+// value is the value of field i.
+func (f *fieldScratch) value(i int) []byte {
+	sp := &f.fields[i]
+	return f.buf[sp.nameEnd:sp.end]
 }
 
 // dropHopFields deletes the hop-by-hop fields (hopField) from rh and keeps
@@ -174,9 +199,13 @@ type fieldScratch struct {
 // into the place of the one it deletes, which, when the last two fields
 // share a name, reverses them (RFC 9110 §5.3: the order of same-name
 // fields is significant, e.g. WWW-Authenticate's preference, or Link). So
-// when one is there, the ordinary fields are copied out in order, deleted
-// and added back without it; a head without one (the usual case) is left
-// as it is after one pass over it.
+// when one is there, the ordinary fields from it on are copied out in
+// order, deleted and added back without it; a head without one (the usual
+// case) is left as it is after one pass over it. The fields before the
+// first hop-by-hop one stay where they are, unless one of them shares its
+// name with a field after it (deleting the later one would delete it too):
+// then the copy starts at that one. Node puts Connection and Keep-Alive
+// last, so only they are deleted.
 //
 // rh was read with its names normalized (readHead), so the canonical names
 // match them as they are; normalizing is off meanwhile, because Del would
@@ -199,28 +228,35 @@ func dropHopFields(rh *fasthttp.ResponseHeader, forwardConnection bool, scratch 
 	keepClose := rh.ConnectionClose() && forwardConnection
 	rh.DisableNormalizing()
 	defer rh.EnableNormalizing() // for the trailers added later (addTrailerField)
-	scratch.buf, scratch.ends = scratch.buf[:0], scratch.ends[:0]
+	scratch.buf, scratch.fields = scratch.buf[:0], scratch.fields[:0]
+	from := -1 // the first hop-by-hop field
 	for k, v := range rh.All() {
 		if specialResponseField(k) || closeFlag(k, v) {
 			continue // not among the ordinary fields
 		}
-		scratch.buf = append(scratch.buf, k...)
-		nameEnd := len(scratch.buf)
-		scratch.buf = append(scratch.buf, v...)
-		scratch.ends = append(scratch.ends, [2]int{nameEnd, len(scratch.buf)})
-	}
-	start := 0
-	for _, e := range scratch.ends {
-		rh.DelBytes(scratch.buf[start:e[0]])
-		start = e[1]
-	}
-	start = 0
-	for _, e := range scratch.ends {
-		name := scratch.buf[start:e[0]]
-		if !hopField(name, forwardConnection) {
-			rh.AddBytesKV(name, scratch.buf[e[0]:e[1]])
+		if from < 0 && hopField(k, forwardConnection) {
+			from = len(scratch.fields)
 		}
-		start = e[1]
+		scratch.add(k, v)
+	}
+	// Move from back to the first field sharing its name with a field at
+	// or after from; the fields it takes in are checked in turn, as the
+	// loop goes down to them.
+	for j := len(scratch.fields) - 1; j >= from; j-- {
+		for i := 0; i < from; i++ {
+			if string(scratch.name(i)) == string(scratch.name(j)) {
+				from = i
+				break
+			}
+		}
+	}
+	for i := from; i < len(scratch.fields); i++ {
+		rh.DelBytes(scratch.name(i))
+	}
+	for i := from; i < len(scratch.fields); i++ {
+		if name := scratch.name(i); !hopField(name, forwardConnection) {
+			rh.AddBytesKV(name, scratch.value(i))
+		}
 	}
 	if keepClose {
 		rh.SetConnectionClose()
