@@ -57,7 +57,7 @@ func appendRequestHead(dst []byte, h *fasthttp.RequestHeader, ri *reqInfo, in *h
 	raw := h.RawHeaders()
 	run := -1 // where the run of kept lines not yet copied starts
 	for _, l := range ri.lines {
-		if dropRequestHeader(raw[l.start:l.colon], trimOWS(raw[l.colon+1:l.end]), ri) {
+		if dropRequestHeader(raw[l.start:l.colon], raw[l.colon+1:l.end], ri) {
 			if run >= 0 {
 				dst = append(dst, raw[run:l.start]...)
 				run = -1
@@ -114,7 +114,8 @@ func appendRequestHead(dst []byte, h *fasthttp.RequestHeader, ri *reqInfo, in *h
 }
 
 // dropRequestHeader reports whether a client header must not reach the
-// backend (see the trust model in headers.go).
+// backend (see the trust model in headers.go). value may have the
+// whitespace around it (it is looked at for one name only).
 func dropRequestHeader(name, value []byte, ri *reqInfo) bool {
 	if len(name) >= 13 && equalFoldASCII(name[:13], "ms-aspnetcore") {
 		return true
@@ -123,7 +124,7 @@ func dropRequestHeader(name, value []byte, ri *reqInfo) bool {
 	case 2:
 		return equalFoldASCII(name, "te")
 	case 6:
-		return equalFoldASCII(name, "expect") && equalFoldASCII(value, "100-continue")
+		return equalFoldASCII(name, "expect") && equalFoldASCII(trimOWS(value), "100-continue")
 	case 15:
 		// Rewritten with loopgate's entry appended.
 		if equalFoldASCII(name, "x-forwarded-for") {
