@@ -182,6 +182,23 @@ func TestForwardAllocsHopFields(t *testing.T) {
 	}
 }
 
+// TestForwardAllocsTLS gates the same path behind the TLS listener: a
+// keep-alive GET over TLS 1.3 allocates only what crypto/tls allocates
+// per record read (its atLeastReader escapes: one on the client's side,
+// one on loopgate's), nothing of loopgate's.
+func TestForwardAllocsTLS(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful under the race detector")
+	}
+	r := newBenchRig(t)
+	for i := 0; i < 100; i++ { // warm pools and buffers
+		r.frontTLS.do(t, benchGET)
+	}
+	if allocs := testing.AllocsPerRun(2000, func() { r.frontTLS.do(t, benchGET) }); allocs > 2 {
+		t.Errorf("%v allocs per TLS request through loopgate, client's included; want at most crypto/tls's 2", allocs)
+	}
+}
+
 func BenchmarkForward(b *testing.B) {
 	r := newBenchRig(b)
 	for _, tc := range []struct {
