@@ -133,12 +133,21 @@ type exchange struct {
 func (x *exchange) reset() {
 	s, pumpDone := x.s, x.pumpDone
 	head, tbuf, body, lines := x.head[:0], x.tbuf[:0], x.body[:0], x.ri.lines[:0]
+	if cap(lines) > keptHeadLines {
+		lines = nil
+	}
 	fields := fieldScratch{buf: x.fields.buf[:0], fields: x.fields.fields[:0]}
 	*x = exchange{}
 	x.s, x.pumpDone = s, pumpDone
 	x.head, x.tbuf, x.body, x.ri.lines = head, tbuf, body, lines
 	x.fields = fields
 }
+
+// keptHeadLines bounds the index of request header lines (reqInfo.lines)
+// an exchange keeps for the next request: a head of many short lines (16
+// KiB of "a:" lines is 4,000 of them) would otherwise leave its index, 24
+// bytes a line, with the exchange for as long as it is pooled.
+const keptHeadLines = 128
 
 // emptyBody reports a request without a body to send.
 func (x *exchange) emptyBody() bool {

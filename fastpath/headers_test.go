@@ -278,3 +278,26 @@ func TestForwardedForFormatPerRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestResetBoundsHeadLines: an exchange keeps the index of a usual head's
+// lines for the next request, not that of a head of thousands of lines.
+func TestResetBoundsHeadLines(t *testing.T) {
+	for _, tc := range []struct {
+		lines int
+		kept  bool
+	}{{10, true}, {3000, false}} {
+		var req fasthttp.Request
+		raw := "GET / HTTP/1.1\r\nHost: a\r\n" + strings.Repeat("a:\r\n", tc.lines) + "\r\n"
+		if err := req.Header.Read(bufio.NewReaderSize(strings.NewReader(raw), len(raw))); err != nil {
+			t.Fatal(err)
+		}
+		x := &exchange{}
+		if err := scanRequestHeaders(req.Header.RawHeaders(), &x.ri); err != nil || len(x.ri.lines) != tc.lines+1 {
+			t.Fatalf("%d lines: scanned %d, %v", tc.lines, len(x.ri.lines), err)
+		}
+		x.reset()
+		if kept := cap(x.ri.lines) > 0; kept != tc.kept || cap(x.ri.lines) > keptHeadLines {
+			t.Errorf("%d lines: reset kept an index of capacity %d", tc.lines, cap(x.ri.lines))
+		}
+	}
+}
