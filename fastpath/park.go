@@ -82,6 +82,41 @@ const (
 	releaseQuiet = 3
 )
 
+// releaser decides when the sweep hands memory back to the system: once a
+// burst of parks is over (no connection parked for releaseQuiet seconds,
+// by when fasthttp has reaped the workers that served them), and at most
+// every releaseEvery while one goes on. A burst counts from the last
+// release at a burst's end, not from one during it: the parks after that
+// one (391 of a burst of 5,000, once) left up to 16 MiB of free heap
+// resident until the runtime's slow scavenger found it.
+type releaser struct {
+	prevTick    uint64 // parks at the last tick
+	quiet       int    // ticks without a park
+	lastParks   uint64 // parks at the last release
+	burstStart  uint64 // parks at the last release at a burst's end
+	lastRelease time.Time
+}
+
+// tick is the sweep's look, once a second, at n, the connections parked
+// so far; it reports whether to release now.
+func (r *releaser) tick(n uint64, now time.Time) bool {
+	if n == r.prevTick {
+		r.quiet++
+	} else {
+		r.quiet = 0
+	}
+	r.prevTick = n
+	switch {
+	case r.quiet >= releaseQuiet && n-r.burstStart >= releaseAfter:
+		r.lastParks, r.burstStart, r.lastRelease = n, n, now
+		return true
+	case n-r.lastParks >= releaseAfter && now.Sub(r.lastRelease) >= releaseEvery:
+		r.lastParks, r.lastRelease = n, now
+		return true
+	}
+	return false
+}
+
 // sweep closes parked connections idle for --idle-timeout, every second.
 // When many connections were parked since it last did so (a burst of
 // clients gone idle), it also runs the garbage collector twice and returns
@@ -96,27 +131,14 @@ func (pk *parking) sweep() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var expired []*trackedConn
-	var lastParks, prevTick uint64
-	var lastRelease time.Time
-	quiet := 0 // seconds without a park
+	var rel releaser
 	for {
 		select {
 		case <-pk.done:
 			return
 		case <-t.C:
 		}
-		// Once the burst is over (no connection parked for releaseQuiet,
-		// by when fasthttp has reaped the workers that served them), or at
-		// most every releaseEvery while it goes on.
-		n := pk.parks.Load()
-		if n == prevTick {
-			quiet++
-		} else {
-			quiet = 0
-		}
-		prevTick = n
-		if n-lastParks >= releaseAfter && (quiet >= releaseQuiet || time.Since(lastRelease) >= releaseEvery) {
-			lastParks, lastRelease = n, time.Now()
+		if rel.tick(pk.parks.Load(), time.Now()) {
 			runtime.GC()
 			debug.FreeOSMemory()
 		}
