@@ -13,29 +13,10 @@ import (
 	"time"
 )
 
-// trailerEchoNodeH2C is trailerEchoNode as an h2c app: Node's http2 module
-// with prior knowledge. It answers once the body ended with the body's
-// length, the trailers it got (names lowercased, name=value sorted,
-// ';'-joined) and the head's X-Checksum.
-const trailerEchoNodeH2C = `
-const http2 = require("http2");
-const s = http2.createServer((req, res) => {
-  let n = 0;
-  req.on("data", (c) => { n += c.length; });
-  req.on("error", () => {});
-  req.on("end", () => {
-    const t = [];
-    for (let i = 0; i < req.rawTrailers.length; i += 2)
-      t.push(req.rawTrailers[i].toLowerCase() + "=" + req.rawTrailers[i + 1]);
-    t.sort();
-    res.setHeader("Seen-Bytes", String(n));
-    res.setHeader("Seen-Trailers", t.join(";"));
-    res.setHeader("Seen-Head-Checksum", req.headers["x-checksum"] || "");
-    res.end("ok");
-  });
-});
-s.listen(0, "127.0.0.1", () => console.log(s.address().port));
-`
+// trailerEchoNodeH2C is trailerEchoNode as an h2c app: Node's http2
+// module with prior knowledge, whose compatibility API (createServer,
+// req.rawTrailers) is the http module's.
+var trailerEchoNodeH2C = strings.Replace(trailerEchoNode, `require("http")`, `require("http2")`, 1)
 
 // trailerEchoGoH2C is trailerEchoNodeH2C in Go's net/http.
 func trailerEchoGoH2C(w http.ResponseWriter, r *http.Request) {
