@@ -41,7 +41,9 @@ const s = http.createServer((req, res) => {
 s.listen(0, "127.0.0.1", () => console.log(s.address().port));
 `
 
-// trailerEchoGo is trailerEchoNode in Go's net/http.
+// trailerEchoGo is trailerEchoNode in Go's net/http, for HTTP/1.1 and for
+// h2c. Every head X-Checksum is reported, so that a trailer value taken
+// into the head shows.
 func trailerEchoGo(w http.ResponseWriter, r *http.Request) {
 	n, err := io.Copy(io.Discard, r.Body)
 	if err != nil {
@@ -57,7 +59,7 @@ func trailerEchoGo(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Seen-Bytes", strconv.FormatInt(n, 10))
 	w.Header().Set("Seen-Trailers", strings.Join(t, ";"))
 	w.Header().Set("Seen-Token", r.Header.Get("MS-ASPNETCORE-TOKEN"))
-	w.Header().Set("Seen-Head-Checksum", r.Header.Get("X-Checksum"))
+	w.Header().Set("Seen-Head-Checksum", strings.Join(r.Header.Values("X-Checksum"), ","))
 	_, _ = io.WriteString(w, "ok")
 }
 

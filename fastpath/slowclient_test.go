@@ -35,20 +35,7 @@ func TestSlowReaderCut(t *testing.T) {
 
 	slow := dialRaw(t, h.addr)
 	slow.send(get("a", "/big"))
-	start := time.Now()
-	other := h.client()
-	for i := 0; time.Since(start) < 2*time.Second; i++ {
-		resp, err := other.Get(h.url("/small"))
-		if err != nil {
-			t.Fatalf("other client, request %d: %v", i, err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("other client, request %d: %d", i, resp.StatusCode)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	othersServed(t, h.client(), h.url("/small"))
 	waitFor(t, func() bool { return h.srv.InFlight() == 0 }, "the slow reader's exchange ended")
 	if b.released.Load() != b.acquired.Load() {
 		t.Errorf("backend acquired %d, released %d", b.acquired.Load(), b.released.Load())
@@ -115,10 +102,21 @@ func TestSlowReaderCutTLS(t *testing.T) {
 	if _, err := io.WriteString(slow, get("a", "/big")); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	other := h.client(false)
-	for i := 0; time.Since(start) < 2*time.Second; i++ {
-		resp, err := other.Get(h.url("/small"))
+	othersServed(t, h.client(false), h.url("/small"))
+	waitFor(t, func() bool { return h.srv.InFlight() == 0 }, "the slow reader's exchange ended")
+	n, _ := io.Copy(io.Discard, br)
+	if n >= size {
+		t.Errorf("the slow reader got all %d bytes: not cut", n)
+	}
+	t.Logf("slow TLS reader cut after %d bytes", n)
+}
+
+// othersServed checks, for 2 s, that another client's requests to url are
+// answered 200 while a slow reader holds its exchange.
+func othersServed(t *testing.T, other *http.Client, url string) {
+	t.Helper()
+	for i, start := 0, time.Now(); time.Since(start) < 2*time.Second; i++ {
+		resp, err := other.Get(url)
 		if err != nil {
 			t.Fatalf("other client, request %d: %v", i, err)
 		}
@@ -129,10 +127,4 @@ func TestSlowReaderCutTLS(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	waitFor(t, func() bool { return h.srv.InFlight() == 0 }, "the slow reader's exchange ended")
-	n, _ := io.Copy(io.Discard, br)
-	if n >= size {
-		t.Errorf("the slow reader got all %d bytes: not cut", n)
-	}
-	t.Logf("slow TLS reader cut after %d bytes", n)
 }
