@@ -16,19 +16,7 @@ import (
 // backend request ends with it, and another client is served meanwhile.
 func TestSlowReaderCut(t *testing.T) {
 	const size = 256 << 20
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/big" {
-			io.WriteString(w, "ok")
-			return
-		}
-		w.Header().Set("Content-Length", strconv.Itoa(size))
-		buf := make([]byte, 1<<20)
-		for range size >> 20 {
-			if _, err := w.Write(buf); err != nil {
-				return
-			}
-		}
-	}))
+	backend := httptest.NewServer(bigOrSmall(size))
 	t.Cleanup(backend.Close)
 	h := newHarness(t, Config{SendTimeout: 500 * time.Millisecond}, "/")
 	b := h.backend("/", backend.Listener.Addr().String())
@@ -70,19 +58,7 @@ func TestSlowReaderCut(t *testing.T) {
 func TestSlowReaderCutTLS(t *testing.T) {
 	const size = 256 << 20
 	h := newTLSHarness(t, Config{SendTimeout: 500 * time.Millisecond, DisableHTTP2: true})
-	h.backend(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/big" {
-			io.WriteString(w, "ok")
-			return
-		}
-		w.Header().Set("Content-Length", strconv.Itoa(size))
-		buf := make([]byte, 1<<20)
-		for range size >> 20 {
-			if _, err := w.Write(buf); err != nil {
-				return
-			}
-		}
-	})
+	h.backend(bigOrSmall(size))
 	slow, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: h.roots})
 	if err != nil {
 		t.Fatal(err)
@@ -126,5 +102,23 @@ func othersServed(t *testing.T, other *http.Client, url string) {
 			t.Fatalf("other client, request %d: %d", i, resp.StatusCode)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// bigOrSmall is the slow-reader tests' app: /big answers size bytes, any
+// other path "ok".
+func bigOrSmall(size int) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/big" {
+			io.WriteString(w, "ok")
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		buf := make([]byte, 1<<20)
+		for range size >> 20 {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
 	}
 }
